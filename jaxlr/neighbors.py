@@ -1,0 +1,193 @@
+"""Neighbour lists for the real-space sums: host construction and a jax-md adapter.
+
+jaxlr's real-space kernels read a *dense, full* neighbour list: row ``i`` lists every
+neighbour ``j`` of atom ``i`` (both ``(i, j)`` and ``(j, i)`` are present, and so are
+periodic images of ``i`` itself), padded to a fixed capacity ``M``.  The dense full
+layout turns every per-atom sum (potentials, forces) into a reduction along an axis
+instead of a scatter, which is what makes forces cheap on CPU and GPU alike.
+
+Two ways to obtain one:
+
+* :func:`neighbor_list` — host side (numpy, eager), any cell shape and any cutoff, also
+  cutoffs larger than half the box (many images of the same pair).  The pair search is
+  done by `vesin <https://github.com/Luthaf/vesin>`_.  Integer cell shifts are stored, so
+  the displacement ``R[j] - R[i] + shifts @ cell`` follows a traced cell and stress by
+  automatic differentiation is right.
+* :func:`from_jax_md` — wraps a jax-md ``Dense`` neighbour list (built and updated inside
+  jitted MD); displacements then use the minimum-image convention in fractional
+  coordinates, valid while the cutoff is below half the smallest cell width (jax-md's own
+  requirement).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from .system import check_cell, check_positions, concrete_or_none, perpendicular_widths
+
+__all__ = ["Neighbors", "neighbor_list", "from_jax_md", "pair_displacements"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Neighbors:
+    """Dense full neighbour list (a pytree; every field is an array or ``None``).
+
+    Attributes:
+      idx: (N, M) int32, neighbour indices; padded slots point at the atom itself.
+      mask: (N, M) bool, True for real pairs.
+      shifts: (N, M, 3) int8 integer cell shifts such that the displacement is
+        ``R[idx] - R[:, None] + shifts @ cell``; ``None`` means: minimum image
+        (periodic) or no shift (open boundary).
+      overflow: () bool, True if a list built under jit ran out of capacity (the
+        jax-md adapter); host-built lists never overflow.
+    """
+
+    idx: jax.Array
+    mask: jax.Array
+    shifts: jax.Array | None = None
+    overflow: jax.Array | None = None
+
+    @property
+    def capacity(self) -> int:
+        """Number of neighbour slots per atom, M."""
+        return self.idx.shape[-1]
+
+
+def _round_capacity(m: int) -> int:
+    """Round a capacity up (≈ +10 %, to a multiple of 8) so small changes don't recompile."""
+    return int(8 * np.ceil(max(1, 1.1 * m) / 8))
+
+
+def neighbor_list(positions, cutoff: float, cell=None, *, capacity: int | None = None,
+                  atom_mask=None) -> Neighbors:
+    """Build a dense full neighbour list on the host (numpy, eager).
+
+    Args:
+      positions: (N, 3) Å, concrete.
+      cutoff: real-space cutoff in Å (> 0); any value, also above half the box.
+      cell: (3, 3) rows are lattice vectors (periodic in 3D), or ``None`` (open boundary).
+      capacity: neighbour slots per atom, M.  Default: the largest count rounded up
+        by ~10 % (so that repeated calls with slightly different positions reuse the
+        compiled function).  A capacity below the largest count raises ``ValueError``.
+      atom_mask: optional (N,) bool; atoms marked False (padding) get no neighbours and
+        are nobody's neighbour.
+
+    Returns:
+      :class:`Neighbors` with ``shifts`` (int8) when periodic, ``None`` otherwise.
+
+    Example:
+      >>> import numpy as np, jaxlr
+      >>> nl = jaxlr.neighbor_list(np.random.rand(10, 3) * 5, cutoff=4.0, cell=np.eye(3) * 5)
+      >>> nl.idx.shape[0]
+      10
+    """
+    import vesin
+
+    positions = check_positions(positions)
+    pos = concrete_or_none(positions)
+    if pos is None:
+        raise ValueError("neighbor_list needs concrete positions (it runs on the host); "
+                         "inside jit use a jax-md neighbour list and jaxlr.from_jax_md.")
+    pos = np.asarray(pos, dtype=np.float64)
+    n = pos.shape[0]
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"cutoff must be a positive finite number of Å, got {cutoff}.")
+    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    if cell is not None:
+        c = concrete_or_none(check_cell(cell))
+        if c is None:
+            raise ValueError("neighbor_list needs a concrete cell.")
+        c = np.asarray(c, dtype=np.float64)
+        i, j, s = nl.compute(pos, c, True, "ijS")
+        if s.size and np.abs(s).max() > 127:
+            raise ValueError("cutoff spans more than 127 cells; use a larger cell or smaller cutoff.")
+    else:
+        i, j = nl.compute(pos, np.zeros((3, 3)), False, "ij")
+        s = None
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    if atom_mask is not None:
+        am = np.asarray(atom_mask, dtype=bool)
+        if am.shape != (n,):
+            raise ValueError(f"atom_mask must have shape ({n},), got {am.shape}.")
+        keep = am[i] & am[j]
+        i, j = i[keep], j[keep]
+        s = None if s is None else s[keep]
+    counts = np.bincount(i, minlength=n)
+    needed = int(counts.max()) if counts.size else 0
+    if capacity is None:
+        capacity = _round_capacity(needed)
+    elif capacity < needed:
+        raise ValueError(f"capacity={capacity} is smaller than the largest neighbour count {needed}; "
+                         "raise it or leave it as None.")
+    order = np.argsort(i, kind="stable")
+    i, j = i[order], j[order]
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(i.size) - start[i]
+    idx = np.repeat(np.arange(n)[:, None], capacity, axis=1).astype(np.int32)
+    mask = np.zeros((n, capacity), dtype=bool)
+    idx[i, slot] = j
+    mask[i, slot] = True
+    shifts = None
+    if s is not None:
+        shifts = np.zeros((n, capacity, 3), dtype=np.int8)
+        shifts[i, slot] = s[order]
+        shifts = jnp.asarray(shifts)
+    return Neighbors(idx=jnp.asarray(idx), mask=jnp.asarray(mask), shifts=shifts,
+                     overflow=jnp.asarray(False))
+
+
+def from_jax_md(nbrs) -> Neighbors:
+    """Wrap a jax-md ``Dense`` neighbour list (``jax_md.partition.NeighborList``).
+
+    jax-md marks empty slots with the index N; they become masked slots here.  The
+    result uses the minimum-image convention (``shifts=None``), so it is valid only while
+    the cutoff is below half the smallest cell width — jax-md's own requirement.  The
+    ``overflow`` flag of jax-md is carried along; check it outside jit and reallocate.
+    This function is jittable.
+
+    Example:
+      >>> from jax_md import space, partition
+      >>> # neighbor_fn = partition.neighbor_list(displacement, box, r_cut, format=partition.Dense)
+      >>> # nbrs = neighbor_fn.allocate(R); jaxlr.from_jax_md(nbrs)
+    """
+    idx = jnp.asarray(nbrs.idx)
+    n = idx.shape[0]
+    mask = idx < n
+    self_idx = jnp.broadcast_to(jnp.arange(n, dtype=idx.dtype)[:, None], idx.shape)
+    return Neighbors(idx=jnp.where(mask, idx, self_idx).astype(jnp.int32), mask=mask,
+                     shifts=None, overflow=jnp.asarray(nbrs.did_buffer_overflow))
+
+
+def pair_displacements(positions, cell, nbrs: Neighbors | None):
+    """Displacements ``d_ij = R_j - R_i`` (with images) for the dense list (jittable).
+
+    Args:
+      positions: (N, 3); cell: (3, 3) or None; nbrs: :class:`Neighbors`, or ``None`` for
+        all pairs of an open-boundary system (an (N, N) layout with the diagonal masked).
+
+    Returns:
+      (d, shift_cart_coeffs, mask): d (N, M, 3); ``n`` (N, M, 3) float, the integer
+      shifts such that ``d = R_j - R_i + n @ cell`` (zeros when open); mask (N, M).
+    """
+    dtype = positions.dtype
+    if nbrs is None:
+        n_atoms = positions.shape[0]
+        d = positions[None, :, :] - positions[:, None, :]
+        mask = ~jnp.eye(n_atoms, dtype=bool)
+        return d, None, mask
+    rj = positions[nbrs.idx]
+    d = rj - positions[:, None, :]
+    if cell is None:
+        return d, None, nbrs.mask
+    if nbrs.shifts is not None:
+        n = nbrs.shifts.astype(dtype)
+    else:
+        inv = jnp.linalg.inv(cell)
+        n = -jnp.round(jax.lax.stop_gradient(d @ inv))
+    return d + n @ cell, n, nbrs.mask

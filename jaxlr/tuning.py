@@ -1,0 +1,237 @@
+"""Parameter tuning: requested accuracy → smearing, cutoff, mesh and spline order (host, numpy).
+
+Error model (random-charge approximation, RMS force error per atom):
+
+* real space (Kolafa & Perram 1992):  ΔF_r = 2 KE Σq² / √(N V r_c) · exp(−r_c²/2s²)
+* Ewald k-sum (same derivation):       ΔF_k = 2 KE Σq² / (s √(N V k_c)) · exp(−k_c² s²/2)
+* PME mesh:  ΔF_m = KE Σq² / √(N V s) · c_p(h/s), with h the largest mesh-plane spacing
+  and c_p a fit (log-quadratic in h/s) of errors measured against converged Ewald sums
+  for each spline order p — see ``benchmarks/calibrate_pme_error.py``, which produced
+  :data:`PME_ERROR_FIT`.
+
+The relative error is ΔF / F₀ with F₀ the RMS force scale of uncorrelated charges,
+F₀² = (1/N) Σ_i KE² q_i² Σ_j q_j²/r_ij⁴ (short-range sum + continuum tail), which equals
+the RMS force of a random system and stays meaningful for symmetric crystals whose
+forces vanish.  The error budget is split evenly between real and reciprocal space and
+the candidate (s, p) of least estimated cost is chosen; cost constants were measured on
+a 2-core CPU (:data:`COSTS`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .pme import MeshSpec, SUPPORTED_ORDERS
+from .system import cell_volume, perpendicular_widths, reduced_basis
+
+__all__ = ["ORDERS", "fft_friendly", "force_scale", "real_space_error", "ewald_kspace_error",
+           "pme_mesh_error", "tune_coulomb", "PME_ERROR_FIT", "COSTS"]
+
+ORDERS = (4, 6, 8)
+_TUNED_ORDERS = (4, 6, 8)
+KE_ = 14.399645
+
+#: log c_p(x) = a0 + a1 log x + a2 (log x)², x = h/s, per spline order (fit to measured errors)
+PME_ERROR_FIT: dict[int, tuple[float, float, float]] = {
+    4: (-3.2864, 3.9416, 0.2156),
+    6: (-4.5683, 6.8673, 0.3661),
+    8: (-5.2532, 9.4811, 0.3029),
+}
+#: the fit is multiplied by this margin (skewed cells measured up to 1.5× above the fit)
+PME_ERROR_MARGIN = 1.5
+
+#: estimated seconds per unit of work (energy + forces, float64, 2-core CPU)
+COSTS = {"pair": 4e-9, "stencil": 8e-9, "fft": 0.6e-9, "mesh": 3e-9, "kvec": 6e-9}
+
+
+def fft_friendly(n: int) -> int:
+    """Smallest integer ≥ n whose prime factors are all in {2, 3, 5, 7}."""
+    m = max(1, int(n))
+    while True:
+        k = m
+        for f in (2, 3, 5, 7):
+            while k % f == 0:
+                k //= f
+        if k == 1:
+            return m
+        m += 1
+
+
+def force_scale(positions, charges, cell=None, r0: float | None = None) -> float:
+    """RMS force scale F₀ (eV/Å) of uncorrelated charges; see the module docstring."""
+    import vesin
+
+    pos = np.asarray(positions, dtype=np.float64)
+    q = np.asarray(charges, dtype=np.float64)
+    n = len(q)
+    q2 = float(np.sum(q * q))
+    if q2 == 0.0 or n < 2:
+        return 0.0
+    if cell is not None:
+        volume = cell_volume(cell)
+    else:
+        span = np.ptp(pos, axis=0) + 1.0
+        volume = float(np.prod(span))
+    spacing = (volume / n) ** (1.0 / 3.0)
+    r0 = 2.5 * spacing if r0 is None else r0
+    nl = vesin.NeighborList(cutoff=float(r0), full_list=True)
+    if cell is not None:
+        i, j, d = nl.compute(pos, np.asarray(cell, dtype=np.float64), True, "ijd")
+    else:
+        i, j, d = nl.compute(pos, np.zeros((3, 3)), False, "ijd")
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    s = np.bincount(i, weights=q[j] ** 2 / np.maximum(d, 1e-3) ** 4, minlength=n)
+    tail = 4.0 * math.pi * (q2 / volume) / r0 if cell is not None else 0.0
+    f2 = KE_**2 * np.mean(q * q * (s + tail))
+    return float(math.sqrt(f2))
+
+
+def real_space_error(q2: float, n: int, volume: float, cutoff: float, smearing: float) -> float:
+    """Absolute RMS real-space truncation error of forces (eV/Å)."""
+    return 2.0 * KE_ * q2 / math.sqrt(n * volume * cutoff) * math.exp(-0.5 * (cutoff / smearing) ** 2)
+
+
+def ewald_kspace_error(q2: float, n: int, volume: float, k_cutoff: float, smearing: float) -> float:
+    """Absolute RMS error of forces (eV/Å) from truncating the Ewald k-sum at k_cutoff."""
+    return (2.0 * KE_ * q2 / (smearing * math.sqrt(n * volume * k_cutoff))
+            * math.exp(-0.5 * (k_cutoff * smearing) ** 2))
+
+
+def pme_mesh_error(q2: float, n: int, volume: float, spacing: float, smearing: float, order: int) -> float:
+    """Absolute RMS force error (eV/Å) of the PME mesh part for the largest plane spacing h."""
+    a0, a1, a2 = PME_ERROR_FIT[order]
+    lx = math.log(spacing / smearing)
+    c = PME_ERROR_MARGIN * math.exp(a0 + a1 * lx + a2 * lx * lx)
+    return KE_ * q2 / math.sqrt(n * volume * smearing) * c
+
+
+def _alias_spacing(mesh_cell: np.ndarray, shape) -> float:
+    """Effective mesh spacing h = 1/|shortest nonzero alias vector Σ a_d K_d b_d| (Å).
+
+    Equals the largest plane spacing width_d/K_d for orthogonal cells; larger for skewed ones.
+    """
+    recip = np.linalg.inv(mesh_cell).T * np.asarray(shape, dtype=np.float64)[:, None]
+    widths = perpendicular_widths(mesh_cell) / np.asarray(shape, dtype=np.float64)
+    a = np.array([v for v in np.ndindex(5, 5, 5)]) - 2
+    a = a[np.any(a != 0, axis=1)]
+    shortest = np.min(np.linalg.norm(a @ recip, axis=1))
+    return float(max(widths.max(), 1.0 / shortest))
+
+
+def _solve_decreasing(f, target: float, lo: float, hi: float) -> float:
+    """x in [lo, hi] with f(x) = target for a decreasing f (bisection in log space)."""
+    if f(hi) > target:
+        return hi
+    if f(lo) <= target:
+        return lo
+    for _ in range(80):
+        mid = math.sqrt(lo * hi)
+        if f(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
+    def err(rc):
+        e = real_space_error(q2, n, volume, rc, smearing)
+        if gamma_max:
+            e = max(e, real_space_error(q2, n, volume, rc, gamma_max))
+        return e
+    return _solve_decreasing(err, budget, 0.5, 1e4)
+
+
+def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accuracy=1e-6,
+                 smearing=None, cutoff=None, mesh=None, order=None, k_cutoff=None,
+                 background=False, n_atoms=None):
+    """Choose method and parameters for a periodic Coulomb sum (host).
+
+    Args:
+      positions, charges, cell, sigma: concrete numpy arrays (positions/charges may be None
+        when all parameters are given explicitly).
+      method: "auto", "ewald" or "pme".  accuracy: target relative RMS force error.
+      smearing, cutoff, mesh, order, k_cutoff: fixed values that the search respects.
+
+    Returns:
+      :class:`jaxlr.coulomb.CoulombParams`.
+    """
+    from .coulomb import CoulombParams
+
+    cell = np.asarray(cell, dtype=np.float64)
+    volume = cell_volume(cell)
+    basis = reduced_basis(cell)
+    mesh_cell = basis @ cell
+    widths = perpendicular_widths(mesh_cell)
+    basis_t = tuple(tuple(int(v) for v in row) for row in basis)
+    n = int(n_atoms if n_atoms is not None else len(charges))
+    explicit = (smearing is not None and cutoff is not None
+                and (k_cutoff is not None if method == "ewald" else mesh is not None))
+    if explicit and method != "auto":
+        spec = None
+        if method == "pme":
+            spec = MeshSpec(tuple(int(k) for k in mesh), int(order or 6), basis=basis_t)
+        return CoulombParams(method=method, smearing=float(smearing), cutoff=float(cutoff), mesh=spec,
+                             k_cutoff=None if k_cutoff is None else float(k_cutoff), background=background)
+    if charges is None or positions is None:
+        raise ValueError("automatic tuning needs concrete positions and charges; pass smearing, cutoff "
+                         "and mesh (or k_cutoff) explicitly.")
+    q = np.asarray(charges, dtype=np.float64)
+    q2 = float(np.sum(q * q))
+    f0 = force_scale(positions, q, cell)
+    if q2 == 0.0 or f0 == 0.0:
+        f0, q2 = 1.0, max(q2, 1e-30)
+    target = accuracy * f0
+    budget = target / math.sqrt(2.0)
+    gamma_max = float(math.sqrt(2.0) * np.max(sigma)) if sigma is not None else 0.0
+    spacing = (volume / n) ** (1.0 / 3.0)
+    pair_density = n / volume
+
+    if smearing is not None:
+        s_grid = [float(smearing)]
+    else:
+        s_grid = list(np.geomspace(0.25 * spacing, 0.6 * min(widths) + 0.5 * spacing, 48))
+
+    best = None
+    methods = ("ewald", "pme") if method == "auto" else (method,)
+    for meth in methods:
+        orders = ((int(order),) if order is not None else _TUNED_ORDERS) if meth == "pme" else (None,)
+        for s in s_grid:
+            rc = float(cutoff) if cutoff is not None else _real_cutoff(q2, n, volume, s, gamma_max, budget)
+            e_real = real_space_error(q2, n, volume, rc, s)
+            pairs = 4.0 / 3.0 * math.pi * rc**3 * pair_density
+            cost_real = COSTS["pair"] * n * pairs
+            for p in orders:
+                if meth == "ewald":
+                    kc = (float(k_cutoff) if k_cutoff is not None else _solve_decreasing(
+                        lambda k: ewald_kspace_error(q2, n, volume, k, s), budget, 1e-3, 1e3))
+                    e_rec = ewald_kspace_error(q2, n, volume, kc, s)
+                    n_k = (4.0 / 3.0 * math.pi * kc**3) * volume / (8.0 * math.pi**3) / 2.0
+                    cost = cost_real + COSTS["kvec"] * n * n_k
+                    cand = dict(method="ewald", smearing=s, cutoff=rc, mesh=None, k_cutoff=kc)
+                else:
+                    if mesh is not None:
+                        shape = tuple(int(k) for k in mesh)
+                    else:
+                        x_max = _solve_decreasing(lambda h: pme_mesh_error(q2, n, volume, h, s, p),
+                                                  budget, 1e-3 * s, 50.0 * s)
+                        shape = tuple(max(p, fft_friendly(math.ceil(w / x_max))) for w in widths)
+                        while _alias_spacing(mesh_cell, shape) > x_max * 1.0001:
+                            shape = tuple(fft_friendly(k + 1) for k in shape)
+                    h = _alias_spacing(mesh_cell, shape)
+                    e_rec = pme_mesh_error(q2, n, volume, h, s, p)
+                    n_mesh = float(np.prod(shape))
+                    cost = (cost_real + COSTS["stencil"] * n * p**3
+                            + COSTS["fft"] * n_mesh * math.log2(max(n_mesh, 2.0)) + COSTS["mesh"] * n_mesh)
+                    cand = dict(method="pme", smearing=s, cutoff=rc, mesh=MeshSpec(shape, p, basis=basis_t),
+                                k_cutoff=None)
+                err = math.sqrt(e_real**2 + e_rec**2) / f0
+                ok = err <= accuracy * 1.0001
+                key = (0 if ok else 1, cost if ok else err)
+                if best is None or key < best[0]:
+                    best = (key, cand, err)
+    _, cand, err = best
+    return CoulombParams(background=background, estimated_error=err, **cand)

@@ -1,0 +1,14 @@
+"""Physical units and constants used throughout jaxlr.
+
+jaxlr works in Å, eV and the elementary charge e. The Coulomb constant is
+``KE = e² / (4π ε₀) = 14.399645 eV·Å/e²`` (one Hartree·Bohr), so an energy is
+``KE · q_i q_j / r`` for two point charges; potentials are in V (= eV/e), fields
+in V/Å, forces in eV/Å and stress in eV/Å³.
+"""
+
+from __future__ import annotations
+
+#: Coulomb constant e²/(4πε₀) in eV·Å/e² (Hartree × Bohr).
+KE: float = 14.399645
+
+__all__ = ["KE"]
