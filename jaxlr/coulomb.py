@@ -259,7 +259,8 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
         cell = cell.astype(dtype)
         if q_np is not None and not background:
             total = float(np.sum(q_np))
-            if abs(total) > 1e-8 * max(1.0, float(np.sum(np.abs(q_np)))):
+            tol = 10.0 * float(jnp.finfo(dtype).eps) * max(1.0, float(np.sum(np.abs(q_np))))
+            if abs(total) > tol:
                 raise ValueError(f"the cell carries a net charge of {total:.6g} e: a periodic sum needs a "
                                  "neutral cell, or background=True for a uniform neutralising background.")
 

@@ -41,6 +41,7 @@ PME_ERROR_FIT: dict[int, tuple[float, float, float]] = {
 }
 #: the fit is multiplied by this margin (skewed cells measured up to 1.5× above the fit)
 PME_ERROR_MARGIN = 1.5
+_FIT_MIN_X = 0.15
 
 #: estimated seconds per unit of work (energy + forces, float64, 2-core CPU)
 COSTS = {"pair": 4e-9, "stencil": 8e-9, "fft": 0.6e-9, "mesh": 3e-9, "kvec": 6e-9}
@@ -104,7 +105,12 @@ def pme_mesh_error(q2: float, n: int, volume: float, spacing: float, smearing: f
     """Absolute RMS force error (eV/Å) of the PME mesh part for the largest plane spacing h."""
     a0, a1, a2 = PME_ERROR_FIT[order]
     lx = math.log(spacing / smearing)
-    c = PME_ERROR_MARGIN * math.exp(a0 + a1 * lx + a2 * lx * lx)
+    # below the calibrated range (h/s < 0.15) extrapolate with the asymptotic slope x^p
+    lo = math.log(_FIT_MIN_X)
+    extra = 0.0
+    if lx < lo:
+        extra, lx = order * (lx - lo), lo
+    c = PME_ERROR_MARGIN * math.exp(a0 + a1 * lx + a2 * lx * lx + extra)
     return KE_ * q2 / math.sqrt(n * volume * smearing) * c
 
 
@@ -134,6 +140,21 @@ def _solve_decreasing(f, target: float, lo: float, hi: float) -> float:
         else:
             hi = mid
     return hi
+
+
+def _largest_below(f, target: float, lo: float, hi: float) -> float:
+    """Largest x in [lo, hi] with f(x) ≤ target for an increasing f (bisection in log space)."""
+    if f(lo) > target:
+        return lo
+    if f(hi) <= target:
+        return hi
+    for _ in range(80):
+        mid = math.sqrt(lo * hi)
+        if f(mid) > target:
+            hi = mid
+        else:
+            lo = mid
+    return lo
 
 
 def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
@@ -216,8 +237,8 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
                     if mesh is not None:
                         shape = tuple(int(k) for k in mesh)
                     else:
-                        x_max = _solve_decreasing(lambda h: pme_mesh_error(q2, n, volume, h, s, p),
-                                                  budget, 1e-3 * s, 50.0 * s)
+                        x_max = _largest_below(lambda h: pme_mesh_error(q2, n, volume, h, s, p),
+                                               budget, 1e-3 * s, 2.0 * s)
                         shape = tuple(max(p, fft_friendly(math.ceil(w / x_max))) for w in widths)
                         while _alias_spacing(mesh_cell, shape) > x_max * 1.0001:
                             shape = tuple(fft_friendly(k + 1) for k in shape)

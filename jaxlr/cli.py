@@ -1,0 +1,127 @@
+"""The ``jaxlr`` command line.
+
+``jaxlr demo`` prints a short tour of the electrostatics engine on bundled structures:
+Madelung constants from Ewald and PME, PME-versus-Ewald agreement on a random
+electrolyte-like system, and timings of energy + forces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["main", "demo"]
+
+# fractional coordinates (conventional cubic cells), charges, nearest-neighbour distance / a,
+# and the literature Madelung constant (nearest-neighbour normalisation)
+_CRYSTALS = {
+    "NaCl (rock salt)": (
+        [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, 0, 0], [0, .5, 0], [0, 0, .5], [.5, .5, .5]],
+        [1, 1, 1, 1, -1, -1, -1, -1], 0.5, 1.747564594633182),
+    "CsCl": ([[0, 0, 0], [.5, .5, .5]], [1, -1], np.sqrt(3) / 2, 1.762674773070988),
+    "zinc blende": (
+        [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
+         [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]],
+        [1, 1, 1, 1, -1, -1, -1, -1], np.sqrt(3) / 4, 1.638055053388789),
+}
+
+
+def _timeit(fn, repeat=5):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def demo(sizes=(1000, 4000)) -> None:
+    """Run the tour (float64 for accuracy, float32 and float64 timings)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # a script may; the library never does
+    import jax.numpy as jnp
+    import jaxlr
+
+    print(f"jaxlr {jaxlr.__version__} — pure-JAX long-range electrostatics (jax {jax.__version__}, "
+          f"{jax.devices()[0].platform})\n")
+    print("1. Madelung constants (point charges, a = 5 Å, rotated and skewed cell):")
+    print(f"   {'crystal':18s} {'Ewald':>18s} {'PME (1e-6)':>14s} {'literature':>18s}")
+    rng = np.random.default_rng(0)
+    rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    for name, (frac, q, dnn, ref) in _CRYSTALS.items():
+        a = 5.0
+        cell = np.eye(3) * a
+        skew = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]]) @ cell  # same lattice, skewed vectors
+        pos = (np.asarray(frac, float) @ cell) @ rot.T
+        skew = skew @ rot.T
+        q = np.asarray(q, float)
+        n_pairs = len(q) / 2
+        e_ew = jaxlr.coulomb(pos, q, cell=skew, method="ewald", accuracy=1e-12).energy
+        e_pme = jaxlr.coulomb(pos, q, cell=skew, method="pme", accuracy=1e-6).energy
+        m_ew = -float(e_ew) * dnn * a / (jaxlr.KE * n_pairs)
+        m_pme = -float(e_pme) * dnn * a / (jaxlr.KE * n_pairs)
+        print(f"   {name:18s} {m_ew:18.12f} {m_pme:14.8f} {ref:18.12f}")
+
+    print("\n2. PME vs Ewald, 1,000 random ±1 charges at 0.1 atoms/Å³ (float64):")
+    n = 1000
+    length = (n / 0.1) ** (1 / 3)
+    cell = np.array([[length, 0, 0], [0.2 * length, length, 0], [0.1 * length, -0.2 * length, length]])
+    pos = rng.random((n, 3)) @ cell
+    q = rng.choice([-1.0, 1.0], n)
+    q -= q.mean()
+    ref = jaxlr.coulomb(pos, q, cell=cell, method="ewald", accuracy=1e-10)
+    f0 = jaxlr.tuning.force_scale(pos, q, cell)
+    print(f"   {'accuracy':>9s} {'mesh':>14s} {'order':>5s} {'cutoff/Å':>8s} {'force err/F0':>12s} "
+          f"{'energy err/eV':>13s}")
+    for acc in (1e-3, 1e-4, 1e-5, 1e-6):
+        res = jaxlr.coulomb(pos, q, cell=cell, method="pme", accuracy=acc)
+        err = np.sqrt(np.mean(np.sum((np.asarray(res.forces) - np.asarray(ref.forces)) ** 2, 1))) / f0
+        p = res.params
+        print(f"   {acc:9.0e} {str(p.mesh.shape):>14s} {p.mesh.order:5d} {p.cutoff:8.2f} {err:12.2e} "
+              f"{abs(float(res.energy - ref.energy)):13.2e}")
+
+    print("\n3. Timings, PME energy + forces + stress (median of 5 after warm-up; compile separate):")
+    print(f"   {'N':>6s} {'dtype':>8s} {'accuracy':>9s} {'compile/s':>9s} {'time/ms':>8s}")
+    for n in sizes:
+        length = (n / 0.1) ** (1 / 3)
+        cell = np.eye(3) * length
+        pos = rng.random((n, 3)) * length
+        q = rng.choice([-1.0, 1.0], n)
+        q -= q.mean()
+        for dtype, acc in (("float32", 1e-4), ("float64", 1e-6)):
+            pj = jnp.asarray(pos, dtype)
+            qj = jnp.asarray(q, dtype)
+            qj = qj - jnp.mean(qj)
+            cj = jnp.asarray(cell, dtype)
+            t0 = time.perf_counter()
+            jax.block_until_ready(jaxlr.coulomb(pj, qj, cell=cj, method="pme", accuracy=acc).forces)
+            first = time.perf_counter() - t0
+            params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=acc)
+            nbrs = jaxlr.neighbor_list(pos, params.cutoff, cell)
+            smear = jnp.asarray(params.smearing, dtype)
+            from jaxlr.coulomb import _evaluate
+            run = lambda: jax.block_until_ready(_evaluate(  # noqa: E731
+                pj, qj, cj, None, smear, nbrs, None, method="pme", mesh=params.mesh,
+                background=False, want_stress=True))
+            t = _timeit(run)
+            print(f"   {n:6d} {dtype:>8s} {acc:9.0e} {first:9.2f} {1e3 * t:8.1f}")
+    print("\nMore: README.md (benchmarks against jax-pme and torch-pme), tests/ (pytest).")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="jaxlr", description="pure-JAX long-range electrostatics")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="a short tour: Madelung constants, PME vs Ewald, timings")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
