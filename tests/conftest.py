@@ -1,0 +1,126 @@
+"""Strict test configuration for jaxlr and helpers shared by the test modules.
+
+* float64 is enabled for the whole session (``jax_enable_x64``); float32 checks pass
+  float32 arrays explicitly instead of switching x64 off.
+* ``jax_debug_nans`` is on in every test (autouse fixture): a NaN produced anywhere —
+  including a discarded branch of an unguarded ``where`` in eager mode — fails the test.
+* ``tests/`` is put on ``sys.path`` so that test modules can ``import reference``,
+  ``import crystals`` and ``from conftest import ...``.
+
+Compilation dominates the runtime of these tests on a small CPU (1–4 s per new shape
+or static configuration), so the helpers below make it easy to reuse shapes: padded
+systems share one compiled function, and explicit parameters avoid new neighbour-list
+capacities.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def _debug_nans():
+    """Turn NaN checking on for every test (restored afterwards)."""
+    previous = jax.config.jax_debug_nans
+    jax.config.update("jax_debug_nans", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_debug_nans", previous)
+
+
+# --------------------------------------------------------------------------------------
+# shared helpers (plain functions; import them with ``from conftest import ...``)
+# --------------------------------------------------------------------------------------
+def random_system(seed, n, *, triclinic=False, gaussian=False, density=0.1, neutral=True,
+                  skew=0.25, sigma_range=(0.5, 1.2)):
+    """Random periodic system: (positions (n, 3), charges (n,), cell (3, 3), sigma or None).
+
+    Number density ``density`` atoms/Å³ (0.1 ≈ condensed matter), charges uniform in
+    [-1, 1] shifted to neutrality (unless ``neutral=False``), Gaussian widths uniform in
+    ``sigma_range``.  Triclinic cells are a cube times (1 + U(-skew, skew)).  Atoms are
+    placed in the cell and a few deliberately outside (positions need not be wrapped).
+    """
+    rng = np.random.default_rng(seed)
+    length = (n / density) ** (1.0 / 3.0)
+    cell = np.eye(3) * length
+    if triclinic:
+        cell = cell @ (np.eye(3) + rng.uniform(-skew, skew, (3, 3)))
+    frac = rng.uniform(0.0, 1.0, (n, 3))
+    frac[: max(1, n // 10)] += rng.integers(-1, 2, (max(1, n // 10), 3))  # unwrapped atoms
+    positions = frac @ cell
+    charges = rng.uniform(-1.0, 1.0, n)
+    if neutral:
+        charges -= charges.mean()
+    sigma = rng.uniform(*sigma_range, n) if gaussian else None
+    return positions, charges, cell, sigma
+
+
+def random_cluster(seed, n, *, gaussian=False, box=8.0, min_dist=0.8):
+    """Random open-boundary cluster with no two atoms closer than ``min_dist`` Å."""
+    rng = np.random.default_rng(seed)
+    pts = []
+    while len(pts) < n:
+        p = rng.uniform(0.0, box, 3)
+        if all(np.linalg.norm(p - x) >= min_dist for x in pts):
+            pts.append(p)
+    positions = np.array(pts)
+    charges = rng.uniform(-1.0, 1.0, n)
+    sigma = rng.uniform(0.5, 1.2, n) if gaussian else None
+    return positions, charges, sigma
+
+
+def rms(x):
+    """Root mean square of the per-row norms of ``x`` (N, 3), or of the entries for 1-D x."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 2:
+        return float(np.sqrt(np.mean(np.sum(x * x, axis=1))))
+    return float(np.sqrt(np.mean(x * x)))
+
+
+def rel_rms_force_error(forces, reference, scale):
+    """RMS force error per atom divided by ``scale`` (F₀ or the RMS reference force)."""
+    return rms(np.asarray(forces, dtype=np.float64) - np.asarray(reference, dtype=np.float64)) / scale
+
+
+def random_rotation(seed):
+    """A random proper rotation matrix (det = +1)."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] *= -1
+    return q
+
+
+def pad_system(positions, charges, n_total, sigma=None, *, cell=None, seed=0):
+    """Append zero-charge padding atoms up to ``n_total`` atoms.
+
+    Returns ``(positions, charges, sigma, atom_mask)``; padding atoms sit at random
+    points of the cell (or near the origin when open), carry charge 0 and width 1 Å.
+    """
+    n = len(charges)
+    extra = n_total - n
+    rng = np.random.default_rng(seed)
+    frac = rng.uniform(0.0, 1.0, (extra, 3))
+    pad_pos = frac @ np.asarray(cell) if cell is not None else frac * 5.0
+    positions = np.concatenate([positions, pad_pos])
+    charges = np.concatenate([charges, np.zeros(extra)])
+    if sigma is not None:
+        sigma = np.concatenate([sigma, np.ones(extra)])
+    mask = np.arange(n_total) < n
+    return positions, charges, sigma, mask
+
+
+KE = 14.399645
+SQRT_PI = math.sqrt(math.pi)
