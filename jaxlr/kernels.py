@@ -23,7 +23,7 @@ import math
 import jax.numpy as jnp
 from jax.scipy.special import erf, erfc
 
-__all__ = ["pair_kernel", "self_kernel"]
+__all__ = ["pair_kernel", "pair_kernel_dr", "self_kernel"]
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_PI = math.sqrt(math.pi)
@@ -51,6 +51,24 @@ def pair_kernel(r, gamma=None, smearing=None):
     if gamma is None:
         return screened / r
     return (screened - erfc(r / (_SQRT2 * gamma))) / r
+
+
+def pair_kernel_dr(r, gamma=None, smearing=None):
+    """Kernel and its radial derivative, ``(K(r), dK/dr)``, sharing the transcendental work.
+
+    dK/dr = −K/r + √(2/π) [e^{−r²/2γ²}/γ − e^{−r²/2s²}/s] / r, with the terms of absent
+    widths dropped (point charges: no γ term; open boundary: no s term).  Same arguments
+    as :func:`pair_kernel`; exact, so it can be differentiated again.
+    """
+    k = pair_kernel(r, gamma, smearing)
+    inv_r = 1.0 / r
+    g = jnp.zeros_like(r)
+    c = math.sqrt(2.0 / math.pi)
+    if gamma is not None:
+        g = g + c * jnp.exp(-0.5 * (r / gamma) ** 2) / gamma
+    if smearing is not None:
+        g = g - c * jnp.exp(-0.5 * (r / smearing) ** 2) / smearing
+    return k, (g - k) * inv_r
 
 
 def self_kernel(sigma=None, smearing=None, dtype=jnp.float64):

@@ -172,22 +172,26 @@ def pair_displacements(positions, cell, nbrs: Neighbors | None):
         all pairs of an open-boundary system (an (N, N) layout with the diagonal masked).
 
     Returns:
-      (d, shift_cart_coeffs, mask): d (N, M, 3); ``n`` (N, M, 3) float, the integer
-      shifts such that ``d = R_j - R_i + n @ cell`` (zeros when open); mask (N, M).
+      (d, n, mask): ``d`` a tuple of three (N, M) arrays (x, y, z components); ``n`` a
+      tuple of three (N, M) float arrays, the integer shifts with
+      ``d = R_j - R_i + n @ cell`` (None when open); ``mask`` (N, M) bool.
+
+    Components are gathered one by one: on CPU, three 1-D gathers are about ten times
+    faster than one gather of (N, 3) rows.
     """
     dtype = positions.dtype
+    comps = [positions[:, a] for a in range(3)]
     if nbrs is None:
         n_atoms = positions.shape[0]
-        d = positions[None, :, :] - positions[:, None, :]
-        mask = ~jnp.eye(n_atoms, dtype=bool)
-        return d, None, mask
-    rj = positions[nbrs.idx]
-    d = rj - positions[:, None, :]
+        d = tuple(c[None, :] - c[:, None] for c in comps)
+        return d, None, ~jnp.eye(n_atoms, dtype=bool)
+    d = [c[nbrs.idx] - c[:, None] for c in comps]
     if cell is None:
-        return d, None, nbrs.mask
+        return tuple(d), None, nbrs.mask
     if nbrs.shifts is not None:
-        n = nbrs.shifts.astype(dtype)
+        n = [nbrs.shifts[..., b].astype(dtype) for b in range(3)]
     else:
         inv = jnp.linalg.inv(cell)
-        n = -jnp.round(jax.lax.stop_gradient(d @ inv))
-    return d + n @ cell, n, nbrs.mask
+        n = [-jnp.round(jax.lax.stop_gradient(sum(d[a] * inv[a, b] for a in range(3)))) for b in range(3)]
+    d = [d[a] + sum(n[b] * cell[b, a] for b in range(3)) for a in range(3)]
+    return tuple(d), tuple(n), nbrs.mask

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from .kernels import pair_kernel
+from .kernels import pair_kernel, pair_kernel_dr
 from .neighbors import Neighbors, pair_displacements
 from .units import KE
 
@@ -39,7 +39,7 @@ def _neighbor_values(x, nbrs: Neighbors | None):
 
 def _pair_data(positions, charges, sigma, cell, nbrs):
     d, n, mask = pair_displacements(positions, cell, nbrs)
-    r2 = jnp.sum(d * d, axis=-1)
+    r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
     r = jnp.sqrt(jnp.where(mask, r2, 1.0))  # double where: safe value on masked slots
     qq = charges[:, None] * _neighbor_values(charges, nbrs)
     qq = jnp.where(mask, qq, 0.0)
@@ -75,7 +75,11 @@ def _real_space_jvp(primals, tangents):
     positions, charges, sigma, cell, smearing, nbrs = primals
     t_pos, t_q, t_sig, t_cell, t_s, _ = tangents
     d, n, mask, r, qq, gamma = _pair_data(positions, charges, sigma, cell, nbrs)
-    kern = pair_kernel(r, gamma, smearing)
+    need_r = not _is_zero(t_pos) or (cell is not None and not _is_zero(t_cell))
+    if need_r:
+        kern, k_r = pair_kernel_dr(r, gamma, smearing)
+    else:
+        kern = pair_kernel(r, gamma, smearing)
     energy = 0.5 * KE * jnp.sum(qq * kern)
     tangent = jnp.zeros_like(energy)
 
@@ -84,17 +88,16 @@ def _real_space_jvp(primals, tangents):
         potentials = KE * jnp.sum(qj * kern, axis=1)
         tangent = tangent + jnp.sum(potentials * t_q)
 
-    need_r = not _is_zero(t_pos) or (cell is not None and not _is_zero(t_cell))
     if need_r:
-        # dK/dr elementwise (forward mode on an elementwise function: no extra pass over memory)
-        _, k_r = jax.jvp(lambda rr: pair_kernel(rr, gamma, smearing), (r,), (jnp.ones_like(r),))
         # w_ij d_ij = dE_pair/dd_ij for the full-list energy ½ Σ qq K(|d|)
         w = KE * qq * k_r / r
         if not _is_zero(t_pos):
-            grad_pos = -jnp.sum(w[..., None] * d, axis=1)  # ∂E/∂R_i, both (i,j) and (j,i) terms
+            # ∂E/∂R_i, both (i,j) and (j,i) terms of the full list
+            grad_pos = -jnp.stack([jnp.sum(w * d[a], axis=1) for a in range(3)], axis=-1)
             tangent = tangent + jnp.sum(grad_pos * t_pos)
         if cell is not None and n is not None and not _is_zero(t_cell):
-            grad_cell = 0.5 * jnp.einsum("ij,ija,ijb->ab", w, n, d)
+            grad_cell = 0.5 * jnp.stack([jnp.stack([jnp.sum(w * n[a] * d[b]) for b in range(3)])
+                                         for a in range(3)])
             tangent = tangent + jnp.sum(grad_cell * t_cell)
 
     if sigma is not None and not _is_zero(t_sig):
