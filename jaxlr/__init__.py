@@ -8,6 +8,7 @@ Units: Å, eV, e; ``KE`` = 14.399645 eV·Å/e².  Enable float64 in your scripts
 ``jax.config.update("jax_enable_x64", True)`` when you need it; jaxlr never flips it.
 """
 
+from .batch import Batch, pad_batch
 from .coulomb import METHODS, CoulombParams, CoulombResult, coulomb, coulomb_energy, coulomb_terms
 from .ewald import ewald_reciprocal_energy, half_space_kvectors
 from .kernels import pair_kernel, self_kernel
@@ -20,6 +21,7 @@ from .units import KE
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
     "KE",
     "METHODS",
     "CoulombParams",
@@ -36,6 +38,7 @@ __all__ = [
     "influence_function",
     "make_reciprocal_energy",
     "neighbor_list",
+    "pad_batch",
     "pair_kernel",
     "pme_reciprocal_energy",
     "real_space_energy",

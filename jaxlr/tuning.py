@@ -205,6 +205,9 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
     f0 = force_scale(positions, q, cell)
     if q2 == 0.0 or f0 == 0.0:
         f0, q2 = 1.0, max(q2, 1e-30)
+    # round F0 down to a 5 % grid so that small moves of the atoms (MD) keep the same
+    # static choices (mesh, capacity) and the compiled function is reused
+    f0 = 10.0 ** (math.floor(20.0 * math.log10(f0)) / 20.0)
     target = accuracy * f0
     budget = target / math.sqrt(2.0)
     gamma_max = float(math.sqrt(2.0) * np.max(sigma)) if sigma is not None else 0.0
