@@ -26,6 +26,26 @@ without jax / torch) and then simply reports them unavailable.  Importing jax th
 this module switches on ``jax_enable_x64`` globally (float64 runs need it; float32
 runs cast every input to float32).
 
+Notes / pitfalls found while wiring the peers up (jax-pme 0.1.0, torch-pme 0.5.0):
+
+* ``smearing`` is the Gaussian σ in both (v_LR(r) = erf(r/(√2σ))/r, kernel
+  4π exp(-σ²k²/2)/k²); prefactor 1 means Gaussian units, so ``prefactor=COULOMB_K``.
+* Both round PME/P3M meshes up to powers of two along each axis (n = 2^ceil(log2(
+  2|a_i|/mesh_spacing + 1)), jax-pme with an extra ceil); the spacing actually used is
+  about half of ``mesh_spacing``.  Candidates pick spacings that give the same mesh in
+  both libraries.
+* Ewald ``lr_wavelength``: both build ceil(|a_i|/λ) k-points per axis, i.e. |k| up to
+  only ~π/λ, while torch-pme's Ewald error bound assumes 2π/λ; tuned wavelengths are
+  10-1000x too inaccurate unless halved.
+* torch-pme's PME (Lagrange) error bound is optimistic by up to ~20x at 1e-6;
+  its P3M bound is roughly right for orthogonal cells.
+* torch-pme's P3M influence function multiplies Cartesian k components by
+  |a_i|/n_i, which is only correct for orthogonal cells: on triclinic cells its
+  force error stalls around 1e-3.  jax-pme's P3M uses k·a_i/n_i and is fine.
+* jax-pme has no tuning code (its ``prepare`` has a "todo: insert tuning logic");
+  we use torch-pme's error bounds for both libraries.
+* jax-pme's PME only implements 4 interpolation nodes.
+
 Public interface: :data:`PEERS`, :func:`available`, :func:`make_runner`,
 :func:`candidate_params`, :func:`best_runner`, :class:`Runner`, :class:`Result`.
 """
@@ -36,7 +56,7 @@ import dataclasses
 import math
 import statistics
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -207,6 +227,11 @@ def _check_dtype(dtype) -> str:
     return dtype
 
 
+def _is_orthogonal(cell, tol=1e-10):
+    g = cell @ cell.T
+    return bool(np.all(np.abs(g - np.diag(np.diag(g))) <= tol * np.max(np.abs(g))))
+
+
 def _ewald_kgrid_shape(cell, lr_wavelength):
     # both peers: ceil(|a_i| / lr_wavelength) k-points along reciprocal axis i
     n = np.ceil(np.linalg.norm(cell, axis=1) / lr_wavelength).astype(int)
@@ -360,7 +385,8 @@ def _rough_force_rms(positions, charges, cell):
 def _erfc_np(x):
     # Abramowitz-Stegun 7.1.26 (|err| < 1.5e-7), plenty for a force-scale estimate
     t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (
+        -1.453152027 + t * 1.061405429))))
     return poly * np.exp(-(x**2))
 
 
@@ -401,14 +427,16 @@ class _Estimator:
             except (ValueError, ArithmeticError):
                 pass
         arg = 2.0 * self.prefac / (acc * math.sqrt(cutoff * self.volume))
-        return cutoff / math.sqrt(2.0 * math.log(max(arg, 1.0 + 1e-9)))
+        return cutoff / math.sqrt(2.0 * math.log(max(arg, math.e)))
 
     def kspace(self, kind, smearing, cutoff, **kp):
         if self.torch is not None:
             return float(self.bounds[kind](smearing=smearing, cutoff=cutoff, **kp))
-        # fallback: k-space error ~ real-space error at the same exponent
+        # fallback: k-space error ~ real-space error at the same exponent.  Ewald uses
+        # the same (optimistic) k-cutoff 2*pi/lr_wavelength convention as torch-pme's
+        # bound, which candidate_params corrects for.
         if kind == "ewald":
-            kmax = math.pi / kp["lr_wavelength"]
+            kmax = 2.0 * math.pi / kp["lr_wavelength"]
             return self.prefac / math.sqrt(self.volume) * math.exp(-0.5 * (smearing * kmax) ** 2)
         h = kp["mesh_spacing"] / 2.0
         p = kp["interpolation_nodes"]
@@ -434,11 +462,13 @@ def candidate_params(method: str, positions, charges, cell, target: float,
     formulas use with ``force_rms`` (eV/Å; estimated cheaply when not given).  For a
     few real-space cutoffs (in units of the mean interparticle spacing) the smearing
     comes from torch-pme's ``estimate_smearing`` and the k-space resolution is the
-    cheapest one that torch-pme's error bounds accept; each tuned point also gets a
-    "neighbour" with the next finer k-space resolution, because the estimates are not
-    reliable (see module notes).  Mesh spacings are chosen so both peers round to the
-    same power-of-two mesh.  Candidates exceeding :data:`MAX_MESH_POINTS` /
-    :data:`EWALD_MAX_KN`, or Ewald with N > :data:`EWALD_MAX_ATOMS`, are dropped.
+    cheapest one that torch-pme's error bounds accept (mesh methods: also for each
+    supported interpolation order).  Because the estimates are not reliable (see the
+    module notes) each tuned mesh point gets a neighbour with the next finer mesh,
+    and Ewald wavelengths are halved, with one slightly coarser neighbour.  Mesh
+    spacings are chosen so both peers round to the same power-of-two mesh.
+    Candidates exceeding :data:`MAX_MESH_POINTS` / :data:`EWALD_MAX_KN`, or Ewald
+    with N > :data:`EWALD_MAX_ATOMS`, are dropped.
 
     Each dict holds ``cutoff``, ``smearing`` and ``lr_wavelength`` or
     (``mesh_spacing``, ``interpolation_nodes``), plus informational ``kgrid`` /
@@ -520,7 +550,10 @@ def _rel_err(forces, reference):
     return float(np.sqrt(np.mean(np.sum(diff**2, axis=1)) / np.mean(np.sum(reference**2, axis=1))))
 
 
-def _time(fn, min_calls=5, min_total_s=0.2, max_calls=50):
+def _time(fn, min_calls=5, min_total_s=0.2, max_calls=50, abort_above=math.inf):
+    """Median and min wall time of ``fn`` over >= ``min_calls`` calls after one
+    warm-up call.  Gives up after the first timed call (returning it) when that call
+    is slower than ``abort_above`` (cannot beat the current best anyway)."""
     fn()  # warm-up (the compile call already happened in make_runner)
     times = []
     t_start = time.perf_counter()
@@ -530,6 +563,8 @@ def _time(fn, min_calls=5, min_total_s=0.2, max_calls=50):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        if times[0] > abort_above:
+            break
     return statistics.median(times), min(times)
 
 
@@ -568,6 +603,11 @@ def best_runner(library: str, positions, charges, cell, reference_forces, target
     force_rms = float(np.sqrt(np.mean(np.sum(ref**2, axis=1))))
     n = len(positions)
     kinds = ["p3m", "pme"] + (["ewald"] if n <= EWALD_MAX_ATOMS else [])
+    if library == "torchpme" and not _is_orthogonal(cell):
+        # torch-pme's P3M influence function uses Cartesian k_a * |a_i| / n_i, only
+        # right for orthogonal cells: its error stalls around 1e-3 for triclinic
+        # cells, so try it last (it gets what is left of the time budget).
+        kinds = kinds[1:] + kinds[:1]
     t_begin = time.perf_counter()
     tried: list[dict] = []
     best: Result | None = None
@@ -592,7 +632,7 @@ def best_runner(library: str, positions, charges, cell, reference_forces, target
             for p in cands:
                 if n_eval >= max_candidates or time.perf_counter() > t_method_end:
                     break
-                if best is not None and p["est_cost"] > 5.0 * best.median_s:
+                if best is not None and p["est_cost"] > 3.0 * best.median_s:
                     log(f"{kind}: skipped, estimated cost {p['est_cost']:.3g} s >> best")
                     continue
                 seen.add(_key(method, p))
@@ -610,7 +650,8 @@ def best_runner(library: str, positions, charges, cell, reference_forces, target
                 median = None
                 if err <= target:
                     n_ok += 1
-                    median, fastest = _time(runner.fn)
+                    median, fastest = _time(
+                        runner.fn, abort_above=3.0 * best.median_s if best else math.inf)
                     if best is None or median < best.median_s:
                         best = Result(method, runner.params, dtype, median, runner.compile_s,
                                       err, energy, fastest)
