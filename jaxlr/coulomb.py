@@ -276,7 +276,7 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
     params = tuning.tune_coulomb(pos_np, q_np, cell_np, sig_np, method=method, accuracy=accuracy,
                                  smearing=smearing, cutoff=cutoff, mesh=mesh, order=order,
                                  k_cutoff=k_cutoff, background=background,
-                                 n_atoms=n)
+                                 n_atoms=n, dtype=jnp.dtype(dtype).name)
     if neighbors is None:
         neighbors = neighbor_list(pos_np, params.cutoff, cell_np)
     kvectors = None

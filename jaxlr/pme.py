@@ -149,19 +149,26 @@ def influence_function(cell, smearing, spec: MeshSpec):
 
 
 def _stencil(frac, spec: MeshSpec):
-    """Flat mesh indices (N, p, p, p) and B-spline weights (N, 3, p) of each atom's stencil."""
+    """Window starts (N, 3) and B-spline weights (N, 3, p) of each atom's p×p×p stencil.
+
+    Atom i touches mesh points ``floor(K u) − j`` (j = 0 … p−1) with weight
+    ``M_p(K u − floor(K u) + j)``.  On a mesh padded with p−1 ghost planes below index 0
+    these points form one contiguous window starting at ``floor(K u) mod K``; the weights
+    are returned in window order (j = p−1 … 0), so spreading and interpolation are single
+    windowed scatter/gather operations (several times faster than per-point indexing).
+    """
     k = jnp.asarray(spec.shape, frac.dtype)
     w = frac * k
     base = jnp.floor(w)
     wts, dwts = bspline_weights(w - base, spec.order)
-    b = base.astype(jnp.int32)
-    j = jnp.arange(spec.order, dtype=jnp.int32)
-    k1, k2, k3 = spec.shape
-    ix = (b[:, 0, None] - j) % k1
-    iy = (b[:, 1, None] - j) % k2
-    iz = (b[:, 2, None] - j) % k3
-    flat = (ix[:, :, None, None] * k2 + iy[:, None, :, None]) * k3 + iz[:, None, None, :]
-    return flat, wts, dwts
+    starts = base.astype(jnp.int32) % jnp.asarray(spec.shape, jnp.int32)
+    return starts, wts[..., ::-1], dwts[..., ::-1]
+
+
+_SCATTER_DIMS = jax.lax.ScatterDimensionNumbers(
+    update_window_dims=(1, 2, 3), inserted_window_dims=(), scatter_dims_to_operand_dims=(0, 1, 2))
+_GATHER_DIMS = jax.lax.GatherDimensionNumbers(
+    offset_dims=(1, 2, 3), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
 
 
 def spread_charges(frac, charges, spec: MeshSpec, stencil=None):
@@ -169,18 +176,32 @@ def spread_charges(frac, charges, spec: MeshSpec, stencil=None):
 
     ``frac`` are fractional coordinates u = R · cell⁻¹ (N, 3), any real values.
     """
-    flat, w, _ = _stencil(frac, spec) if stencil is None else stencil
+    starts, w, _ = _stencil(frac, spec) if stencil is None else stencil
+    p = spec.order
     vals = (charges[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None]
             * w[:, 2, None, None, :])
-    n_mesh = int(np.prod(spec.shape))
-    q = jnp.zeros(n_mesh, dtype=vals.dtype).at[flat.reshape(-1)].add(vals.reshape(-1))
-    return q.reshape(spec.shape)
+    padded = jnp.zeros(tuple(k + p - 1 for k in spec.shape), vals.dtype)
+    padded = jax.lax.scatter_add(padded, starts, vals, _SCATTER_DIMS,
+                                 mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    # fold the p−1 ghost planes below index 0 onto the top of each axis (periodicity)
+    for axis, k in enumerate(spec.shape):
+        main = jax.lax.slice_in_dim(padded, p - 1, k + p - 1, axis=axis)
+        ghost = jax.lax.slice_in_dim(padded, 0, p - 1, axis=axis)
+        top = jax.lax.slice_in_dim(main, k - p + 1, k, axis=axis) + ghost
+        padded = jax.lax.concatenate([jax.lax.slice_in_dim(main, 0, k - p + 1, axis=axis), top], axis)
+    return padded
 
 
 def _interpolate(mesh, stencil, spec: MeshSpec):
     """Values φ_i (N,) and fractional gradients ∂φ/∂u_i (N, 3) of a mesh field at the atoms."""
-    flat, w, dw = stencil
-    vals = mesh.reshape(-1)[flat]  # (N, p, p, p) — one gather serves all four contractions
+    starts, w, dw = stencil
+    p = spec.order
+    padded = mesh
+    for axis, k in enumerate(spec.shape):  # periodic ghost planes below index 0
+        ghost = jax.lax.slice_in_dim(padded, k - p + 1, k, axis=axis)
+        padded = jax.lax.concatenate([ghost, padded], axis)
+    vals = jax.lax.gather(padded, starts, _GATHER_DIMS, slice_sizes=(p, p, p),
+                          mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)  # (N, p, p, p)
     vz = jnp.einsum("nabc,nc->nab", vals, w[:, 2])
     dvz = jnp.einsum("nabc,nc->nab", vals, dw[:, 2])
     vyz = jnp.einsum("nab,nb->na", vz, w[:, 1])

@@ -43,8 +43,16 @@ PME_ERROR_FIT: dict[int, tuple[float, float, float]] = {
 PME_ERROR_MARGIN = 1.5
 _FIT_MIN_X = 0.15
 
-#: estimated seconds per unit of work (energy + forces, float64, 2-core CPU)
-COSTS = {"pair": 4e-9, "stencil": 8e-9, "fft": 0.6e-9, "mesh": 3e-9, "kvec": 6e-9}
+#: estimated seconds per unit of work for energy + forces on a 2-core CPU, per dtype:
+#: a neighbour slot of the real-space sum, a B-spline stencil point (spread + gather),
+#: a mesh point × log2(mesh size) of the FFT pair, a mesh point of elementwise work,
+#: a k-vector × atom of the Ewald sum (``benchmarks/calibrate_costs.py`` measures them)
+COSTS = {
+    "float32": {"pair": 10e-9, "stencil": 6e-9, "fft": 0.33e-9, "mesh": 1.6e-9, "kvec": 4e-9},
+    "float64": {"pair": 25e-9, "stencil": 8e-9, "fft": 0.45e-9, "mesh": 2.5e-9, "kvec": 8e-9},
+}
+#: neighbour slots per pair inside the cutoff (capacity padding of the dense full list)
+_SLOT_OVERHEAD = 1.4
 
 
 def fft_friendly(n: int) -> int:
@@ -168,7 +176,7 @@ def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
 
 def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accuracy=1e-6,
                  smearing=None, cutoff=None, mesh=None, order=None, k_cutoff=None,
-                 background=False, n_atoms=None):
+                 background=False, n_atoms=None, dtype="float64"):
     """Choose method and parameters for a periodic Coulomb sum (host).
 
     Args:
@@ -176,6 +184,7 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
         when all parameters are given explicitly).
       method: "auto", "ewald" or "pme".  accuracy: target relative RMS force error.
       smearing, cutoff, mesh, order, k_cutoff: fixed values that the search respects.
+      dtype: "float32" or "float64", selects the cost constants.
 
     Returns:
       :class:`jaxlr.coulomb.CoulombParams`.
@@ -219,6 +228,7 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
     else:
         s_grid = list(np.geomspace(0.25 * spacing, 0.6 * min(widths) + 0.5 * spacing, 48))
 
+    costs = COSTS["float32" if str(dtype) == "float32" else "float64"]
     best = None
     methods = ("ewald", "pme") if method == "auto" else (method,)
     for meth in methods:
@@ -227,14 +237,14 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
             rc = float(cutoff) if cutoff is not None else _real_cutoff(q2, n, volume, s, gamma_max, budget)
             e_real = real_space_error(q2, n, volume, rc, s)
             pairs = 4.0 / 3.0 * math.pi * rc**3 * pair_density
-            cost_real = COSTS["pair"] * n * pairs
+            cost_real = costs["pair"] * n * pairs * _SLOT_OVERHEAD
             for p in orders:
                 if meth == "ewald":
                     kc = (float(k_cutoff) if k_cutoff is not None else _solve_decreasing(
                         lambda k: ewald_kspace_error(q2, n, volume, k, s), budget, 1e-3, 1e3))
                     e_rec = ewald_kspace_error(q2, n, volume, kc, s)
                     n_k = (4.0 / 3.0 * math.pi * kc**3) * volume / (8.0 * math.pi**3) / 2.0
-                    cost = cost_real + COSTS["kvec"] * n * n_k
+                    cost = cost_real + costs["kvec"] * n * n_k
                     cand = dict(method="ewald", smearing=s, cutoff=rc, mesh=None, k_cutoff=kc)
                 else:
                     if mesh is not None:
@@ -248,8 +258,8 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
                     h = _alias_spacing(mesh_cell, shape)
                     e_rec = pme_mesh_error(q2, n, volume, h, s, p)
                     n_mesh = float(np.prod(shape))
-                    cost = (cost_real + COSTS["stencil"] * n * p**3
-                            + COSTS["fft"] * n_mesh * math.log2(max(n_mesh, 2.0)) + COSTS["mesh"] * n_mesh)
+                    cost = (cost_real + costs["stencil"] * n * p**3
+                            + costs["fft"] * n_mesh * math.log2(max(n_mesh, 2.0)) + costs["mesh"] * n_mesh)
                     cand = dict(method="pme", smearing=s, cutoff=rc, mesh=MeshSpec(shape, p, basis=basis_t),
                                 k_cutoff=None)
                 err = math.sqrt(e_real**2 + e_rec**2) / f0
