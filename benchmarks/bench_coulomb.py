@@ -76,7 +76,7 @@ def median_time(fn, min_calls=5, min_total=0.3, max_calls=50):
 
 def jaxlr_runner(pos, q, cell, request, dtype):
     """Tuned jaxlr PME energy+forces: returns (fn, params, compile_s)."""
-    params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=request)
+    params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=request, dtype=dtype)
     nbrs = jaxlr.neighbor_list(pos, params.cutoff, cell)
     r, c, qq = (jnp.asarray(x, dtype) for x in (pos, cell, q))
     qq = qq - jnp.mean(qq)
