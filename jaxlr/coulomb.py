@@ -203,7 +203,8 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
       background: allow a net charge in a periodic cell via a uniform neutralising
         background (otherwise a net charge raises ``ValueError``).
       smearing, cutoff, mesh, order, k_cutoff: override the tuned parameters (Å, Å,
-        (K1, K2, K3), even spline order, 1/Å).
+        (K1, K2, K3) along the cell vectors as given — or a full :class:`MeshSpec`, e.g.
+        ``result.params.mesh`` of an earlier call —, even spline order, 1/Å).
       neighbors: a prebuilt :class:`jaxlr.Neighbors` (full list, cutoff ≥ ``cutoff``).
       want_stress: compute the stress (periodic only).
 
@@ -227,6 +228,12 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
       >>> round(-float(res.energy) / 4 / jaxlr.KE * a / 2, 8)   # NaCl Madelung constant
       1.74756459
     """
+    # concrete values of the user's inputs (numpy or eager arrays), taken before any
+    # conversion: inside jit even jnp.asarray(numpy_array) is a tracer
+    pos_np = _concrete_value(positions)
+    q_np = _concrete_value(charges)
+    cell_np = None if cell is None else _concrete_value(cell)
+    sig_np = None if sigma is None else _concrete_value(sigma)
     positions = check_positions(positions)
     n = positions.shape[0]
     charges = check_per_atom("charges", charges, n)
@@ -234,10 +241,26 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
         sigma = check_per_atom("sigma", sigma, n, positive=True)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    if not (isinstance(accuracy, (int, float)) and 0.0 < accuracy < 1.0):
+    try:
+        accuracy = float(accuracy)
+    except (TypeError, ValueError):
+        raise ValueError(f"accuracy must be a number in (0, 1), got {accuracy!r}.") from None
+    if not 0.0 < accuracy < 1.0:
         raise ValueError(f"accuracy is a relative force error and must lie in (0, 1), got {accuracy!r}.")
     if order is not None and order not in tuning.ORDERS:
         raise ValueError(f"PME spline order must be one of {tuning.ORDERS}, got {order!r}.")
+    for name, value in (("smearing", smearing), ("cutoff", cutoff), ("k_cutoff", k_cutoff)):
+        if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    if isinstance(mesh, MeshSpec):
+        if order is not None and order != mesh.order:
+            raise ValueError(f"order={order} contradicts mesh.order={mesh.order}; pass one of them.")
+        order = mesh.order
+    elif mesh is not None:
+        mesh = tuple(int(k) for k in mesh)
+        if len(mesh) != 3 or min(mesh) < (order or 6):
+            raise ValueError(f"mesh must be three integers, each at least the spline order {order or 6}; "
+                             f"got {mesh}.")
     if cell is not None:
         cell = check_cell(cell)
     if cell is None and method in ("ewald", "pme"):
@@ -251,10 +274,6 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
     charges = charges.astype(dtype)
     sigma = None if sigma is None else sigma.astype(dtype)
 
-    pos_np = _concrete_value(positions)
-    q_np = _concrete_value(charges)
-    cell_np = None if cell is None else _concrete_value(cell)
-    sig_np = None if sigma is None else _concrete_value(sigma)
     if cell is not None:
         cell = cell.astype(dtype)
         if q_np is not None and not background:

@@ -103,9 +103,11 @@ def neighbor_list(positions, cutoff: float, cell=None, *, capacity: int | None =
         if c is None:
             raise ValueError("neighbor_list needs a concrete cell.")
         c = np.asarray(c, dtype=np.float64)
+        span = float(np.ptp(pos @ np.linalg.inv(c), axis=0).max()) if n > 1 else 0.0
+        if cutoff / perpendicular_widths(c).min() + span > 126:
+            raise ValueError(f"cutoff {cutoff} Å spans more than 126 cell widths; use a larger cell, a "
+                             "smaller cutoff, or wrap the positions into the cell.")
         i, j, s = nl.compute(pos, c, True, "ijS")
-        if s.size and np.abs(s).max() > 127:
-            raise ValueError("cutoff spans more than 127 cells; use a larger cell or smaller cutoff.")
     else:
         i, j = nl.compute(pos, np.zeros((3, 3)), False, "ij")
         s = None

@@ -40,7 +40,10 @@ def _neighbor_values(x, nbrs: Neighbors | None):
 def _pair_data(positions, charges, sigma, cell, nbrs):
     d, n, mask = pair_displacements(positions, cell, nbrs)
     r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-    r = jnp.sqrt(jnp.where(mask, r2, 1.0))  # double where: safe value on masked slots
+    # double where: masked slots get r = 1, coincident centres r = 0 with a finite
+    # gradient (Gaussian kernels are finite there)
+    live = mask & (r2 > 0)
+    r = jnp.where(mask, jnp.where(live, jnp.sqrt(jnp.where(live, r2, 1.0)), 0.0), 1.0)
     qq = charges[:, None] * _neighbor_values(charges, nbrs)
     qq = jnp.where(mask, qq, 0.0)
     gamma = None
@@ -90,7 +93,7 @@ def _real_space_jvp(primals, tangents):
 
     if need_r:
         # w_ij d_ij = dE_pair/dd_ij for the full-list energy ½ Σ qq K(|d|)
-        w = KE * qq * k_r / r
+        w = KE * qq * k_r / jnp.where(r > 0, r, 1.0)  # k_r = 0 at coincident Gaussian centres
         if not _is_zero(t_pos):
             # ∂E/∂R_i, both (i,j) and (j,i) terms of the full list
             grad_pos = -jnp.stack([jnp.sum(w * d[a], axis=1) for a in range(3)], axis=-1)

@@ -83,6 +83,10 @@ def check_cell(cell):
             raise ValueError("cell has a zero lattice vector: mixed (slab/wire) periodicity is not "
                              "supported yet; pass cell=None for an open boundary or a full 3D cell.")
         vol = abs(np.linalg.det(c))
+        widths = perpendicular_widths(c) if vol > 0 else np.zeros(3)
+        if vol > 0 and widths.min() < 0.1:
+            raise ValueError(f"cell is degenerate: its perpendicular widths {widths} Å include one below "
+                             "0.1 Å; pass a physical cell (rows are lattice vectors in Å).")
         if not vol > 1e-6 * np.prod(lengths):
             raise ValueError(f"cell is singular or degenerate (volume {vol:.3g} Å³ for vector lengths "
                              f"{lengths}); the three lattice vectors must be linearly independent.")

@@ -191,21 +191,31 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
     """
     from .coulomb import CoulombParams
 
+    explicit = (smearing is not None and cutoff is not None
+                and (k_cutoff is not None if method == "ewald" else mesh is not None))
+    if explicit and method != "auto":
+        # fully specified: nothing to tune, no concrete inputs needed (works inside jit);
+        # the mesh runs along the cell vectors as given
+        spec = None
+        if method == "pme":
+            spec = mesh if isinstance(mesh, MeshSpec) else MeshSpec(tuple(int(k) for k in mesh), int(order or 6))
+        return CoulombParams(method=method, smearing=float(smearing), cutoff=float(cutoff), mesh=spec,
+                             k_cutoff=None if k_cutoff is None else float(k_cutoff), background=background)
+    if cell is None:
+        raise ValueError("automatic tuning needs a concrete cell; pass smearing, cutoff and mesh "
+                         "(or k_cutoff) explicitly.")
     cell = np.asarray(cell, dtype=np.float64)
     volume = cell_volume(cell)
-    basis = reduced_basis(cell)
+    if isinstance(mesh, MeshSpec):
+        basis = np.asarray(mesh.basis)
+    elif mesh is not None:
+        basis = np.eye(3, dtype=np.int64)  # a user's (K1, K2, K3) runs along the cell vectors as given
+    else:
+        basis = reduced_basis(cell)
     mesh_cell = basis @ cell
     widths = perpendicular_widths(mesh_cell)
     basis_t = tuple(tuple(int(v) for v in row) for row in basis)
     n = int(n_atoms if n_atoms is not None else len(charges))
-    explicit = (smearing is not None and cutoff is not None
-                and (k_cutoff is not None if method == "ewald" else mesh is not None))
-    if explicit and method != "auto":
-        spec = None
-        if method == "pme":
-            spec = MeshSpec(tuple(int(k) for k in mesh), int(order or 6), basis=basis_t)
-        return CoulombParams(method=method, smearing=float(smearing), cutoff=float(cutoff), mesh=spec,
-                             k_cutoff=None if k_cutoff is None else float(k_cutoff), background=background)
     if charges is None or positions is None:
         raise ValueError("automatic tuning needs concrete positions and charges; pass smearing, cutoff "
                          "and mesh (or k_cutoff) explicitly.")
@@ -236,6 +246,8 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
         for s in s_grid:
             rc = float(cutoff) if cutoff is not None else _real_cutoff(q2, n, volume, s, gamma_max, budget)
             e_real = real_space_error(q2, n, volume, rc, s)
+            if gamma_max:  # truncation of the Gaussian correction erfc(r/√2γ)/r
+                e_real = max(e_real, real_space_error(q2, n, volume, rc, gamma_max))
             pairs = 4.0 / 3.0 * math.pi * rc**3 * pair_density
             cost_real = costs["pair"] * n * pairs * _SLOT_OVERHEAD
             for p in orders:
@@ -248,7 +260,7 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
                     cand = dict(method="ewald", smearing=s, cutoff=rc, mesh=None, k_cutoff=kc)
                 else:
                     if mesh is not None:
-                        shape = tuple(int(k) for k in mesh)
+                        shape = tuple(int(k) for k in (mesh.shape if isinstance(mesh, MeshSpec) else mesh))
                     else:
                         x_max = _largest_below(lambda h: pme_mesh_error(q2, n, volume, h, s, p),
                                                budget, 1e-3 * s, 2.0 * s)

@@ -15,7 +15,6 @@ capacities.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -88,11 +87,6 @@ def rms(x):
     return float(np.sqrt(np.mean(x * x)))
 
 
-def rel_rms_force_error(forces, reference, scale):
-    """RMS force error per atom divided by ``scale`` (F₀ or the RMS reference force)."""
-    return rms(np.asarray(forces, dtype=np.float64) - np.asarray(reference, dtype=np.float64)) / scale
-
-
 def random_rotation(seed):
     """A random proper rotation matrix (det = +1)."""
     rng = np.random.default_rng(seed)
@@ -122,5 +116,5 @@ def pad_system(positions, charges, n_total, sigma=None, *, cell=None, seed=0):
     return positions, charges, sigma, mask
 
 
+#: Coulomb constant (eV·Å/e²), the library's and the reference's value
 KE = 14.399645
-SQRT_PI = math.sqrt(math.pi)

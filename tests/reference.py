@@ -34,7 +34,8 @@ Ewald split with smearing ``s`` (periodic systems, "tin-foil" boundary)::
               S(k) = sum_j q_j exp(i k.R_j)
     E_self  = -KE sum_i q_i^2 / (sqrt(2 pi) s)
               (+ KE q_i^2 / (2 sqrt(pi) sigma_i) for every Gaussian)
-    E_background = -pi KE Q^2 s^2 / V   (only with a neutralising background)
+    E_background = -pi KE (Q^2 s^2 - 2 Q sum_i q_i sigma_i^2) / V
+                   (only with a neutralising background; sigma = 0 for point charges)
 
 The prime on the real-space sum excludes ``i == j`` in the home cell ``n = 0``.
 """
@@ -367,9 +368,14 @@ def ewald_energy(
     forces = f_r + f_k
     stress = st_r + st_k
     if background:
-        e_b = -math.pi * KE * total**2 * s**2 / volume
+        # The k = 0 component of the real-space lattice sums is removed: 2 pi s^2 per
+        # charge pair for the erfc(r/sqrt2 s)/r kernel and -2 pi gamma_ij^2 for the
+        # Gaussian correction, with sum_ij q_i q_j gamma_ij^2 = 2 Q sum_i q_i sigma_i^2.
+        sig2 = np.zeros_like(charges) if sigma is None else np.asarray(sigma, dtype=np.float64) ** 2
+        qs2 = float(np.sum(charges * sig2))
+        e_b = -math.pi * KE * (total**2 * s**2 - 2.0 * total * qs2) / volume
         energy += e_b
-        potentials = potentials - 2.0 * math.pi * KE * total * s**2 / volume
+        potentials = potentials - 2.0 * math.pi * KE * (total * s**2 - qs2 - total * sig2) / volume
         # E_b ~ 1/V  =>  dE_b/d eps_ab = -E_b delta_ab
         stress = stress - e_b * np.eye(3) / volume
     return energy, potentials, forces, stress
