@@ -164,11 +164,43 @@ def coulomb_terms(positions, charges, *, cell=None, want_stress: bool = True, **
 
 
 @partial(jax.jit, static_argnames=("method", "mesh", "background", "want_stress"))
-def _evaluate(positions, charges, cell, sigma, smearing, neighbors, kvectors, *, method, mesh,
+def _evaluate(positions, charges, cell, sigma, smearing, neighbors, kvectors, order=None, *, method, mesh,
               background, want_stress):
-    return coulomb_terms(positions, charges, cell=cell, want_stress=want_stress, sigma=sigma,
-                         smearing=smearing, neighbors=neighbors, kvectors=kvectors, method=method,
-                         mesh=mesh, background=background)
+    """Jitted :func:`coulomb_terms`; ``order`` (N,) optionally permutes the atoms first.
+
+    A spatially sorted atom order makes the mesh scatter/gather and the neighbour gathers
+    cache-friendly for large systems; ``neighbors`` must then refer to the sorted order.
+    Outputs are returned in the caller's order.
+    """
+    if order is not None:
+        positions, charges = positions[order], charges[order]
+        sigma = None if sigma is None else sigma[order]
+    energy, potentials, forces, stress = coulomb_terms(
+        positions, charges, cell=cell, want_stress=want_stress, sigma=sigma, smearing=smearing,
+        neighbors=neighbors, kvectors=kvectors, method=method, mesh=mesh, background=background)
+    if order is not None:
+        inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+        potentials, forces = potentials[inverse], forces[inverse]
+    return energy, potentials, forces, stress
+
+
+#: systems with more atoms than this are evaluated in a spatially sorted order
+SORT_ABOVE = 4096
+
+
+def spatial_order(positions: np.ndarray, cell: np.ndarray, spacing: float = 4.0) -> np.ndarray:
+    """Permutation that sorts atoms by coarse cells of about ``spacing`` Å (host, numpy).
+
+    Row-major order of the cells of a grid laid along the cell vectors; atoms in the
+    same or neighbouring cells end up close in memory.
+    """
+    frac = np.asarray(positions, dtype=np.float64) @ np.linalg.inv(cell)
+    widths = np.array([abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[(d + 1) % 3], cell[(d + 2) % 3]))
+                       for d in range(3)])
+    bins = np.maximum(1, np.floor(widths / spacing)).astype(np.int64)
+    idx = np.floor((frac - np.floor(frac)) * bins).astype(np.int64) % bins
+    key = (idx[:, 0] * bins[1] + idx[:, 1]) * bins[2] + idx[:, 2]
+    return np.argsort(key, kind="stable").astype(np.int32)
 
 
 def _concrete_value(x):
@@ -296,17 +328,24 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
                                  smearing=smearing, cutoff=cutoff, mesh=mesh, order=order,
                                  k_cutoff=k_cutoff, background=background,
                                  n_atoms=n, dtype=jnp.dtype(dtype).name)
+    order = None
     if neighbors is None:
-        neighbors = neighbor_list(pos_np, params.cutoff, cell_np)
+        if n > SORT_ABOVE and params.method == "pme":
+            order = spatial_order(pos_np, cell_np)
+            neighbors = neighbor_list(pos_np[order], params.cutoff, cell_np)
+            order = jnp.asarray(order)
+        else:
+            neighbors = neighbor_list(pos_np, params.cutoff, cell_np)
     kvectors = None
     if params.method == "ewald":
         kvectors = jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)
-    return _run(positions, charges, cell, sigma, params.smearing, neighbors, kvectors, params, want_stress)
+    return _run(positions, charges, cell, sigma, params.smearing, neighbors, kvectors, params, want_stress,
+                order)
 
 
-def _run(positions, charges, cell, sigma, smearing, neighbors, kvectors, params, want_stress):
+def _run(positions, charges, cell, sigma, smearing, neighbors, kvectors, params, want_stress, order=None):
     smear = None if smearing is None else jnp.asarray(smearing, positions.dtype)
     energy, potentials, forces, stress = _evaluate(
-        positions, charges, cell, sigma, smear, neighbors, kvectors, method=params.method,
+        positions, charges, cell, sigma, smear, neighbors, kvectors, order, method=params.method,
         mesh=params.mesh, background=params.background, want_stress=bool(want_stress and cell is not None))
     return CoulombResult(energy=energy, potentials=potentials, forces=forces, stress=stress, params=params)

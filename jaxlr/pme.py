@@ -171,18 +171,43 @@ _GATHER_DIMS = jax.lax.GatherDimensionNumbers(
     offset_dims=(1, 2, 3), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
 
 
-def spread_charges(frac, charges, spec: MeshSpec, stencil=None):
+#: stencil points (atoms × p³) handled per block, so that a block's weights and mesh
+#: values stay in cache; larger systems are processed block by block
+BLOCK_POINTS = 1 << 17
+
+
+def _atom_blocks(frac, charges, order):
+    """Split (frac, charges) into blocks of ≈ BLOCK_POINTS stencil points (zero-charge padding)."""
+    n = frac.shape[0]
+    block = max(64, BLOCK_POINTS // order**3)
+    if n <= block:
+        return None
+    n_blocks = -(-n // block)
+    pad = n_blocks * block - n
+    frac = jnp.concatenate([frac, jnp.zeros((pad, 3), frac.dtype)]).reshape(n_blocks, block, 3)
+    charges = jnp.concatenate([charges, jnp.zeros((pad,), charges.dtype)]).reshape(n_blocks, block)
+    return frac, charges
+
+
+def spread_charges(frac, charges, spec: MeshSpec):
     """Mesh charges Q (K1, K2, K3): Σ_i q_i Π_d M_p(K_d u_id − k_d) (jittable).
 
     ``frac`` are fractional coordinates u = R · cell⁻¹ (N, 3), any real values.
     """
-    starts, w, _ = _stencil(frac, spec) if stencil is None else stencil
     p = spec.order
-    vals = (charges[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None]
-            * w[:, 2, None, None, :])
-    padded = jnp.zeros(tuple(k + p - 1 for k in spec.shape), vals.dtype)
-    padded = jax.lax.scatter_add(padded, starts, vals, _SCATTER_DIMS,
-                                 mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+    def add(padded, f, q):
+        starts, w, _ = _stencil(f, spec)
+        vals = q[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]
+        return jax.lax.scatter_add(padded, starts, vals, _SCATTER_DIMS,
+                                   mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+    padded = jnp.zeros(tuple(k + p - 1 for k in spec.shape), jnp.result_type(frac, charges))
+    blocks = _atom_blocks(frac, charges, p)
+    if blocks is None:
+        padded = add(padded, frac, charges)
+    else:
+        padded, _ = jax.lax.scan(lambda m, fq: (add(m, *fq), None), padded, blocks)
     # fold the p−1 ghost planes below index 0 onto the top of each axis (periodicity)
     for axis, k in enumerate(spec.shape):
         main = jax.lax.slice_in_dim(padded, p - 1, k + p - 1, axis=axis)
@@ -192,25 +217,34 @@ def spread_charges(frac, charges, spec: MeshSpec, stencil=None):
     return padded
 
 
-def _interpolate(mesh, stencil, spec: MeshSpec):
+def _interpolate(mesh, frac, spec: MeshSpec):
     """Values φ_i (N,) and fractional gradients ∂φ/∂u_i (N, 3) of a mesh field at the atoms."""
-    starts, w, dw = stencil
     p = spec.order
     padded = mesh
     for axis, k in enumerate(spec.shape):  # periodic ghost planes below index 0
         ghost = jax.lax.slice_in_dim(padded, k - p + 1, k, axis=axis)
         padded = jax.lax.concatenate([ghost, padded], axis)
-    vals = jax.lax.gather(padded, starts, _GATHER_DIMS, slice_sizes=(p, p, p),
-                          mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)  # (N, p, p, p)
-    vz = jnp.einsum("nabc,nc->nab", vals, w[:, 2])
-    dvz = jnp.einsum("nabc,nc->nab", vals, dw[:, 2])
-    vyz = jnp.einsum("nab,nb->na", vz, w[:, 1])
-    phi = jnp.einsum("na,na->n", vyz, w[:, 0])
-    gx = jnp.einsum("na,na->n", vyz, dw[:, 0])
-    gy = jnp.einsum("nab,na,nb->n", vz, w[:, 0], dw[:, 1])
-    gz = jnp.einsum("nab,na,nb->n", dvz, w[:, 0], w[:, 1])
-    k = jnp.asarray(spec.shape, mesh.dtype)
-    return phi, jnp.stack([gx, gy, gz], axis=-1) * k
+    kvec = jnp.asarray(spec.shape, mesh.dtype)
+
+    def at(f):
+        starts, w, dw = _stencil(f, spec)
+        vals = jax.lax.gather(padded, starts, _GATHER_DIMS, slice_sizes=(p, p, p),
+                              mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)  # (n, p, p, p)
+        vz = jnp.einsum("nabc,nc->nab", vals, w[:, 2])
+        dvz = jnp.einsum("nabc,nc->nab", vals, dw[:, 2])
+        vyz = jnp.einsum("nab,nb->na", vz, w[:, 1])
+        phi = jnp.einsum("na,na->n", vyz, w[:, 0])
+        gx = jnp.einsum("na,na->n", vyz, dw[:, 0])
+        gy = jnp.einsum("nab,na,nb->n", vz, w[:, 0], dw[:, 1])
+        gz = jnp.einsum("nab,na,nb->n", dvz, w[:, 0], w[:, 1])
+        return phi, jnp.stack([gx, gy, gz], axis=-1) * kvec
+
+    n = frac.shape[0]
+    blocks = _atom_blocks(frac, jnp.zeros((n,), frac.dtype), p)
+    if blocks is None:
+        return at(frac)
+    phi, grad = jax.lax.map(at, blocks[0])
+    return phi.reshape(-1)[:n], grad.reshape(-1, 3)[:n]
 
 
 @lru_cache(maxsize=64)
@@ -249,8 +283,7 @@ def make_reciprocal_energy(spec: MeshSpec):
     def jvp(primals, tangents):
         frac, charges, cell, smearing = primals
         t_frac, t_q, t_cell, t_s = tangents
-        stencil = _stencil(frac, spec)
-        qh = jnp.fft.rfftn(spread_charges(frac, charges, spec, stencil))
+        qh = jnp.fft.rfftn(spread_charges(frac, charges, spec))
         power = weighted_power(qh)
         if _is_zero(t_cell) and _is_zero(t_s):
             g = influence_function(cell, smearing, spec)
@@ -262,7 +295,7 @@ def make_reciprocal_energy(spec: MeshSpec):
         energy = 0.5 * jnp.sum(g * power)
         if not (_is_zero(t_q) and _is_zero(t_frac)):
             mesh_phi = jnp.fft.irfftn(g * qh * n_total, s=spec.shape)
-            phi, grad_u = _interpolate(mesh_phi, stencil, spec)
+            phi, grad_u = _interpolate(mesh_phi, frac, spec)
             if not _is_zero(t_q):
                 tangent = tangent + jnp.sum(phi * t_q)
             if not _is_zero(t_frac):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .kernels import pair_kernel, pair_kernel_dr
-from .neighbors import Neighbors, pair_displacements
+from .neighbors import Neighbors
 from .units import KE
 
 __all__ = ["real_space_energy"]
@@ -30,31 +30,119 @@ def _is_zero(t) -> bool:
     return t is None or isinstance(t, SymbolicZero)
 
 
-def _neighbor_values(x, nbrs: Neighbors | None):
-    """x (N, ...) → values at the neighbours, (N, M, ...) (or (1, N, ...) for all pairs)."""
-    if nbrs is None:
-        return x[None]
-    return x[nbrs.idx]
+#: neighbour slots processed per block: intermediates of one block stay in cache
+BLOCK_SLOTS = 131072
 
 
-def _pair_data(positions, charges, sigma, cell, nbrs):
-    d, n, mask = pair_displacements(positions, cell, nbrs)
+def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shifts, need):
+    """Per-row energy terms and derivatives for a block of rows of the full neighbour list.
+
+    Args:
+      rows: (B,) atom indices of the rows; idx, mask: (B, M) (idx None: all atoms, open
+        boundary); shifts: (B, M, 3) integer cell shifts, or None (minimum image when a
+        cell is given, none otherwise).  need: static tuple of the wanted outputs among
+        "q", "pos", "cell", "sigma", "smearing".
+
+    Returns:
+      dict with "energy" (scalar, ½ KE Σ over the block's pairs) and, as asked,
+      "phi" (B,), "pos" (B, 3) = ∂E/∂R_rows, "sigma" (B,), "cell" (3, 3), "smearing" ().
+    """
+    dtype = positions.dtype
+    comps = [positions[:, a] for a in range(3)]
+    if idx is None:
+        d = [c[None, :] - c[rows][:, None] for c in comps]
+
+        def at_neighbors(x):
+            return x[None, :]
+    else:
+        d = [c[idx] - c[rows][:, None] for c in comps]
+
+        def at_neighbors(x):
+            return x[idx]
+    n = None
+    if cell is not None:
+        if shifts is not None:
+            n = [shifts[..., b].astype(dtype) for b in range(3)]
+        else:
+            inv = jnp.linalg.inv(cell)
+            n = [-jnp.round(jax.lax.stop_gradient(sum(d[a] * inv[a, b] for a in range(3)))) for b in range(3)]
+        d = [d[a] + sum(n[b] * cell[b, a] for b in range(3)) for a in range(3)]
     r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
     # double where: masked slots get r = 1, coincident centres r = 0 with a finite
     # gradient (Gaussian kernels are finite there)
     live = mask & (r2 > 0)
     r = jnp.where(mask, jnp.where(live, jnp.sqrt(jnp.where(live, r2, 1.0)), 0.0), 1.0)
-    qq = charges[:, None] * _neighbor_values(charges, nbrs)
-    qq = jnp.where(mask, qq, 0.0)
+    qj = jnp.where(mask, at_neighbors(charges), 0.0)
+    qi = charges[rows]
     gamma = None
     if sigma is not None:
-        gamma = jnp.sqrt(sigma[:, None] ** 2 + _neighbor_values(sigma, nbrs) ** 2)
-    return d, n, mask, r, qq, gamma
+        gamma = jnp.sqrt(sigma[rows][:, None] ** 2 + at_neighbors(sigma) ** 2)
+    need_r = "pos" in need or "cell" in need
+    if need_r:
+        kern, k_r = pair_kernel_dr(r, gamma, smearing)
+    else:
+        kern = pair_kernel(r, gamma, smearing)
+    phi = KE * jnp.sum(qj * kern, axis=1)
+    out = {"energy": 0.5 * jnp.sum(qi * phi)}
+    if "q" in need:
+        out["phi"] = phi
+    if need_r:
+        # w_ij d_ij = dE_pair/dd_ij for the full-list energy ½ Σ q_i q_j K(|d|)
+        w = KE * qi[:, None] * qj * k_r / jnp.where(r > 0, r, 1.0)  # k_r = 0 at coincident centres
+        if "pos" in need:
+            # ∂E/∂R_i collects the (i, j) and (j, i) terms of the full list
+            out["pos"] = -jnp.stack([jnp.sum(w * d[a], axis=1) for a in range(3)], axis=-1)
+        if "cell" in need:
+            out["cell"] = 0.5 * jnp.stack([jnp.stack([jnp.sum(w * n[a] * d[b]) for b in range(3)])
+                                           for a in range(3)])
+    qq = qi[:, None] * qj
+    if "sigma" in need:
+        _, k_g = jax.jvp(lambda g: pair_kernel(r, g, smearing), (gamma,), (jnp.ones_like(gamma),))
+        out["sigma"] = KE * sigma[rows] * jnp.sum(qq * k_g / gamma, axis=1)
+    if "smearing" in need:
+        _, k_s = jax.jvp(lambda t: pair_kernel(r, gamma, t), (smearing,), (jnp.ones_like(smearing),))
+        out["smearing"] = 0.5 * KE * jnp.sum(qq * k_s)
+    return out
+
+
+def _terms(positions, charges, sigma, cell, smearing, nbrs, need):
+    """:func:`_block_terms` over all rows, in cache-sized blocks under ``lax.map``."""
+    n_atoms = positions.shape[0]
+    if nbrs is None:
+        rows = jnp.arange(n_atoms)
+        return _block_terms(positions, charges, sigma, cell, smearing, rows, None,
+                            ~jnp.eye(n_atoms, dtype=bool), None, need)
+    capacity = nbrs.idx.shape[1]
+    block = max(1, BLOCK_SLOTS // max(capacity, 1))
+    if n_atoms <= block:
+        return _block_terms(positions, charges, sigma, cell, smearing, jnp.arange(n_atoms), nbrs.idx,
+                            nbrs.mask, nbrs.shifts, need)
+    n_blocks = -(-n_atoms // block)
+    pad = n_blocks * block - n_atoms
+
+    def blocks(x):
+        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+        return x.reshape((n_blocks, block) + x.shape[1:])
+
+    rows = blocks(jnp.arange(n_atoms))  # padded rows: atom 0 with every slot masked
+    args = (rows, blocks(nbrs.idx), blocks(nbrs.mask),
+            None if nbrs.shifts is None else blocks(nbrs.shifts))
+
+    def one(a):
+        return _block_terms(positions, charges, sigma, cell, smearing, a[0], a[1], a[2], a[3], need)
+
+    out = jax.lax.map(one, args)
+    result = {}
+    for key, val in out.items():
+        if key in ("phi", "pos", "sigma"):
+            result[key] = val.reshape((n_blocks * block,) + val.shape[2:])[:n_atoms]
+        else:
+            result[key] = jnp.sum(val, axis=0)
+    return result
 
 
 def _energy(positions, charges, sigma, cell, smearing, nbrs):
-    _, _, _, r, qq, gamma = _pair_data(positions, charges, sigma, cell, nbrs)
-    return 0.5 * KE * jnp.sum(qq * pair_kernel(r, gamma, smearing))
+    return _terms(positions, charges, sigma, cell, smearing, nbrs, ())["energy"]
 
 
 @jax.custom_jvp
@@ -70,6 +158,7 @@ def real_space_energy(positions, charges, sigma, cell, smearing, nbrs):
 
     Returns:
       scalar energy ``½ KE Σ_i Σ_j q_i q_j K(r_ij)`` (eV).  Self-energies are not included.
+      Rows are processed in blocks of about :data:`BLOCK_SLOTS` neighbour slots.
     """
     return _energy(positions, charges, sigma, cell, smearing, nbrs)
 
@@ -77,42 +166,16 @@ def real_space_energy(positions, charges, sigma, cell, smearing, nbrs):
 def _real_space_jvp(primals, tangents):
     positions, charges, sigma, cell, smearing, nbrs = primals
     t_pos, t_q, t_sig, t_cell, t_s, _ = tangents
-    d, n, mask, r, qq, gamma = _pair_data(positions, charges, sigma, cell, nbrs)
-    need_r = not _is_zero(t_pos) or (cell is not None and not _is_zero(t_cell))
-    if need_r:
-        kern, k_r = pair_kernel_dr(r, gamma, smearing)
-    else:
-        kern = pair_kernel(r, gamma, smearing)
-    energy = 0.5 * KE * jnp.sum(qq * kern)
-    tangent = jnp.zeros_like(energy)
-
-    if not _is_zero(t_q):
-        qj = jnp.where(mask, _neighbor_values(charges, nbrs), 0.0)
-        potentials = KE * jnp.sum(qj * kern, axis=1)
-        tangent = tangent + jnp.sum(potentials * t_q)
-
-    if need_r:
-        # w_ij d_ij = dE_pair/dd_ij for the full-list energy ½ Σ qq K(|d|)
-        w = KE * qq * k_r / jnp.where(r > 0, r, 1.0)  # k_r = 0 at coincident Gaussian centres
-        if not _is_zero(t_pos):
-            # ∂E/∂R_i, both (i,j) and (j,i) terms of the full list
-            grad_pos = -jnp.stack([jnp.sum(w * d[a], axis=1) for a in range(3)], axis=-1)
-            tangent = tangent + jnp.sum(grad_pos * t_pos)
-        if cell is not None and n is not None and not _is_zero(t_cell):
-            grad_cell = 0.5 * jnp.stack([jnp.stack([jnp.sum(w * n[a] * d[b]) for b in range(3)])
-                                         for a in range(3)])
-            tangent = tangent + jnp.sum(grad_cell * t_cell)
-
-    if sigma is not None and not _is_zero(t_sig):
-        _, k_g = jax.jvp(lambda g: pair_kernel(r, g, smearing), (gamma,), (jnp.ones_like(gamma),))
-        grad_sig = KE * sigma * jnp.sum(qq * k_g / gamma, axis=1)
-        tangent = tangent + jnp.sum(grad_sig * t_sig)
-
-    if smearing is not None and not _is_zero(t_s):
-        _, k_s = jax.jvp(lambda s: pair_kernel(r, gamma, s), (smearing,), (jnp.ones_like(smearing),))
-        tangent = tangent + 0.5 * KE * jnp.sum(qq * k_s) * t_s
-
-    return energy, tangent
+    need = tuple(name for name, t, ok in (
+        ("q", t_q, True), ("pos", t_pos, True), ("cell", t_cell, cell is not None),
+        ("sigma", t_sig, sigma is not None), ("smearing", t_s, smearing is not None))
+        if ok and not _is_zero(t))
+    out = _terms(positions, charges, sigma, cell, smearing, nbrs, need)
+    tangent = jnp.zeros_like(out["energy"])
+    for name, t in (("phi", t_q), ("pos", t_pos), ("sigma", t_sig), ("cell", t_cell), ("smearing", t_s)):
+        if name in out:
+            tangent = tangent + jnp.sum(out[name] * t)
+    return out["energy"], tangent
 
 
 real_space_energy.defjvp(_real_space_jvp, symbolic_zeros=True)
