@@ -166,34 +166,33 @@ def from_jax_md(nbrs) -> Neighbors:
                      shifts=None, overflow=jnp.asarray(nbrs.did_buffer_overflow))
 
 
-def pair_displacements(positions, cell, nbrs: Neighbors | None):
-    """Displacements ``d_ij = R_j - R_i`` (with images) for the dense list (jittable).
+def pair_displacements(positions, cell, rows, idx, shifts):
+    """Displacements ``d_ij = R_j − R_i`` (with images) for rows of a dense list (jittable).
 
     Args:
-      positions: (N, 3); cell: (3, 3) or None; nbrs: :class:`Neighbors`, or ``None`` for
-        all pairs of an open-boundary system (an (N, N) layout with the diagonal masked).
+      positions: (N, 3); cell: (3, 3) or None (open boundary).
+      rows: (B,) atom indices i of the rows.  idx: (B, M) neighbour indices j, or None for
+        all atoms (open boundary, all pairs).  shifts: (B, M, 3) integer cell shifts, or
+        None: minimum image when a cell is given.
 
     Returns:
-      (d, n, mask): ``d`` a tuple of three (N, M) arrays (x, y, z components); ``n`` a
-      tuple of three (N, M) float arrays, the integer shifts with
-      ``d = R_j - R_i + n @ cell`` (None when open); ``mask`` (N, M) bool.
-
-    Components are gathered one by one: on CPU, three 1-D gathers are about ten times
-    faster than one gather of (N, 3) rows.
+      (d, n): ``d`` a tuple of three (B, M) arrays (x, y, z components) and ``n`` a tuple
+      of three (B, M) float arrays of integer shifts with ``d = R_j − R_i + n @ cell``
+      (None when open).  Components are gathered one by one: on CPU, three 1-D gathers are
+      about ten times faster than one gather of (N, 3) rows.
     """
     dtype = positions.dtype
     comps = [positions[:, a] for a in range(3)]
-    if nbrs is None:
-        n_atoms = positions.shape[0]
-        d = tuple(c[None, :] - c[:, None] for c in comps)
-        return d, None, ~jnp.eye(n_atoms, dtype=bool)
-    d = [c[nbrs.idx] - c[:, None] for c in comps]
+    if idx is None:
+        d = [c[None, :] - c[rows][:, None] for c in comps]
+    else:
+        d = [c[idx] - c[rows][:, None] for c in comps]
     if cell is None:
-        return tuple(d), None, nbrs.mask
-    if nbrs.shifts is not None:
-        n = [nbrs.shifts[..., b].astype(dtype) for b in range(3)]
+        return tuple(d), None
+    if shifts is not None:
+        n = [shifts[..., b].astype(dtype) for b in range(3)]
     else:
         inv = jnp.linalg.inv(cell)
         n = [-jnp.round(jax.lax.stop_gradient(sum(d[a] * inv[a, b] for a in range(3)))) for b in range(3)]
     d = [d[a] + sum(n[b] * cell[b, a] for b in range(3)) for a in range(3)]
-    return tuple(d), tuple(n), nbrs.mask
+    return tuple(d), tuple(n)

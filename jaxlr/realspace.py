@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .kernels import pair_kernel, pair_kernel_dr
-from .neighbors import Neighbors
+from .neighbors import Neighbors, pair_displacements
 from .units import KE
 
 __all__ = ["real_space_energy"]
@@ -47,26 +47,13 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
       dict with "energy" (scalar, ½ KE Σ over the block's pairs) and, as asked,
       "phi" (B,), "pos" (B, 3) = ∂E/∂R_rows, "sigma" (B,), "cell" (3, 3), "smearing" ().
     """
-    dtype = positions.dtype
-    comps = [positions[:, a] for a in range(3)]
+    d, n = pair_displacements(positions, cell, rows, idx, shifts)
     if idx is None:
-        d = [c[None, :] - c[rows][:, None] for c in comps]
-
         def at_neighbors(x):
             return x[None, :]
     else:
-        d = [c[idx] - c[rows][:, None] for c in comps]
-
         def at_neighbors(x):
             return x[idx]
-    n = None
-    if cell is not None:
-        if shifts is not None:
-            n = [shifts[..., b].astype(dtype) for b in range(3)]
-        else:
-            inv = jnp.linalg.inv(cell)
-            n = [-jnp.round(jax.lax.stop_gradient(sum(d[a] * inv[a, b] for a in range(3)))) for b in range(3)]
-        d = [d[a] + sum(n[b] * cell[b, a] for b in range(3)) for a in range(3)]
     r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
     # double where: masked slots get r = 1, coincident centres r = 0 with a finite
     # gradient (Gaussian kernels are finite there)

@@ -1104,3 +1104,19 @@ def test_explicit_cutoff_with_wide_gaussians_is_honest():
         return  # refusing an unreachable accuracy is fine
     achieved = rms(np.asarray(res.forces) - s["forces"]) / s["f0"]
     assert achieved <= 3 * max(acc, res.params.estimated_error)
+
+
+def test_spatially_sorted_evaluation_matches(monkeypatch):
+    """Large systems are evaluated in a spatially sorted order (cache locality); the results,
+    returned in the caller's order, equal those of the unsorted evaluation to round-off."""
+    coulomb_module = importlib.import_module("jaxlr.coulomb")
+    pos, q, cell, sig = random_system(61, 150, triclinic=True, gaussian=True)
+    plain = jaxlr.coulomb(pos, q, cell=cell, sigma=sig, method="pme", accuracy=1e-5)
+    monkeypatch.setattr(coulomb_module, "SORT_ABOVE", 10)
+    order = coulomb_module.spatial_order(pos, cell)
+    assert sorted(order.tolist()) == list(range(150)) and order.tolist() != list(range(150))
+    mixed = jaxlr.coulomb(pos, q, cell=cell, sigma=sig, method="pme", accuracy=1e-5)
+    assert abs(float(mixed.energy - plain.energy)) <= 1e-11 * abs(float(plain.energy))
+    np.testing.assert_allclose(mixed.forces, plain.forces, rtol=0, atol=1e-10 * float(np.abs(plain.forces).max()))
+    np.testing.assert_allclose(mixed.potentials, plain.potentials, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(mixed.stress, plain.stress, rtol=1e-10, atol=1e-14)

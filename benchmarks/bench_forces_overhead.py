@@ -1,0 +1,61 @@
+"""Cost of forces relative to the energy alone (jaxlr PME, plain script).
+
+For random neutral ±1 charges at 0.1 atoms/Å³, times the jitted energy alone and the
+energy + forces (+ potentials) of :func:`jaxlr.coulomb_terms`, with tuned parameters at a
+relative force accuracy of 1e-4 (float32) and 1e-6 (float64).  The custom derivative
+rules reuse the mesh potential and the pair kernels, so the ratio should stay near 1.5.
+
+Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000]
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+
+import jaxlr  # noqa: E402
+
+
+def median_time(fn, calls=7):
+    jax.block_until_ready(fn())
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000])
+    args = ap.parse_args(argv)
+    print("| N | dtype | accuracy | energy ms | energy+forces ms | ratio |")
+    print("|---|---|---|---|---|---|")
+    for n in args.sizes:
+        rng = np.random.default_rng(0)
+        length = (n / 0.1) ** (1 / 3)
+        cell = np.eye(3) * length
+        pos = rng.random((n, 3)) * length
+        q = rng.choice([-1.0, 1.0], n)
+        q -= q.mean()
+        for dtype, acc in (("float32", 1e-4), ("float64", 1e-6)):
+            p = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=acc, dtype=dtype)
+            nbrs = jaxlr.neighbor_list(pos, p.cutoff, cell)
+            r, c, qq = (jnp.asarray(x, dtype) for x in (pos, cell, q))
+            kw = dict(cell=c, smearing=jnp.asarray(p.smearing, dtype), neighbors=nbrs, method="pme",
+                      mesh=p.mesh)
+            energy = jax.jit(lambda r, q: jaxlr.coulomb_energy(r, q, **kw))
+            terms = jax.jit(lambda r, q: jaxlr.coulomb_terms(r, q, want_stress=False, **kw)[:3])
+            te = median_time(lambda: energy(r, qq))
+            tf = median_time(lambda: terms(r, qq))
+            print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * te:.1f} | {1e3 * tf:.1f} | {tf / te:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
