@@ -101,7 +101,7 @@ def _terms(positions, charges, sigma, cell, smearing, nbrs, need):
                             ~jnp.eye(n_atoms, dtype=bool), None, need)
     capacity = nbrs.idx.shape[1]
     block = max(1, BLOCK_SLOTS // max(capacity, 1))
-    if n_atoms <= block:
+    if n_atoms <= 2 * block:  # a few blocks: one pass is as cache-friendly and skips the loop
         return _block_terms(positions, charges, sigma, cell, smearing, jnp.arange(n_atoms), nbrs.idx,
                             nbrs.mask, nbrs.shifts, need)
     n_blocks = -(-n_atoms // block)
