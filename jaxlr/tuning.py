@@ -135,34 +135,24 @@ def _alias_spacing(mesh_cell: np.ndarray, shape) -> float:
     return float(max(widths.max(), 1.0 / shortest))
 
 
-def _solve_decreasing(f, target: float, lo: float, hi: float) -> float:
-    """x in [lo, hi] with f(x) = target for a decreasing f (bisection in log space)."""
-    if f(hi) > target:
-        return hi
-    if f(lo) <= target:
-        return lo
-    for _ in range(80):
-        mid = math.sqrt(lo * hi)
-        if f(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+def _bisect(ok, good: float, bad: float) -> float:
+    """Boundary of a monotone predicate by bisection in log space (host).
 
-
-def _largest_below(f, target: float, lo: float, hi: float) -> float:
-    """Largest x in [lo, hi] with f(x) ≤ target for an increasing f (bisection in log space)."""
-    if f(lo) > target:
-        return lo
-    if f(hi) <= target:
-        return hi
+    ``ok`` holds at ``good`` and fails at ``bad`` (if it fails at ``good``, ``good`` is
+    returned as the best effort; if it holds at ``bad``, ``bad``).  Returns the x nearest
+    to ``bad`` where ``ok`` still holds: the smallest cutoff, the largest mesh spacing.
+    """
+    if not ok(good):
+        return good
+    if ok(bad):
+        return bad
     for _ in range(80):
-        mid = math.sqrt(lo * hi)
-        if f(mid) > target:
-            hi = mid
+        mid = math.sqrt(good * bad)
+        if ok(mid):
+            good = mid
         else:
-            lo = mid
-    return lo
+            bad = mid
+    return good
 
 
 def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
@@ -171,7 +161,7 @@ def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
         if gamma_max:
             e = max(e, real_space_error(q2, n, volume, rc, gamma_max))
         return e
-    return _solve_decreasing(err, budget, 0.5, 1e4)
+    return _bisect(lambda rc: err(rc) <= budget, 1e4, 0.5)
 
 
 def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accuracy=1e-6,
@@ -252,8 +242,8 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
             cost_real = costs["pair"] * n * pairs * _SLOT_OVERHEAD
             for p in orders:
                 if meth == "ewald":
-                    kc = (float(k_cutoff) if k_cutoff is not None else _solve_decreasing(
-                        lambda k: ewald_kspace_error(q2, n, volume, k, s), budget, 1e-3, 1e3))
+                    kc = (float(k_cutoff) if k_cutoff is not None else _bisect(
+                        lambda k: ewald_kspace_error(q2, n, volume, k, s) <= budget, 1e3, 1e-3))
                     e_rec = ewald_kspace_error(q2, n, volume, kc, s)
                     n_k = (4.0 / 3.0 * math.pi * kc**3) * volume / (8.0 * math.pi**3) / 2.0
                     cost = cost_real + costs["kvec"] * n * n_k
@@ -262,8 +252,8 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
                     if mesh is not None:
                         shape = tuple(int(k) for k in (mesh.shape if isinstance(mesh, MeshSpec) else mesh))
                     else:
-                        x_max = _largest_below(lambda h: pme_mesh_error(q2, n, volume, h, s, p),
-                                               budget, 1e-3 * s, 2.0 * s)
+                        x_max = _bisect(lambda h: pme_mesh_error(q2, n, volume, h, s, p) <= budget,
+                                        1e-3 * s, 2.0 * s)
                         shape = tuple(max(p, fft_friendly(math.ceil(w / x_max))) for w in widths)
                         while _alias_spacing(mesh_cell, shape) > x_max * 1.0001:
                             shape = tuple(fft_friendly(k + 1) for k in shape)
