@@ -101,7 +101,7 @@ def demo(sizes=(1000, 4000)) -> None:
             t0 = time.perf_counter()
             jax.block_until_ready(jaxlr.coulomb(pj, qj, cell=cj, method="pme", accuracy=acc).forces)
             first = time.perf_counter() - t0
-            params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=acc)
+            params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=acc, dtype=dtype)
             nbrs = jaxlr.neighbor_list(pos, params.cutoff, cell)
             smear = jnp.asarray(params.smearing, dtype)
             from jaxlr.coulomb import _evaluate
