@@ -18,7 +18,6 @@ Needs the bench extra (pip install -e ".[bench]") for the peers; missing peers a
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics
@@ -32,25 +31,12 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
+from jaxlr.system import random_ionic_system  # noqa: E402
 
 from jaxlr.coulomb import SORT_ABOVE, _evaluate, spatial_order  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
-
-
-def system(n, triclinic=False, seed=0):
-    rng = np.random.default_rng(seed)
-    length = (n / 0.1) ** (1 / 3)
-    if triclinic:
-        cell = np.array([[1.0, 0, 0], [0.3, 1.0, 0], [0.2, 0.25, 1.0]])
-        cell *= length / abs(np.linalg.det(cell)) ** (1 / 3)
-    else:
-        cell = np.eye(3) * length
-    pos = rng.random((n, 3)) @ cell
-    q = rng.choice([-1.0, 1.0], n)
-    q -= q.mean()
-    return pos, q, cell
 
 
 def reference_forces(pos, q, cell):
@@ -130,7 +116,7 @@ def main(argv=None):
         cases.append((args.triclinic, True))
     rows = []
     for n, tri in cases:
-        pos, q, cell = system(n, tri)
+        pos, q, cell = random_ionic_system(n, triclinic=tri)
         ref = reference_forces(pos, q, cell)
         for target in args.targets:
             for dtype in args.dtypes:

@@ -12,13 +12,13 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import jax
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
+from jaxlr.system import random_ionic_system  # noqa: E402
 
 
 def median_time(fn, calls=7):
@@ -38,12 +38,7 @@ def main(argv=None):
     print("| N | dtype | accuracy | energy ms | energy+forces ms | ratio |")
     print("|---|---|---|---|---|---|")
     for n in args.sizes:
-        rng = np.random.default_rng(0)
-        length = (n / 0.1) ** (1 / 3)
-        cell = np.eye(3) * length
-        pos = rng.random((n, 3)) * length
-        q = rng.choice([-1.0, 1.0], n)
-        q -= q.mean()
+        pos, q, cell = random_ionic_system(n)
         for dtype, acc in (("float32", 1e-4), ("float64", 1e-6)):
             p = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=acc, dtype=dtype)
             nbrs = jaxlr.neighbor_list(pos, p.cutoff, cell)

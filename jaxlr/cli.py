@@ -46,6 +46,7 @@ def demo(sizes=(1000, 4000)) -> None:
     jax.config.update("jax_enable_x64", True)  # a script may; the library never does
     import jax.numpy as jnp
     import jaxlr
+    from jaxlr.system import random_ionic_system
 
     print(f"jaxlr {jaxlr.__version__} — pure-JAX long-range electrostatics (jax {jax.__version__}, "
           f"{jax.devices()[0].platform})\n")
@@ -67,13 +68,8 @@ def demo(sizes=(1000, 4000)) -> None:
         m_pme = -float(e_pme) * dnn * a / (jaxlr.KE * n_pairs)
         print(f"   {name:18s} {m_ew:18.12f} {m_pme:14.8f} {ref:18.12f}")
 
-    print("\n2. PME vs Ewald, 1,000 random ±1 charges at 0.1 atoms/Å³ (float64):")
-    n = 1000
-    length = (n / 0.1) ** (1 / 3)
-    cell = np.array([[length, 0, 0], [0.2 * length, length, 0], [0.1 * length, -0.2 * length, length]])
-    pos = rng.random((n, 3)) @ cell
-    q = rng.choice([-1.0, 1.0], n)
-    q -= q.mean()
+    print("\n2. PME vs Ewald, 1,000 random ±1 charges at 0.1 atoms/Å³, triclinic cell (float64):")
+    pos, q, cell = random_ionic_system(1000, triclinic=True, seed=1)
     ref = jaxlr.coulomb(pos, q, cell=cell, method="ewald", accuracy=1e-10)
     f0 = jaxlr.tuning.force_scale(pos, q, cell)
     print(f"   {'accuracy':>9s} {'mesh':>14s} {'order':>5s} {'cutoff/Å':>8s} {'force err/F0':>12s} "
@@ -88,11 +84,7 @@ def demo(sizes=(1000, 4000)) -> None:
     print("\n3. Timings, PME energy + forces + stress (median of 5 after warm-up; compile separate):")
     print(f"   {'N':>6s} {'dtype':>8s} {'accuracy':>9s} {'compile/s':>9s} {'time/ms':>8s}")
     for n in sizes:
-        length = (n / 0.1) ** (1 / 3)
-        cell = np.eye(3) * length
-        pos = rng.random((n, 3)) * length
-        q = rng.choice([-1.0, 1.0], n)
-        q -= q.mean()
+        pos, q, cell = random_ionic_system(n, seed=n)
         for dtype, acc in (("float32", 1e-4), ("float64", 1e-6)):
             pj = jnp.asarray(pos, dtype)
             qj = jnp.asarray(q, dtype)

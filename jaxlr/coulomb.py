@@ -35,7 +35,7 @@ from .kernels import self_kernel
 from .neighbors import Neighbors, neighbor_list
 from .pme import MeshSpec, pme_reciprocal_energy
 from .realspace import real_space_energy
-from .system import check_cell, check_per_atom, check_positions, concrete_or_none
+from .system import check_cell, check_per_atom, check_positions
 from .units import KE
 
 __all__ = ["coulomb", "coulomb_energy", "coulomb_terms", "CoulombResult", "CoulombParams", "METHODS"]

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .kernels import pair_kernel, pair_kernel_dr
-from .neighbors import Neighbors, pair_displacements
+from .neighbors import pair_displacements
 from .units import KE
 
 __all__ = ["real_space_energy"]

@@ -21,6 +21,8 @@ __all__ = [
     "check_cell",
     "cell_volume",
     "perpendicular_widths",
+    "random_ionic_system",
+    "reduced_basis",
 ]
 
 
@@ -136,3 +138,32 @@ def reduced_basis(cell: np.ndarray) -> np.ndarray:
     if np.linalg.det(t) < 0:
         t[2] *= -1
     return t
+
+
+def random_ionic_system(n_atoms: int, *, density: float = 0.1, triclinic: bool = False, seed: int = 0):
+    """A random neutral system of ±1 point charges (host, numpy) — the benchmark workload.
+
+    Args:
+      n_atoms: number of charges N (even N gives exactly neutral ±1 charges; otherwise the
+        mean is subtracted).  density: atoms per Å³ (0.1 ≈ liquid water).
+      triclinic: a skewed cell of the same volume instead of a cube.  seed: RNG seed.
+
+    Returns:
+      (positions (N, 3) Å, charges (N,) e, cell (3, 3) Å, rows are lattice vectors).
+
+    Example:
+      >>> pos, q, cell = random_ionic_system(1000)
+      >>> pos.shape, round(float(abs(q.sum())), 12)
+      ((1000, 3), 0.0)
+    """
+    rng = np.random.default_rng(seed)
+    length = (n_atoms / density) ** (1.0 / 3.0)
+    if triclinic:
+        cell = np.array([[1.0, 0.0, 0.0], [0.3, 1.0, 0.0], [0.2, 0.25, 1.0]])
+        cell *= length / abs(np.linalg.det(cell)) ** (1.0 / 3.0)
+    else:
+        cell = np.eye(3) * length
+    positions = rng.random((n_atoms, 3)) @ cell
+    charges = rng.choice([-1.0, 1.0], n_atoms)
+    charges -= charges.mean()
+    return positions, charges, cell

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .pme import MeshSpec, SUPPORTED_ORDERS
+from .pme import MeshSpec
 from .system import cell_volume, perpendicular_widths, reduced_basis
 
 __all__ = ["ORDERS", "fft_friendly", "force_scale", "real_space_error", "ewald_kspace_error",
