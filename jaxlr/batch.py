@@ -15,7 +15,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from .neighbors import Neighbors, neighbor_list
+from .neighbors import Neighbors, neighbor_list, with_capacity
 
 __all__ = ["Batch", "pad_batch"]
 
@@ -95,8 +95,7 @@ def pad_batch(structures, *, cutoff: float | None = None, n_atoms: int | None = 
         lists = [neighbor_list(pos[k], cutoff, cells[k] if periodic[0] else None, atom_mask=mask[k])
                  for k in range(b)]
         cap = max(nl.capacity for nl in lists) if capacity is None else int(capacity)
-        lists = [neighbor_list(pos[k], cutoff, cells[k] if periodic[0] else None, atom_mask=mask[k],
-                               capacity=cap) for k in range(b)]
+        lists = [with_capacity(nl, cap) for nl in lists]
         nbrs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *lists)
     dt = dtype or jnp.zeros(()).dtype
     return Batch(positions=jnp.asarray(pos, dt), charges=jnp.asarray(q, dt), atom_mask=jnp.asarray(mask),

@@ -46,6 +46,7 @@ def demo(sizes=(1000, 4000)) -> None:
     jax.config.update("jax_enable_x64", True)  # a script may; the library never does
     import jax.numpy as jnp
     import jaxlr
+    from jaxlr.coulomb import _evaluate
     from jaxlr.system import random_ionic_system
 
     print(f"jaxlr {jaxlr.__version__} — pure-JAX long-range electrostatics (jax {jax.__version__}, "
@@ -96,7 +97,6 @@ def demo(sizes=(1000, 4000)) -> None:
             params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=acc, dtype=dtype)
             nbrs = jaxlr.neighbor_list(pos, params.cutoff, cell)
             smear = jnp.asarray(params.smearing, dtype)
-            from jaxlr.coulomb import _evaluate
             run = lambda: jax.block_until_ready(_evaluate(  # noqa: E731
                 pj, qj, cj, None, smear, nbrs, None, method="pme", mesh=params.mesh,
                 background=False, want_stress=True))

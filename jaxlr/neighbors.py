@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from .system import check_cell, check_positions, concrete_or_none, perpendicular_widths
 
-__all__ = ["Neighbors", "neighbor_list", "from_jax_md", "pair_displacements"]
+__all__ = ["Neighbors", "neighbor_list", "with_capacity", "from_jax_md", "pair_displacements"]
 
 
 @jax.tree_util.register_dataclass
@@ -142,6 +142,32 @@ def neighbor_list(positions, cutoff: float, cell=None, *, capacity: int | None =
         shifts = jnp.asarray(shifts)
     return Neighbors(idx=jnp.asarray(idx), mask=jnp.asarray(mask), shifts=shifts,
                      overflow=jnp.asarray(False))
+
+
+def with_capacity(nbrs: Neighbors, capacity: int) -> Neighbors:
+    """The same host-built list with ``capacity`` slots per atom (host).
+
+    Lets several lists share one capacity (batching) without searching the pairs again:
+    extra slots are masked; slots are dropped only where every row has them empty (host
+    lists fill each row from the front).
+    """
+    needed = int(np.asarray(nbrs.mask).sum(axis=1).max(initial=0))
+    if capacity < needed:
+        raise ValueError(f"capacity={capacity} is smaller than the largest neighbour count {needed}; "
+                         "raise it or leave it as None.")
+    extra = int(capacity) - nbrs.capacity
+    if extra <= 0:
+        shifts = None if nbrs.shifts is None else nbrs.shifts[:, :capacity]
+        return Neighbors(idx=nbrs.idx[:, :capacity], mask=nbrs.mask[:, :capacity], shifts=shifts,
+                         overflow=nbrs.overflow)
+    n = nbrs.idx.shape[0]
+    self_idx = jnp.broadcast_to(jnp.arange(n, dtype=nbrs.idx.dtype)[:, None], (n, extra))
+    shifts = None
+    if nbrs.shifts is not None:
+        shifts = jnp.concatenate([nbrs.shifts, jnp.zeros((n, extra, 3), nbrs.shifts.dtype)], axis=1)
+    return Neighbors(idx=jnp.concatenate([nbrs.idx, self_idx], axis=1),
+                     mask=jnp.concatenate([nbrs.mask, jnp.zeros((n, extra), bool)], axis=1),
+                     shifts=shifts, overflow=nbrs.overflow)
 
 
 def from_jax_md(nbrs) -> Neighbors:

@@ -155,13 +155,16 @@ def _bisect(ok, good: float, bad: float) -> float:
     return good
 
 
+def _real_error(q2, n, volume, cutoff, smearing, gamma_max):
+    """Real-space error including the truncated Gaussian correction erfc(r/√2γ)/r (γ_max > 0)."""
+    e = real_space_error(q2, n, volume, cutoff, smearing)
+    if gamma_max:
+        e = max(e, real_space_error(q2, n, volume, cutoff, gamma_max))
+    return e
+
+
 def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
-    def err(rc):
-        e = real_space_error(q2, n, volume, rc, smearing)
-        if gamma_max:
-            e = max(e, real_space_error(q2, n, volume, rc, gamma_max))
-        return e
-    return _bisect(lambda rc: err(rc) <= budget, 1e4, 0.5)
+    return _bisect(lambda rc: _real_error(q2, n, volume, rc, smearing, gamma_max) <= budget, 1e4, 0.5)
 
 
 def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accuracy=1e-6,
@@ -205,10 +208,10 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
     mesh_cell = basis @ cell
     widths = perpendicular_widths(mesh_cell)
     basis_t = tuple(tuple(int(v) for v in row) for row in basis)
-    n = int(n_atoms if n_atoms is not None else len(charges))
     if charges is None or positions is None:
         raise ValueError("automatic tuning needs concrete positions and charges; pass smearing, cutoff "
                          "and mesh (or k_cutoff) explicitly.")
+    n = int(n_atoms if n_atoms is not None else len(charges))
     q = np.asarray(charges, dtype=np.float64)
     q2 = float(np.sum(q * q))
     f0 = force_scale(positions, q, cell)
@@ -235,9 +238,7 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
         orders = ((int(order),) if order is not None else _TUNED_ORDERS) if meth == "pme" else (None,)
         for s in s_grid:
             rc = float(cutoff) if cutoff is not None else _real_cutoff(q2, n, volume, s, gamma_max, budget)
-            e_real = real_space_error(q2, n, volume, rc, s)
-            if gamma_max:  # truncation of the Gaussian correction erfc(r/√2γ)/r
-                e_real = max(e_real, real_space_error(q2, n, volume, rc, gamma_max))
+            e_real = _real_error(q2, n, volume, rc, s, gamma_max)
             pairs = 4.0 / 3.0 * math.pi * rc**3 * pair_density
             cost_real = costs["pair"] * n * pairs * _SLOT_OVERHEAD
             for p in orders:

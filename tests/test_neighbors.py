@@ -249,3 +249,21 @@ def test_jax_md_nve_with_pme():
         assert gained > 1.0  # a non-trivial trajectory
         assert spreads[-1] <= 3e-4 * gained
     assert spreads[0] >= 2.5 * spreads[1]
+
+
+def test_with_capacity_equals_a_fresh_search():
+    """Re-padding a host list to another capacity gives exactly the list a new search with
+    that capacity builds; a capacity below the largest count raises."""
+    from jaxlr.neighbors import with_capacity
+    rng = np.random.default_rng(5)
+    cell = np.array([[6.0, 0, 0], [1.0, 6.0, 0], [0.5, -0.7, 6.0]])
+    pos = rng.random((20, 3)) @ cell
+    nl = jaxlr.neighbor_list(pos, 4.0, cell)
+    needed = int(np.asarray(nl.mask).sum(axis=1).max())
+    for cap in (needed, nl.capacity + 5):
+        a = with_capacity(nl, cap)
+        b = jaxlr.neighbor_list(pos, 4.0, cell, capacity=cap)
+        for x, y in ((a.idx, b.idx), (a.mask, b.mask), (a.shifts, b.shifts)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(ValueError, match="capacity"):
+        with_capacity(nl, needed - 1)
