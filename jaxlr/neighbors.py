@@ -150,6 +150,19 @@ def with_capacity(nbrs: Neighbors, capacity: int) -> Neighbors:
     Lets several lists share one capacity (batching) without searching the pairs again:
     extra slots are masked; slots are dropped only where every row has them empty (host
     lists fill each row from the front).
+
+    Args:
+      nbrs: a list from :func:`neighbor_list`.  capacity: slots per atom, at least the
+        largest neighbour count (else ``ValueError``).
+
+    Returns:
+      :class:`Neighbors` with arrays of shape (N, capacity[, 3]).
+
+    Example:
+      >>> import numpy as np, jaxlr
+      >>> nl = jaxlr.neighbor_list(np.random.rand(10, 3) * 5, cutoff=4.0, cell=np.eye(3) * 5)
+      >>> with_capacity(nl, nl.capacity + 8).capacity == nl.capacity + 8
+      True
     """
     needed = int(np.asarray(nbrs.mask).sum(axis=1).max(initial=0))
     if capacity < needed:
