@@ -1,7 +1,9 @@
 """jaxlr — pure-JAX long-range atomistic machine learning.
 
 Front doors: :func:`coulomb` (energies, potentials, forces, stress of point or Gaussian
-charges: open boundary, Ewald, smooth PME).  The jittable functional layer beneath it is
+charges: open boundary, Ewald, smooth PME) and :func:`qeq` (charge equilibration, dense or
+matrix-free, differentiated implicitly; functional layer :func:`qeq_solve` /
+:func:`qeq_energy`).  The jittable functional layer beneath it is
 :func:`coulomb_energy` / :func:`coulomb_terms` with :class:`Neighbors` lists from
 :func:`neighbor_list` (host) or :func:`from_jax_md` (inside jitted MD).
 Units: Å, eV, e; ``KE`` = 14.399645 eV·Å/e².  Enable float64 in your scripts with
@@ -9,10 +11,13 @@ Units: Å, eV, e; ``KE`` = 14.399645 eV·Å/e².  Enable float64 in your scripts
 """
 
 from .batch import Batch, pad_batch
+from .constraints import SolverInfo, implicit_solve, solve_dense, solve_pcg
 from .coulomb import METHODS, CoulombParams, CoulombResult, coulomb, coulomb_energy, coulomb_terms
+from .coulomb_matrix import coulomb_matrix
 from .ewald import ewald_reciprocal_energy, half_space_kvectors
 from .kernels import pair_kernel, self_kernel
 from .neighbors import Neighbors, from_jax_md, neighbor_list
+from .qeq import QeqParams, QeqResult, qeq, qeq_energy, qeq_solve
 from .pme import MeshSpec, influence_function, make_reciprocal_energy, pme_reciprocal_energy
 from .realspace import real_space_energy
 from .tuning import fft_friendly, tune_coulomb
@@ -28,20 +33,30 @@ __all__ = [
     "CoulombResult",
     "MeshSpec",
     "Neighbors",
+    "QeqParams",
+    "QeqResult",
+    "SolverInfo",
     "coulomb",
     "coulomb_energy",
+    "coulomb_matrix",
     "coulomb_terms",
     "ewald_reciprocal_energy",
     "fft_friendly",
     "from_jax_md",
     "half_space_kvectors",
+    "implicit_solve",
     "influence_function",
     "make_reciprocal_energy",
     "neighbor_list",
     "pad_batch",
     "pair_kernel",
     "pme_reciprocal_energy",
+    "qeq",
+    "qeq_energy",
+    "qeq_solve",
     "real_space_energy",
     "self_kernel",
+    "solve_dense",
+    "solve_pcg",
     "tune_coulomb",
 ]

@@ -1,0 +1,482 @@
+"""Charge equilibration (Qeq) of Gaussian charges, solved inside the differentiable program.
+
+The Qeq energy (DESIGN.md) of charges q with electronegativities χ (V), hardnesses J
+(V/e) and Gaussian widths σ (Å) is
+
+    E(q) = Σ_i (χ_i q_i + ½ J_i q_i²) + E_coul(q; σ),
+
+minimised subject to one total-charge constraint per fragment, Σ_{i∈f} q_i = Q_f
+(default: one fragment, the whole system).  With C the (periodic) Coulomb matrix of the
+Gaussian charges (``E_coul = ½ qᵀ C q``, self-energies included) the minimiser solves
+
+    (C + diag J) q + χ = Σ_f λ_f 1_f,     Σ_{i∈f} q_i = Q_f,
+
+where λ_f = ∂E*/∂Q_f is the chemical potential of fragment f (V).  The system is
+positive definite on the constraint space whenever σ_i > 0 and J_i ≥ 0.
+
+Solvers (``solver=``, :mod:`jaxlr.constraints`):
+
+* ``"dense"`` — the N×N Coulomb matrix (:func:`jaxlr.coulomb_matrix.coulomb_matrix`,
+  open boundary or Ewald) factorised by Cholesky: exact, O(N³), for up to a few thousand
+  atoms.
+* ``"pcg"`` — matrix-free projected preconditioned conjugate gradients; one matvec is one
+  potential evaluation ``C q = ∂E_coul/∂q`` (direct, Ewald or PME: O(N log N)), plus
+  J q.  Preconditioner: the diagonal J_i + KE/(√π σ_i), optionally with a long-range
+  mesh correction (:mod:`jaxlr.qeq_precondition`) that keeps the iteration count flat as
+  the box grows.  A warm start (``guess=``, e.g. the previous MD step's charges) is
+  projected onto the constraints first.  Convergence flag, residual and iteration count
+  are returned.
+
+Derivatives are implicit: the solve is wrapped in ``jax.lax.custom_linear_solve``, so
+derivatives of the charges with respect to χ, J, σ, positions, cell and fragment
+charges cost one more solve of the same system (JVP or VJP), never an unrolled loop.
+The equilibrated energy :func:`qeq_energy` has its own JVP rule, the envelope theorem
+(∂E/∂q = λ on the constraint set): its first derivatives — forces, stress, ∂E/∂χ = q —
+need no extra solve and equal the Hellmann–Feynman derivatives at fixed charges; its
+second derivatives (training on forces) differentiate through the implicit solve.
+
+Padding: atoms with ``atom_mask`` False (or fragment label −1) get exactly zero charge
+and do not perturb the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from . import tuning
+from .constraints import implicit_solve, solve_dense, solve_pcg
+from .coulomb import CoulombParams, _concrete_value, coulomb_energy, coulomb_terms
+from .coulomb_matrix import coulomb_matrix
+from .ewald import half_space_kvectors
+from .neighbors import neighbor_list
+from .pme import MeshSpec
+from .system import check_cell, check_per_atom, check_positions
+from .units import KE
+
+__all__ = ["qeq", "qeq_solve", "qeq_energy", "QeqResult", "QeqParams", "SOLVERS"]
+
+SOLVERS = ("auto", "dense", "pcg")
+
+#: ``solver="auto"`` factorises densely up to this many atoms (open boundary) …
+DENSE_MAX_OPEN = 3000
+#: … and this many atoms in a periodic cell (the Ewald matrix costs O(N² K) to build)
+DENSE_MAX_PERIODIC = 1500
+
+
+def _fragment_matrix(fragments, n_fragments, n, dtype, atom_mask):
+    """Constraint matrix B (N, F): B_if = 1 if atom i belongs to fragment f."""
+    if fragments is None:
+        fragments = jnp.zeros((n,), jnp.int32)
+    B = jax.nn.one_hot(fragments, n_fragments, dtype=dtype)   # label −1 → zero row
+    if atom_mask is not None:
+        B = B * atom_mask[:, None].astype(dtype)
+    return B
+
+
+def _coulomb_potential_fn(positions, sigma, cell, smearing, neighbors, kvectors, method, mesh, background):
+    def potential(q):
+        return jax.grad(lambda x: coulomb_energy(
+            positions, x, cell=cell, sigma=sigma, smearing=smearing, neighbors=neighbors, kvectors=kvectors,
+            method=method, mesh=mesh, background=background))(q)
+    return potential
+
+
+def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smearing=None, neighbors=None,
+              kvectors=None, method: str = "direct", mesh: MeshSpec | None = None, background: bool = False,
+              fragments=None, fragment_charges=None, atom_mask=None, solver: str = "dense",
+              tol: float = 1e-6, maxiter: int = 1000, guess=None, preconditioner=None):
+    """Equilibrated charges — the pure, jittable functional core of :func:`qeq`.
+
+    Args:
+      positions: (N, 3) Å.  electronegativity: (N,) χ in V.  hardness: (N,) J in V/e
+        (≥ 0).  sigma: (N,) Gaussian widths in Å (> 0).
+      cell, smearing, neighbors, kvectors, method, mesh, background: the Coulomb
+        evaluation, exactly as in :func:`jaxlr.coulomb_energy` (``method`` "direct",
+        "ewald" or "pme"; the dense solver needs "direct" or "ewald").
+      fragments: (N,) int labels in [0, F) (−1: padding atom), or None for one fragment.
+      fragment_charges: (F,) total charge of each fragment (e); None means neutral, one
+        fragment.  F is taken from its shape (static).
+      atom_mask: (N,) bool, False for padding atoms (zero charge, no influence).
+      solver: "dense" or "pcg" (static).  tol: relative residual of the PCG solve.
+      maxiter: PCG iteration cap (static).  guess: (N,) warm start for PCG.
+      preconditioner: optional ``r ↦ Δz`` long-range correction for PCG
+        (:func:`jaxlr.qeq_precondition.mesh_correction`).
+
+    Returns:
+      ``(charges (N,), chemical_potential (F,), info)`` with ``info`` a
+      :class:`jaxlr.constraints.SolverInfo` (converged, iterations, residual).
+      Differentiable (implicitly) in every floating-point input.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> R = jnp.array([[0.0, 0, 0], [3.0, 0, 0]])
+      >>> q, mu, info = qeq_solve(R, jnp.array([0.0, 2.0]), jnp.array([5.0, 5.0]), jnp.ones(2))
+      >>> round(float(q[0]), 4), bool(info.converged)
+      (0.1859, True)
+    """
+    dtype = positions.dtype
+    n = positions.shape[0]
+    chi = jnp.asarray(electronegativity, dtype)
+    hard = jnp.asarray(hardness, dtype)
+    if fragment_charges is None:
+        fragment_charges = jnp.zeros((1,), dtype)
+    fragment_charges = jnp.asarray(fragment_charges, dtype)
+    B = _fragment_matrix(fragments, fragment_charges.shape[0], n, dtype, atom_mask)
+    live = None if atom_mask is None else atom_mask.astype(dtype)
+    b = -chi if live is None else -chi * live
+    kwargs = dict(positions=positions, sigma=sigma, cell=cell, smearing=smearing, neighbors=neighbors,
+                  kvectors=kvectors, background=background)
+
+    if solver == "dense":
+        if method not in ("direct", "ewald"):
+            raise ValueError(f"the dense Qeq solver builds the Coulomb matrix by 'direct' or 'ewald' sums, "
+                             f"not {method!r}.")
+        A = coulomb_matrix(**kwargs) + jnp.diag(hard)
+        if live is not None:
+            A = live[:, None] * A * live[None, :] + jnp.diag(1.0 - live)
+
+        def matvec(x):
+            return A @ x
+
+        def run(bb, cc):
+            return solve_dense(A, bb, B, cc)
+    elif solver == "pcg":
+        potential = _coulomb_potential_fn(method=method, mesh=mesh, **kwargs)
+
+        def matvec(x):
+            if live is None:
+                return potential(x) + hard * x
+            return live * (potential(live * x) + hard * x) + (1.0 - live) * x
+
+        diagonal = hard + KE / (math.sqrt(math.pi) * sigma)
+        if live is not None:
+            diagonal = live * diagonal + (1.0 - live)
+        diagonal = jax.lax.stop_gradient(diagonal)
+        x0 = None if guess is None else jax.lax.stop_gradient(jnp.asarray(guess, dtype))
+
+        def run(bb, cc):
+            # the warm start only helps the primal solve; derivative solves start cold
+            return solve_pcg(matvec, bb, B, cc, diagonal, x0=x0, tol=tol, maxiter=maxiter,
+                             correction=preconditioner)
+    else:
+        raise ValueError(f"solver must be 'dense' or 'pcg', got {solver!r}.")
+    return implicit_solve(matvec, b, B, fragment_charges, run)
+
+
+def _qeq_total_energy(charges, positions, chi, hard, sigma, cell, smearing, *, neighbors, kvectors, method,
+                      mesh, background):
+    coul = coulomb_energy(positions, charges, cell=cell, sigma=sigma, smearing=smearing, neighbors=neighbors,
+                          kvectors=kvectors, method=method, mesh=mesh, background=background)
+    return jnp.sum(chi * charges + 0.5 * hard * charges**2) + coul
+
+
+def qeq_energy(positions, electronegativity, hardness, sigma, *, cell=None, smearing=None, neighbors=None,
+               kvectors=None, method: str = "direct", mesh: MeshSpec | None = None, background: bool = False,
+               fragments=None, fragment_charges=None, atom_mask=None, solver: str = "dense",
+               tol: float = 1e-6, maxiter: int = 1000, guess=None, preconditioner=None):
+    """Equilibrated Qeq energy E* = min_q E(q) (eV), jittable, with envelope-theorem derivatives.
+
+    Arguments as :func:`qeq_solve`.  First derivatives need no extra solve:
+    ``−∂E*/∂R`` are the Hellmann–Feynman forces at the equilibrated charges,
+    ``∂E*/∂χ = q*``, ``∂E*/∂J = ½ q*²``, ``∂E*/∂Q_f = λ_f``; second derivatives (e.g. of
+    forces with respect to χ, for training) differentiate through the implicit solve.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> R = jnp.array([[0.0, 0, 0], [3.0, 0, 0]]); J = jnp.array([5.0, 5.0]); s = jnp.ones(2)
+      >>> chi = jnp.array([0.0, 2.0])
+      >>> forces = -jax.grad(qeq_energy)(R, chi, J, s)
+    """
+    statics = dict(neighbors=neighbors, kvectors=kvectors, method=method, mesh=mesh, background=background)
+    dtype = positions.dtype
+    if fragment_charges is None:
+        fragment_charges = jnp.zeros((1,), dtype)
+
+    def solve(R, chi, hard, sig, c, s, qf):
+        q, lam, _ = qeq_solve(R, chi, hard, sig, cell=c, smearing=s, fragments=fragments, fragment_charges=qf,
+                              atom_mask=atom_mask, solver=solver, tol=tol, maxiter=maxiter, guess=guess,
+                              preconditioner=preconditioner, **statics)
+        return q, lam
+
+    @jax.custom_jvp
+    def energy(R, chi, hard, sig, c, s, qf):
+        q, _ = solve(R, chi, hard, sig, c, s, qf)
+        return _qeq_total_energy(q, R, chi, hard, sig, c, s, **statics)
+
+    @energy.defjvp
+    def _(primals, tangents):
+        R, chi, hard, sig, c, s, qf = primals
+        q, lam = solve(*primals)
+        e, de = jax.jvp(lambda *a: _qeq_total_energy(q, *a, **statics), primals[:6], tangents[:6])
+        return e, de + jnp.sum(lam * tangents[6])
+
+    smear = None if smearing is None else jnp.asarray(smearing, dtype)
+    return energy(positions, jnp.asarray(electronegativity, dtype), jnp.asarray(hardness, dtype), sigma, cell,
+                  smear, jnp.asarray(fragment_charges, dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class QeqParams:
+    """Static choices of a Qeq solve (hashable).
+
+    Attributes:
+      solver: "dense" or "pcg".  coulomb: the :class:`jaxlr.CoulombParams` of the
+      electrostatics.  tol: PCG relative residual.  maxiter: PCG iteration cap.
+      preconditioner: "jacobi" or "mesh" (PCG only).
+    """
+
+    solver: str
+    coulomb: CoulombParams
+    tol: float = 1e-6
+    maxiter: int = 1000
+    preconditioner: str = "jacobi"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class QeqResult:
+    """Output of :func:`qeq` (a pytree).
+
+    Attributes:
+      charges: (N,) e, the equilibrated charges.
+      energy: () eV, E* = Σ χq + ½ Σ J q² + E_coul at the equilibrated charges.
+      chemical_potential: (F,) V, λ_f = ∂E*/∂Q_f (one per fragment).
+      potentials: (N,) V, electrostatic potentials ∂E_coul/∂q_i at the equilibrated charges.
+      forces: (N, 3) eV/Å, −dE*/dR (= Hellmann–Feynman forces at fixed charges).
+      stress: (3, 3) eV/Å³ (periodic) or None.
+      converged: () bool.  residual: () relative residual.  iterations: () int (0 for dense).
+      params: the :class:`QeqParams` used (static).
+    """
+
+    charges: jax.Array
+    energy: jax.Array
+    chemical_potential: jax.Array
+    potentials: jax.Array
+    forces: jax.Array
+    stress: jax.Array | None
+    converged: jax.Array
+    residual: jax.Array
+    iterations: jax.Array
+    params: QeqParams = dataclasses.field(metadata=dict(static=True))
+
+
+@partial(jax.jit, static_argnames=("method", "mesh", "background", "solver", "tol", "maxiter", "want_stress",
+                                   "mesh_precondition"))
+def _equilibrate(positions, chi, hard, sigma, cell, smearing, neighbors, kvectors, fragments, fragment_charges,
+                 guess, *, method, mesh, background, solver, tol, maxiter, want_stress, mesh_precondition):
+    correction = None
+    if mesh_precondition is not None:
+        from .qeq_precondition import mesh_correction
+        correction = mesh_correction(positions, hard, sigma, cell, mesh_precondition)
+    q, lam, info = qeq_solve(positions, chi, hard, sigma, cell=cell, smearing=smearing, neighbors=neighbors,
+                             kvectors=kvectors, method=method, mesh=mesh, background=background,
+                             fragments=fragments, fragment_charges=fragment_charges, solver=solver, tol=tol,
+                             maxiter=maxiter, guess=guess, preconditioner=correction)
+    e_coul, phi, forces, stress = coulomb_terms(
+        positions, q, cell=cell, want_stress=want_stress, sigma=sigma, smearing=smearing, neighbors=neighbors,
+        kvectors=kvectors, method=method, mesh=mesh, background=background)
+    energy = jnp.sum(chi * q + 0.5 * hard * q**2) + e_coul
+    return q, lam, info, energy, phi, forces, stress
+
+
+def _tuning_charges(n: int) -> np.ndarray:
+    """Stand-in charges ±1 for tuning before the charges are known (errors are relative)."""
+    q = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    if n % 2:
+        q[-1] = 0.0
+    return q
+
+
+def _check_fragments(fragments, fragment_charges, total_charge, n, dtype):
+    """Validate fragment labels and totals (host); returns (labels or None, totals (F,))."""
+    total = float(total_charge)
+    if not np.isfinite(total):
+        raise ValueError(f"total_charge must be finite, got {total_charge!r}.")
+    if fragments is None:
+        if fragment_charges is not None:
+            raise ValueError("fragment_charges needs fragments= (one integer label per atom).")
+        return None, np.array([total])
+    labels = np.asarray(fragments)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"fragments must be ({n},) integer labels 0 … F−1, got shape {labels.shape} "
+                         f"and dtype {labels.dtype}.")
+    if labels.min() < 0:
+        raise ValueError("fragment labels must be ≥ 0 (pad structures with jaxlr.pad_batch-style masks "
+                         "through the functional layer instead).")
+    n_frag = int(labels.max()) + 1
+    missing = sorted(set(range(n_frag)) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"fragment labels must run over 0 … F−1 without gaps; labels {missing} have no atoms.")
+    if fragment_charges is None:
+        if total != 0.0:
+            raise ValueError("with fragments=… and a non-zero total_charge, pass fragment_charges= "
+                             "(one total per fragment).")
+        totals = np.zeros(n_frag)
+    else:
+        totals = np.asarray(fragment_charges, dtype=np.float64).reshape(-1)
+        if totals.shape != (n_frag,):
+            raise ValueError(f"fragment_charges must hold one total per fragment label ({n_frag}), "
+                             f"got {totals.shape[0]}.")
+        if not np.all(np.isfinite(totals)):
+            raise ValueError("fragment_charges contains NaN or inf.")
+        if total != 0.0 and abs(totals.sum() - total) > 1e-9 * max(1.0, abs(total)):
+            raise ValueError(f"fragment_charges sum to {totals.sum():.6g} but total_charge={total:.6g}.")
+    return jnp.asarray(labels, jnp.int32), totals
+
+
+def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charge: float = 0.0,
+        fragments=None, fragment_charges=None, method: str = "auto", accuracy: float = 1e-6,
+        tol: float | None = None, coulomb_method: str = "auto", background: bool = False, guess=None,
+        maxiter: int = 1000, preconditioner: str = "auto", want_stress: bool = True,
+        smearing: float | None = None, cutoff: float | None = None, mesh=None, k_cutoff: float | None = None,
+        neighbors=None) -> QeqResult:
+    """Charge equilibration: charges, energy, chemical potential, forces and stress.
+
+    Minimises ``E(q) = Σ_i (χ_i q_i + ½ J_i q_i²) + E_coul(q; σ)`` (Gaussian charges)
+    subject to ``Σ_{i∈f} q_i = Q_f`` per fragment — see :mod:`jaxlr.qeq` for the
+    equations, solvers and derivative rules.
+
+    Args:
+      positions: (N, 3) Å.
+      electronegativity: (N,) χ_i in V (eV/e).
+      hardness: (N,) J_i ≥ 0 in V/e.
+      sigma: (N,) Gaussian charge widths σ_i > 0 in Å.
+      cell: (3, 3) Å, rows are lattice vectors, or None (open boundary).
+      total_charge: total charge Q (e) when there is one fragment.
+      fragments: (N,) integer labels 0 … F−1 (e.g. one per molecule), with
+        ``fragment_charges`` (F,) their totals (neutral fragments if omitted).
+      method: solver — "auto" (dense up to a few thousand atoms, else "pcg"), "dense"
+        or "pcg".
+      accuracy: relative RMS force accuracy of the electrostatics (as in
+        :func:`jaxlr.coulomb`).
+      tol: PCG tolerance on the relative residual (default: ``accuracy``).
+      coulomb_method: "auto", "direct", "ewald" or "pme" for the electrostatics (the
+        dense solver uses "direct" or "ewald").
+      background: allow a net charge in a periodic cell (uniform neutralising background).
+      guess: (N,) previous charges as a PCG warm start.
+      maxiter: PCG iteration cap.  preconditioner: "auto", "jacobi" or "mesh" (PCG).
+      want_stress: compute the stress (periodic only).
+      smearing, cutoff, mesh, k_cutoff, neighbors: override the Coulomb parameters, as
+        in :func:`jaxlr.coulomb`.
+
+    Returns:
+      :class:`QeqResult` (charges, energy, chemical_potential, potentials, forces,
+      stress, converged, residual, iterations, params).
+
+    Raises:
+      ValueError: bad shapes, NaN, σ ≤ 0, J < 0, inconsistent fragment totals, a net
+        charge in a periodic cell without ``background=True``, or a solve that did not
+        converge (eager calls only; under jit check ``.converged``).
+
+    Example:
+      >>> import numpy as np, jaxlr
+      >>> R = np.array([[0.0, 0, 0], [3.0, 0, 0]])
+      >>> res = jaxlr.qeq(R, np.array([0.0, 2.0]), np.array([5.0, 5.0]), np.ones(2))
+      >>> [round(float(q), 4) for q in res.charges]
+      [0.1178, -0.1178]
+    """
+    pos_np = _concrete_value(positions)
+    cell_np = None if cell is None else _concrete_value(cell)
+    sig_np = _concrete_value(sigma)
+    positions = check_positions(positions)
+    n = positions.shape[0]
+    chi = check_per_atom("electronegativity", electronegativity, n)
+    hard = check_per_atom("hardness", hardness, n)
+    sigma = check_per_atom("sigma", sigma, n, positive=True)
+    hard_np = _concrete_value(hardness)
+    if hard_np is not None and np.any(hard_np < 0):
+        raise ValueError("hardness must be ≥ 0: with J_i < 0 the Qeq matrix can be indefinite (no minimum).")
+    if method not in SOLVERS:
+        raise ValueError(f"method (the solver) must be one of {SOLVERS}, got {method!r}.")
+    if preconditioner not in ("auto", "jacobi", "mesh"):
+        raise ValueError(f"preconditioner must be 'auto', 'jacobi' or 'mesh', got {preconditioner!r}.")
+    try:
+        accuracy = float(accuracy)
+    except (TypeError, ValueError):
+        raise ValueError(f"accuracy must be a number in (0, 1), got {accuracy!r}.") from None
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"accuracy must lie in (0, 1), got {accuracy!r}.")
+    tol = accuracy if tol is None else float(tol)
+    if not 0.0 < tol < 1.0:
+        raise ValueError(f"tol must lie in (0, 1), got {tol!r}.")
+    if coulomb_method not in ("auto", "direct", "ewald", "pme"):
+        raise ValueError(f"coulomb_method must be 'auto', 'direct', 'ewald' or 'pme', got {coulomb_method!r}.")
+    labels, totals = _check_fragments(fragments, fragment_charges, total_charge, n, positions.dtype)
+    if cell is not None:
+        cell = check_cell(cell)
+        if abs(totals.sum()) > 1e-12 and not background:
+            raise ValueError(f"the cell carries a net charge of {totals.sum():.6g} e: pass background=True "
+                             "for a uniform neutralising background.")
+        if coulomb_method == "direct":
+            raise ValueError("coulomb_method='direct' is the open-boundary sum; use 'ewald' or 'pme' with a cell.")
+    elif coulomb_method in ("ewald", "pme"):
+        raise ValueError(f"coulomb_method={coulomb_method!r} needs a periodic cell.")
+    if pos_np is None or (cell is not None and cell_np is None) or sig_np is None:
+        raise ValueError("qeq() needs concrete positions, cell and sigma to choose its static parameters; "
+                         "under jit or grad with respect to them use the functional layer "
+                         "jaxlr.qeq_solve / jaxlr.qeq_energy (gradients w.r.t. χ and J work here).")
+    dtype = jnp.result_type(positions.dtype, chi.dtype, hard.dtype, sigma.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.zeros(()).dtype
+    positions, chi, hard, sigma = (x.astype(dtype) for x in (positions, chi, hard, sigma))
+
+    solver = method
+    if solver == "auto":
+        limit = DENSE_MAX_OPEN if cell is None else DENSE_MAX_PERIODIC
+        solver = "dense" if n <= limit and coulomb_method != "pme" else "pcg"
+    if cell is None:
+        coul = CoulombParams(method="direct")
+        kvectors = None
+    else:
+        cell = cell.astype(dtype)
+        cm = coulomb_method
+        if solver == "dense":
+            if cm == "pme":
+                raise ValueError("the dense solver builds the Coulomb matrix by Ewald sums; use "
+                                 "coulomb_method='ewald' (or 'auto') or method='pcg' with PME.")
+            cm = "ewald"
+        coul = tuning.tune_coulomb(pos_np, _tuning_charges(n), cell_np, sig_np, method=cm, accuracy=accuracy,
+                                   smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff,
+                                   background=background, n_atoms=n, dtype=jnp.dtype(dtype).name)
+        if neighbors is None:
+            neighbors = neighbor_list(pos_np, coul.cutoff, cell_np)
+        kvectors = (jnp.asarray(half_space_kvectors(cell_np, coul.k_cutoff), dtype)
+                    if coul.method == "ewald" else None)
+    if solver == "dense" and coul.method not in ("direct", "ewald"):
+        raise ValueError("the dense solver needs 'direct' or 'ewald' electrostatics.")
+    precond = preconditioner
+    if precond == "auto":
+        precond = "mesh" if (solver == "pcg" and cell is not None) else "jacobi"
+    if precond == "mesh" and (solver != "pcg" or cell is None):
+        raise ValueError("the mesh preconditioner is for method='pcg' in a periodic cell.")
+    mesh_pre = None
+    if precond == "mesh":
+        from .qeq_precondition import preconditioner_mesh
+        mesh_pre = preconditioner_mesh(cell_np, sig_np)
+    params = QeqParams(solver=solver, coulomb=coul, tol=tol, maxiter=int(maxiter), preconditioner=precond)
+
+    if guess is not None:
+        guess = check_per_atom("guess", guess, n).astype(dtype)
+    smear = None if coul.smearing is None else jnp.asarray(coul.smearing, dtype)
+    q, lam, info, energy, phi, forces, stress = _equilibrate(
+        positions, chi, hard, sigma, cell, smear, neighbors, kvectors, labels, jnp.asarray(totals, dtype), guess,
+        method=coul.method, mesh=coul.mesh, background=background, solver=solver, tol=tol,
+        maxiter=int(maxiter), want_stress=bool(want_stress and cell is not None), mesh_precondition=mesh_pre)
+    result = QeqResult(charges=q, energy=energy, chemical_potential=lam, potentials=phi, forces=forces,
+                       stress=stress, converged=info.converged, residual=info.residual,
+                       iterations=info.iterations, params=params)
+    conv = _concrete_value(info.converged)
+    if conv is not None and not bool(conv):
+        res = _concrete_value(info.residual)
+        if solver == "dense":
+            raise ValueError("the dense Qeq factorisation failed: the system is not positive definite "
+                             "(check hardness ≥ 0 and sigma > 0).")
+        raise ValueError(f"Qeq PCG did not converge in {int(maxiter)} iterations (relative residual "
+                         f"{float(res):.3g} > tol={tol:g}); raise maxiter or loosen tol.")
+    return result
