@@ -38,7 +38,7 @@ from .realspace import real_space_energy
 from .system import check_cell, check_per_atom, check_positions
 from .units import KE
 
-__all__ = ["coulomb", "coulomb_energy", "coulomb_terms", "CoulombResult", "CoulombParams", "METHODS"]
+__all__ = ["coulomb", "coulomb_energy", "coulomb_terms", "long_range_energy", "CoulombResult", "CoulombParams", "METHODS"]
 
 METHODS = ("auto", "direct", "ewald", "pme")
 
@@ -111,17 +111,32 @@ def coulomb_energy(positions, charges, *, cell=None, sigma=None, smearing=None, 
       >>> float(coulomb_energy(R, q, method="direct"))  # -KE / 1 Å
       -14.399645
     """
-    dtype = positions.dtype
     if method == "direct":
         energy = real_space_energy(positions, charges, sigma, None, None, neighbors)
-        if sigma is not None:
-            energy = energy + 0.5 * KE * jnp.sum(charges**2 * self_kernel(sigma, None, dtype))
-        return energy
-    if cell is None:
-        raise ValueError(f"method={method!r} needs a periodic cell; use method='direct' for an open boundary.")
+    else:
+        if cell is None:
+            raise ValueError(f"method={method!r} needs a periodic cell; use method='direct' for an open boundary.")
+        smearing = jnp.asarray(smearing, positions.dtype)
+        energy = real_space_energy(positions, charges, sigma, cell, smearing, neighbors)
+    return energy + long_range_energy(positions, charges, cell=cell, sigma=sigma, smearing=smearing,
+                                      kvectors=kvectors, method=method, mesh=mesh, background=background)
+
+
+def long_range_energy(positions, charges, *, cell=None, sigma=None, smearing=None, kvectors=None,
+                      method: str = "pme", mesh: MeshSpec | None = None, background: bool = False):
+    """Everything in :func:`coulomb_energy` except the real-space pair sum (eV, jittable).
+
+    Self-energies (Gaussian and Ewald), the reciprocal sum ("ewald" or "pme") and the
+    neutralising background.  Solvers that apply the Coulomb operator many times at fixed
+    positions (Qeq) cache the real-space pair kernels and add this part's potentials.
+    """
+    dtype = positions.dtype
+    if method == "direct":
+        if sigma is None:
+            return jnp.zeros((), dtype)
+        return 0.5 * KE * jnp.sum(charges**2 * self_kernel(sigma, None, dtype))
     smearing = jnp.asarray(smearing, dtype)
-    energy = real_space_energy(positions, charges, sigma, cell, smearing, neighbors)
-    energy = energy + 0.5 * KE * jnp.sum(charges**2 * self_kernel(sigma, smearing, dtype))
+    energy = 0.5 * KE * jnp.sum(charges**2 * self_kernel(sigma, smearing, dtype))
     if method == "ewald":
         energy = energy + ewald_reciprocal_energy(positions, charges, cell, smearing, kvectors)
     elif method == "pme":

@@ -51,10 +51,12 @@ import jax.numpy as jnp
 
 from . import tuning
 from .constraints import implicit_solve, solve_dense, solve_pcg
-from .coulomb import SORT_ABOVE, CoulombParams, _concrete_value, coulomb_energy, coulomb_terms, spatial_order
+from .coulomb import (SORT_ABOVE, CoulombParams, _concrete_value, coulomb_energy, coulomb_terms,
+                      long_range_energy, spatial_order)
 from .coulomb_matrix import coulomb_matrix
 from .ewald import half_space_kvectors
-from .neighbors import neighbor_list
+from .kernels import pair_kernel
+from .neighbors import neighbor_list, pair_displacements
 from .pme import MeshSpec
 from .system import check_cell, check_per_atom, check_positions
 from .units import KE
@@ -67,6 +69,8 @@ SOLVERS = ("auto", "dense", "pcg")
 DENSE_MAX_OPEN = 3000
 #: … and this many atoms in a periodic cell (the Ewald matrix costs O(N² K) to build)
 DENSE_MAX_PERIODIC = 1500
+#: seconds per neighbour slot and matvec when the pair kernels are cached (2-core CPU)
+PCG_PAIR_COST = 3e-9
 
 
 def _fragment_matrix(fragments, n_fragments, n, dtype, atom_mask):
@@ -80,10 +84,38 @@ def _fragment_matrix(fragments, n_fragments, n, dtype, atom_mask):
 
 
 def _coulomb_potential_fn(positions, sigma, cell, smearing, neighbors, kvectors, method, mesh, background):
+    """q ↦ C q, the potentials of charges q (V) at fixed positions.
+
+    With a neighbour list the real-space pair kernels are evaluated once and reused by
+    every application (a gather and a multiply-add per pair instead of an erfc); the
+    self, reciprocal and background parts come from :func:`jaxlr.coulomb.long_range_energy`.
+    Without one (open boundary, all pairs) the potentials are ∂E/∂q of the direct sum.
+    """
+    def long_range(q):
+        return jax.grad(lambda x: long_range_energy(
+            positions, x, cell=cell, sigma=sigma, smearing=smearing, kvectors=kvectors, method=method, mesh=mesh,
+            background=background))(q)
+
+    if neighbors is None:
+        def potential(q):
+            return jax.grad(lambda x: coulomb_energy(
+                positions, x, cell=cell, sigma=sigma, smearing=smearing, neighbors=None, kvectors=kvectors,
+                method=method, mesh=mesh, background=background))(q)
+        return potential
+
+    n = positions.shape[0]
+    idx = neighbors.idx
+    d, _ = pair_displacements(positions, cell, jnp.arange(n), idx, neighbors.shifts)
+    r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+    live = neighbors.mask & (r2 > 0)
+    r = jnp.sqrt(jnp.where(live, r2, 1.0))
+    gamma = None if sigma is None else jnp.sqrt(sigma[:, None] ** 2 + sigma[idx] ** 2)
+    smear = None if cell is None else jnp.asarray(smearing, positions.dtype)
+    kern = jnp.where(live, KE * pair_kernel(r, gamma, smear), 0.0)
+
     def potential(q):
-        return jax.grad(lambda x: coulomb_energy(
-            positions, x, cell=cell, sigma=sigma, smearing=smearing, neighbors=neighbors, kvectors=kvectors,
-            method=method, mesh=mesh, background=background))(q)
+        return jnp.sum(kern * q[idx], axis=1) + long_range(q)
+
     return potential
 
 
@@ -452,9 +484,12 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
                 raise ValueError("the dense solver builds the Coulomb matrix by Ewald sums; use "
                                  "coulomb_method='ewald' (or 'auto') or method='pcg' with PME.")
             cm = "ewald"
+        # PCG reuses the real-space pair kernels across iterations: a pair costs a gather
+        # and a multiply-add per matvec, which shifts the optimum to shorter cutoffs
+        costs = {"pair": PCG_PAIR_COST} if solver == "pcg" else None
         coul = tuning.tune_coulomb(pos_np, _tuning_charges(n), cell_np, sig_np, method=cm, accuracy=accuracy,
                                    smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff,
-                                   background=background, n_atoms=n, dtype=jnp.dtype(dtype).name)
+                                   background=background, n_atoms=n, dtype=jnp.dtype(dtype).name, costs=costs)
         if neighbors is None:
             if n > SORT_ABOVE and coul.method == "pme":
                 order = spatial_order(pos_np, cell_np)

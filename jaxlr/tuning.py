@@ -169,7 +169,7 @@ def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
 
 def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accuracy=1e-6,
                  smearing=None, cutoff=None, mesh=None, order=None, k_cutoff=None,
-                 background=False, n_atoms=None, dtype="float64"):
+                 background=False, n_atoms=None, dtype="float64", costs=None):
     """Choose method and parameters for a periodic Coulomb sum (host).
 
     Args:
@@ -178,6 +178,8 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
       method: "auto", "ewald" or "pme".  accuracy: target relative RMS force error.
       smearing, cutoff, mesh, order, k_cutoff: fixed values that the search respects.
       dtype: "float32" or "float64", selects the cost constants.
+      costs: optional overrides of entries of :data:`COSTS` (seconds per unit of work),
+        e.g. a cheaper "pair" when the pair kernels are computed once and reused (Qeq).
 
     Returns:
       :class:`jaxlr.coulomb.CoulombParams`.
@@ -231,7 +233,7 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
     else:
         s_grid = list(np.geomspace(0.25 * spacing, 0.6 * min(widths) + 0.5 * spacing, 48))
 
-    costs = COSTS["float32" if str(dtype) == "float32" else "float64"]
+    costs = dict(COSTS["float32" if str(dtype) == "float32" else "float64"], **(costs or {}))
     best = None
     methods = ("ewald", "pme") if method == "auto" else (method,)
     for meth in methods:
