@@ -14,6 +14,9 @@ from .batch import Batch, pad_batch
 from .constraints import SolverInfo, implicit_solve, solve_dense, solve_pcg
 from .coulomb import METHODS, CoulombParams, CoulombResult, coulomb, coulomb_energy, coulomb_terms
 from .coulomb_matrix import coulomb_matrix
+from .density import (DensityResult, GaussianBasis, GaussianDensity, ProjectionResult, assemble_linear,
+                      assemble_local, density_qeq, density_solve, polarizability, project_density)
+from .multipoles import make_pme_matvec, multipole_matrix
 from .ewald import ewald_reciprocal_energy, half_space_kvectors
 from .kernels import pair_kernel, self_kernel
 from .neighbors import Neighbors, from_jax_md, neighbor_list
@@ -27,30 +30,42 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
-    "KE",
-    "METHODS",
     "CoulombParams",
     "CoulombResult",
+    "DensityResult",
+    "GaussianBasis",
+    "GaussianDensity",
+    "KE",
+    "METHODS",
     "MeshSpec",
     "Neighbors",
+    "ProjectionResult",
     "QeqParams",
     "QeqResult",
     "SolverInfo",
+    "assemble_linear",
+    "assemble_local",
     "coulomb",
     "coulomb_energy",
     "coulomb_matrix",
     "coulomb_terms",
+    "density_qeq",
+    "density_solve",
     "ewald_reciprocal_energy",
     "fft_friendly",
     "from_jax_md",
     "half_space_kvectors",
     "implicit_solve",
     "influence_function",
+    "make_pme_matvec",
     "make_reciprocal_energy",
+    "multipole_matrix",
     "neighbor_list",
     "pad_batch",
     "pair_kernel",
     "pme_reciprocal_energy",
+    "polarizability",
+    "project_density",
     "qeq",
     "qeq_energy",
     "qeq_solve",

@@ -1,0 +1,968 @@
+"""Density coefficients: multipolar charge equilibration in a small atom-centred Gaussian basis.
+
+Charge equilibration (:mod:`jaxlr.qeq`) generalised from one charge per atom to a few
+s-type Gaussians of different widths and p-type (dipole) Gaussians per atom, widths per
+species (:class:`GaussianBasis`; normalisation and kernels in :mod:`jaxlr.multipoles`):
+
+* s function n of atom i: ``g_σ(r − R_i) = (2πσ²)^(−3/2) exp(−|r − R_i|²/2σ²)``, unit
+  charge; coefficient ``c_{i,s,n}`` = the charge it carries (e).
+* p function m of atom i: ``p_σ,α(r − R_i) = −∂_α g_σ(r − R_i)``, unit dipole along α;
+  coefficient ``μ_{i,m} ∈ R³`` = its dipole moment (e·Å).
+* per-atom layout of the coefficients ``c_i`` (n_basis = n_s + 3 n_p):
+  ``[c_s1 … c_sns, μ_1x, μ_1y, μ_1z, μ_2x, …]``.
+* atomic charge ``q_i = Σ_n c_{i,s,n}``, atomic dipole ``μ_i = Σ_m μ_{i,m}`` (s functions
+  are centred on R_i and carry no dipole), total dipole ``Σ_i q_i R_i + μ_i``.
+
+The energy minimised over the coefficients is
+
+    E(c) = Σ_i [ b_iᵀ c_i + ½ c_iᵀ H_i c_i ] + ½ cᵀ C c − F·Σ_i (q_i R_i + μ_i)
+
+subject to ``Σ_{i∈f} q_i = Q_f`` for each fragment f (default: one fragment, the total
+charge).  ``b_i`` (N, n_basis) is the per-atom linear term ("electronegativities", eV/e
+and V for the dipole slots), ``H_i`` (N, n_basis, n_basis) the per-atom local matrix
+("hardness", symmetric positive definite), both traced (typically predicted by neural
+networks); ``C`` is the exact Coulomb matrix of all s and p Gaussians, self-interactions
+and same-atom cross terms included (open boundary, Ewald or PME); ``F`` (V/Å) a uniform
+external field (open boundary only).  Stationarity: ``(C + H) c + b − F_terms = B λ`` with
+λ_f = ∂E*/∂Q_f the fragments' chemical potentials.  With one s function per atom and no
+p functions this is plain Qeq with χ_i = b_i and J_i = H_i.
+
+Rotation: E is invariant when each ``H_i`` and ``b_i`` transform with the atom's basis
+(s slots invariant, p slots as vectors) — :func:`assemble_local` and
+:func:`assemble_linear` build such terms from scalars (p–p blocks ∝ identity, no s–p
+coupling); then charges are invariant and dipoles rotate with the molecule.
+
+Layers: :func:`density_solve` is the pure, jittable core (dense Cholesky or
+matrix-free PCG with a PME operator, differentiated implicitly through
+``jax.lax.custom_linear_solve``); :func:`density_qeq` is the eager front door (validation,
+parameter choice, neighbour list).  :func:`polarizability` differentiates the total
+dipole with respect to the field.  :func:`project_density` fits the basis to a given
+density in the Coulomb metric (reference coefficients from quantum chemistry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from scipy.special import erfc as _erfc
+
+from .constraints import implicit_solve, solve_dense, solve_pcg
+from .coulomb import _concrete_value
+from .ewald import half_space_kvectors
+from .multipoles import (_shells, density_potentials, make_pme_matvec, multipole_matrix, pair_blocks)
+from .neighbors import Neighbors, neighbor_list
+from .pme import MeshSpec
+from .system import check_cell, check_positions, perpendicular_widths, reduced_basis
+from .tuning import fft_friendly
+from .units import KE
+
+__all__ = ["DensityParams", "DensityResult", "GaussianBasis", "GaussianDensity", "ProjectionResult",
+           "assemble_linear", "assemble_local", "density_qeq", "density_solve", "fit_density",
+           "per_atom_widths", "polarizability", "project_density", "tune_density"]
+
+METHODS = ("auto", "direct", "ewald", "pme")
+SOLVERS = ("auto", "dense", "pcg")
+
+
+# ======================================================================================
+# the basis
+# ======================================================================================
+@dataclasses.dataclass(frozen=True)
+class GaussianBasis:
+    """Static description of an atom-centred s/p Gaussian basis (hashable; fixes shapes).
+
+    Attributes:
+      species: atomic numbers (or any integer labels) that the basis covers, e.g. (1, 8).
+      s_widths: per species, the widths σ (Å, > 0) of its s functions — at least one.
+      p_widths: per species, the widths (Å, > 0) of its p functions (may be empty);
+        ``()`` means no p functions for any species.
+
+    Species with fewer functions than the largest count are padded: every atom has
+    ``n_basis = n_s + 3 n_p`` coefficient slots (``n_s``, ``n_p`` the largest counts),
+    unused slots are held at zero.  The widths here are defaults: the front doors accept
+    ``widths=(s, p)`` arrays of shape (n_species, n_s), (n_species, n_p) instead, which
+    may be traced (gradient-based studies of the widths).
+
+    Example:
+      >>> basis = GaussianBasis(species=(1, 8), s_widths=((0.4, 0.9), (0.3, 0.6, 1.2)),
+      ...                       p_widths=((0.7,), (0.6,)))
+      >>> basis.n_s, basis.n_p, basis.n_basis
+      (3, 1, 6)
+    """
+
+    species: tuple[int, ...]
+    s_widths: tuple[tuple[float, ...], ...]
+    p_widths: tuple[tuple[float, ...], ...] = ()
+
+    def __post_init__(self):
+        species = tuple(int(z) for z in self.species)
+        if len(species) == 0 or len(set(species)) != len(species):
+            raise ValueError(f"GaussianBasis.species must be distinct integers, got {self.species!r}.")
+        s = tuple(tuple(float(w) for w in ws) for ws in self.s_widths)
+        p = tuple(tuple(float(w) for w in ws) for ws in self.p_widths) if len(self.p_widths) else ((),) * len(species)
+        for name, widths in (("s_widths", s), ("p_widths", p)):
+            if len(widths) != len(species):
+                raise ValueError(f"GaussianBasis.{name} needs one tuple of widths per species "
+                                 f"({len(species)}), got {len(widths)}.")
+            for z, ws in zip(species, widths):
+                if not all(math.isfinite(w) and w > 0 for w in ws):
+                    raise ValueError(f"GaussianBasis.{name} of species {z} must be positive finite widths "
+                                     f"(Å), got {ws}.")
+        for z, ws in zip(species, s):
+            if len(ws) == 0:
+                raise ValueError(f"species {z} has no s function: every species needs at least one "
+                                 "(it carries the atom's charge).")
+        object.__setattr__(self, "species", species)
+        object.__setattr__(self, "s_widths", s)
+        object.__setattr__(self, "p_widths", p)
+
+    @property
+    def n_species(self) -> int:
+        return len(self.species)
+
+    @property
+    def n_s(self) -> int:
+        """Number of s slots per atom (largest count over species)."""
+        return max(len(ws) for ws in self.s_widths)
+
+    @property
+    def n_p(self) -> int:
+        """Number of p functions per atom (largest count over species); 3 slots each."""
+        return max(len(ws) for ws in self.p_widths)
+
+    @property
+    def n_basis(self) -> int:
+        """Coefficient slots per atom, n_s + 3 n_p."""
+        return self.n_s + 3 * self.n_p
+
+    def width_arrays(self):
+        """Padded default widths ``(s (n_species, n_s), p (n_species, n_p))`` (numpy, Å; padding 1)."""
+        s = np.ones((self.n_species, self.n_s))
+        p = np.ones((self.n_species, self.n_p))
+        for a, (ws, wp) in enumerate(zip(self.s_widths, self.p_widths)):
+            s[a, :len(ws)] = ws
+            p[a, :len(wp)] = wp
+        return s, p
+
+    def shell_masks(self):
+        """Used shells ``(s (n_species, n_s), p (n_species, n_p))`` (numpy bool)."""
+        s = np.arange(self.n_s)[None, :] < np.array([len(w) for w in self.s_widths])[:, None]
+        p = np.arange(self.n_p)[None, :] < np.array([len(w) for w in self.p_widths])[:, None]
+        return s, p
+
+    def slot_mask(self):
+        """Used coefficient slots, (n_species, n_basis) numpy bool."""
+        s, p = self.shell_masks()
+        return np.concatenate([s, np.repeat(p, 3, axis=1)], axis=1)
+
+    def index(self, species) -> np.ndarray:
+        """Position of each atom's species in :attr:`species`, (N,) int (host; concrete input)."""
+        z = np.asarray(species)
+        if z.ndim != 1 or not (np.issubdtype(z.dtype, np.integer) or np.all(np.mod(z, 1) == 0)):
+            raise ValueError(f"species must be a 1-D array of integers (atomic numbers), got {z!r}.")
+        z = z.astype(np.int64)
+        lookup = {s: a for a, s in enumerate(self.species)}
+        missing = sorted(set(z.tolist()) - set(lookup))
+        if missing:
+            raise ValueError(f"species {missing} are not in the basis (it covers {self.species}); "
+                             "add widths for them to the GaussianBasis.")
+        return np.array([lookup[s] for s in z.tolist()], dtype=np.int32)
+
+    @staticmethod
+    def even_tempered(smallest: float, largest: float, count: int) -> tuple[float, ...]:
+        """``count`` geometrically spaced widths from ``smallest`` to ``largest`` (Å).
+
+        Example:
+          >>> GaussianBasis.even_tempered(0.25, 1.0, 3)
+          (0.25, 0.5, 1.0)
+        """
+        if count == 1:
+            return (float(smallest),)
+        return tuple(float(w) for w in np.geomspace(smallest, largest, count))
+
+
+def assemble_local(ss, pp=None):
+    """Rotation-invariant local matrices (N, n_basis, n_basis) from scalar blocks (jittable).
+
+    ``H_i = blockdiag(ss_i, pp_i ⊗ I₃)``: ``ss`` (N, n_s, n_s) couples the s functions
+    (eV/e²), ``pp`` (N, n_p, n_p) the p functions (eV/(e·Å)², each Cartesian component
+    alike); no s–p coupling.  Both should be symmetric positive definite, e.g.
+    ``L Lᵀ + ε I`` from a network output L.
+
+    Example:
+      >>> H = assemble_local(jnp.ones((2, 1, 1)), 2.0 * jnp.ones((2, 1, 1)))
+      >>> H.shape, float(H[0, 3, 3])
+      ((2, 4, 4), 2.0)
+    """
+    n, ns = ss.shape[0], ss.shape[1]
+    n_p = 0 if pp is None else pp.shape[1]
+    if pp is None:
+        return ss
+    big = jnp.einsum("nab,xy->naxby", pp, jnp.eye(3, dtype=pp.dtype)).reshape(n, 3 * n_p, 3 * n_p)
+    top = jnp.concatenate([ss, jnp.zeros((n, ns, 3 * n_p), ss.dtype)], axis=2)
+    bottom = jnp.concatenate([jnp.zeros((n, 3 * n_p, ns), ss.dtype), big], axis=2)
+    return jnp.concatenate([top, bottom], axis=1)
+
+
+def assemble_linear(s, p=None, n_p: int = 0):
+    """Per-atom linear terms (N, n_basis) from s parts (N, n_s) and p parts (N, n_p, 3) or zeros.
+
+    ``s`` are electronegativity-like (eV/e); ``p`` (V, i.e. eV/(e·Å)) must rotate as vectors
+    (e.g. built from bond vectors) for rotation-invariant physics; ``p=None`` gives
+    ``n_p`` zero p functions.
+
+    Example:
+      >>> assemble_linear(jnp.ones((2, 1)), n_p=1).shape
+      (2, 4)
+    """
+    n = s.shape[0]
+    if p is None:
+        return jnp.concatenate([s, jnp.zeros((n, 3 * n_p), s.dtype)], axis=1)
+    return jnp.concatenate([s, p.reshape(n, -1)], axis=1)
+
+
+# ======================================================================================
+# results and static parameters
+# ======================================================================================
+@dataclasses.dataclass(frozen=True)
+class DensityParams:
+    """Static choices of a density solve (hashable).
+
+    Attributes:
+      method: "direct" (open boundary), "ewald" (dense) or "pme" (matrix-free).
+      solver: "dense" (Cholesky) or "pcg" (projected preconditioned CG).
+      smearing, cutoff: Ewald smearing and real-space cutoff (Å), periodic only.
+      k_cutoff: Ewald reciprocal cutoff (1/Å).  mesh: :class:`jaxlr.MeshSpec` for PME.
+      background: neutralising background for a net charge in a periodic cell.
+      tol, maxiter: PCG relative residual tolerance and iteration limit.
+    """
+
+    method: str
+    solver: str = "dense"
+    smearing: float | None = None
+    cutoff: float | None = None
+    k_cutoff: float | None = None
+    mesh: MeshSpec | None = None
+    background: bool = False
+    tol: float = 1e-8
+    maxiter: int = 500
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DensityResult:
+    """Output of :func:`density_qeq` / :func:`density_solve` (a pytree).
+
+    Attributes:
+      coefficients: (N, n_basis) per-atom layout ``[c_s…, μ_1xyz, …]`` (e, e·Å); unused
+        slots (species with fewer functions) are 0.
+      charges: (N,) atomic charges q_i = Σ s coefficients (e).
+      dipoles: (N, 3) atomic dipoles μ_i = Σ p coefficients (e·Å).
+      total_dipole: (3,) Σ_i q_i R_i + μ_i (e·Å) with the positions as given (for a
+        periodic cell only meaningful for neutral fragments kept whole).
+      energy: () E at the minimum (eV), local + linear + Coulomb + field terms.
+      chemical_potential: (F,) λ_f = ∂E/∂Q_f (V).
+      converged: () bool; residual: () relative KKT residual; iterations: () int.
+      params: the :class:`DensityParams` used (static).
+    """
+
+    coefficients: jax.Array
+    charges: jax.Array
+    dipoles: jax.Array
+    total_dipole: jax.Array
+    energy: jax.Array
+    chemical_potential: jax.Array
+    converged: jax.Array
+    residual: jax.Array
+    iterations: jax.Array
+    params: DensityParams = dataclasses.field(metadata=dict(static=True))
+
+
+# ======================================================================================
+# the functional core
+# ======================================================================================
+def _s_slots(ns: int, n_p: int) -> np.ndarray:
+    return np.array([True] * ns + [False] * (3 * n_p))
+
+
+def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None, fragment_charges=None,
+                  active=None, field=None, cell=None, smearing=None, neighbors: Neighbors | None = None,
+                  kvectors=None, method: str = "direct", mesh: MeshSpec | None = None,
+                  background: bool = False, solver: str = "dense", tol: float = 1e-8, maxiter: int = 500,
+                  x0=None) -> DensityResult:
+    """Minimise the multipolar Qeq energy (module docstring) — the pure, jittable core.
+
+    Args:
+      positions: (N, 3) Å.
+      sigma_s: (N, n_s) s widths per atom (Å, > 0; any positive value in unused slots).
+      sigma_p: (N, n_p) p widths per atom (Å); n_p may be 0.
+      linear: (N, n_basis) linear terms b_i (eV/e per unit coefficient).
+      local: (N, n_basis, n_basis) local matrices H_i (symmetrised here); the system must be
+        positive definite on the constraint set (H_i SPD suffices).
+      fragments: (N,) int labels 0…F−1 (default: all 0).
+      fragment_charges: (F,) totals Q_f (e); default ``[0.0]``.
+      active: (N, n_basis) bool, used slots (default all); unused slots are held at 0.
+      field: (3,) uniform external field (V/Å), open boundary only; None for none.
+      cell, smearing, neighbors, kvectors, background: periodic sums as in
+        :func:`jaxlr.multipoles.multipole_matrix`.
+      method: "direct", "ewald" or "pme" (static).  mesh: :class:`jaxlr.MeshSpec` for "pme".
+      solver: "dense" (Cholesky of the assembled matrix; not with "pme") or "pcg" (static).
+      tol, maxiter: PCG tolerance on the relative projected residual and iteration cap.
+      x0: optional (N, n_basis) warm start for PCG (e.g. the previous MD step).
+
+    Returns:
+      :class:`DensityResult`.  Derivatives of every output with respect to positions,
+      widths, linear and local terms, field, fragment charges, cell and smearing follow
+      from the implicit function theorem (one more solve per derivative direction).
+
+    Example:
+      >>> R = jnp.array([[0.0, 0, 0], [1.5, 0, 0]])
+      >>> res = density_solve(R, jnp.full((2, 1), 0.6), jnp.zeros((2, 0)),
+      ...                     jnp.array([[-1.0], [1.0]]), jnp.full((2, 1, 1), 5.0))
+      >>> bool(res.charges[0] > 0), round(float(res.charges.sum()), 12)
+      (True, 0.0)
+    """
+    dtype = positions.dtype
+    n, ns = sigma_s.shape
+    n_p = sigma_p.shape[1]
+    nb = ns + 3 * n_p
+    if linear.shape != (n, nb) or local.shape != (n, nb, nb):
+        raise ValueError(f"linear must be ({n}, {nb}) and local ({n}, {nb}, {nb}); got {linear.shape}, "
+                         f"{local.shape}.")
+    if solver == "dense" and method == "pme":
+        raise ValueError("method='pme' is matrix-free: use solver='pcg'.")
+    if field is not None and cell is not None:
+        raise ValueError("a uniform external field is supported for an open boundary only.")
+    active = jnp.ones((n, nb), bool) if active is None else jnp.asarray(active, bool)
+    fragment_charges = jnp.zeros((1,), dtype) if fragment_charges is None else jnp.asarray(fragment_charges, dtype)
+    n_frag = fragment_charges.shape[0]
+    fragments = jnp.zeros((n,), jnp.int32) if fragments is None else jnp.asarray(fragments)
+    onehot = (fragments[:, None] == jnp.arange(n_frag)[None, :]).astype(dtype)
+    s_active = active & jnp.asarray(_s_slots(ns, n_p))[None, :]
+    constraint = (onehot[:, None, :] * s_active[:, :, None].astype(dtype)).reshape(n * nb, n_frag)
+
+    pair_active = active[:, :, None] & active[:, None, :]
+    hess = 0.5 * (local + jnp.swapaxes(local, 1, 2))
+    hess = jnp.where(pair_active, hess, jnp.eye(nb, dtype=dtype))
+    rhs = -linear
+    if field is not None:
+        field = jnp.asarray(field, dtype)
+        potential = positions @ field                                      # F·R_i
+        rhs = rhs + jnp.concatenate([jnp.broadcast_to(potential[:, None], (n, ns)),
+                                     jnp.tile(field[None, :], (n, n_p))], axis=1)
+    rhs = jnp.where(active, rhs, 0.0).reshape(-1)
+    flat_active = active.reshape(-1)
+
+    def local_matvec(x):
+        return jnp.einsum("nab,nb->na", hess, x.reshape(n, nb)).reshape(-1)
+
+    if method in ("direct", "ewald"):
+        if (method == "direct") != (cell is None):
+            raise ValueError("method='direct' is the open boundary (cell=None); 'ewald' needs a cell.")
+        coul = multipole_matrix(positions, sigma_s, sigma_p, cell=cell, smearing=smearing, neighbors=neighbors,
+                                kvectors=kvectors, background=background)
+        coul = jnp.where(flat_active[:, None] & flat_active[None, :], coul, 0.0)
+        rows = jnp.arange(n)
+        amat = coul.reshape(n, nb, n, nb).at[rows, :, rows, :].add(hess).reshape(n * nb, n * nb)
+
+        def matvec(x):
+            return amat @ x
+
+        diagonal = jnp.diagonal(amat)
+    elif method == "pme":
+        if cell is None:
+            raise ValueError("method='pme' needs a periodic cell.")
+        pme_matvec = make_pme_matvec(mesh)
+
+        def matvec(x):
+            xc = jnp.where(active, x.reshape(n, nb), 0.0)
+            y = pme_matvec(xc, positions, sigma_s, sigma_p, cell, smearing, neighbors, background)
+            return jnp.where(active, y, 0.0).reshape(-1) + local_matvec(x)
+
+        shells = _shells(sigma_s, sigma_p)
+        onsite = KE * pair_blocks(jnp.zeros((n, 3), dtype), shells, shells, ns)   # bare self-interaction
+        diagonal = jnp.where(active, jnp.diagonal(onsite, axis1=1, axis2=2), 0.0).reshape(-1)
+        diagonal = diagonal + jnp.diagonal(hess, axis1=1, axis2=2).reshape(-1)
+        amat = None
+    else:
+        raise ValueError(f"unknown method {method!r}; choose 'direct', 'ewald' or 'pme'.")
+
+    if solver == "dense":
+        def solve(b, c):
+            return solve_dense(amat, b, constraint, c)
+    elif solver == "pcg":
+        start = None if x0 is None else jnp.asarray(x0, dtype).reshape(-1)
+
+        def solve(b, c):
+            return solve_pcg(matvec, b, constraint, c, diagonal, x0=start, tol=tol, maxiter=maxiter)
+    else:
+        raise ValueError(f"unknown solver {solver!r}; choose 'dense' or 'pcg'.")
+
+    x, lam, info = implicit_solve(matvec, rhs, constraint, fragment_charges, solve)
+    energy = 0.5 * jnp.vdot(x, matvec(x)) - jnp.vdot(rhs, x)
+    coefficients = x.reshape(n, nb)
+    charges = jnp.sum(coefficients[:, :ns], axis=1)
+    dipoles = jnp.sum(coefficients[:, ns:].reshape(n, n_p, 3), axis=1)
+    total_dipole = charges @ positions + jnp.sum(dipoles, axis=0)
+    params = DensityParams(method=method, solver=solver, mesh=mesh, background=background, tol=float(tol),
+                           maxiter=int(maxiter))
+    return DensityResult(coefficients=coefficients, charges=charges, dipoles=dipoles, total_dipole=total_dipole,
+                         energy=energy, chemical_potential=lam, converged=info.converged,
+                         residual=info.residual, iterations=info.iterations, params=params)
+
+
+def per_atom_widths(index, s_widths, p_widths, basis: GaussianBasis):
+    """Per-atom widths ``(sigma_s (N, n_s), sigma_p (N, n_p))`` and the used-slot mask (N, n_basis).
+
+    ``index`` (N,) from :meth:`GaussianBasis.index`; ``s_widths`` (n_species, n_s) and
+    ``p_widths`` (n_species, n_p) may be traced.  Unused shells get width 1 (double
+    ``where``: their gradient is zero, never NaN).
+    """
+    s_mask, p_mask = basis.shell_masks()
+    index = np.asarray(index)
+    sm, pm = jnp.asarray(s_mask[index]), jnp.asarray(p_mask[index])
+    sigma_s = jnp.where(sm, jnp.where(sm, s_widths[index], 1.0), 1.0)
+    sigma_p = jnp.where(pm, jnp.where(pm, p_widths[index], 1.0), 1.0)
+    return sigma_s, sigma_p, basis.slot_mask()[index]
+
+
+# ======================================================================================
+# host preparation: validation and parameters
+# ======================================================================================
+def _finite(name, value):
+    v = _concrete_value(value)
+    if v is not None and not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} contains NaN or inf; pass finite numbers.")
+    return v
+
+
+def _check_shape(name, value, shape):
+    if np.shape(value) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {np.shape(value)}.")
+
+
+def _check_local(local_np, slot_mask):
+    """Symmetric positive definite local matrices on the used slots (host, batched per slot pattern)."""
+    patterns, groups = np.unique(slot_mask, axis=0, return_inverse=True)
+    for g, used in enumerate(patterns):
+        atoms = np.flatnonzero(groups.reshape(-1) == g)
+        h = local_np[atoms][:, used][:, :, used]
+        asym = np.max(np.abs(h - np.swapaxes(h, 1, 2)), axis=(1, 2))
+        scale = np.maximum(np.max(np.abs(h), axis=(1, 2)), 1e-300)
+        bad = np.flatnonzero(asym > 1e-8 * scale)
+        if bad.size:
+            raise ValueError(f"local matrix of atom {atoms[bad[0]]} is not symmetric; pass symmetric H_i "
+                             "(e.g. L Lᵀ).")
+        low = np.linalg.eigvalsh(0.5 * (h + np.swapaxes(h, 1, 2))).min(axis=1)
+        bad = np.flatnonzero(~(low > 0))
+        if bad.size:
+            raise ValueError(f"local matrix of atom {atoms[bad[0]]} is not positive definite (smallest eigenvalue "
+                             f"{low[bad[0]]:.3g}); it would make the system indefinite. Pass H_i = L Lᵀ + εI with "
+                             "ε > 0, e.g. via jaxlr.density.assemble_local.")
+
+
+def _fragment_totals(fragments, fragment_charges, total_charge, n):
+    """Validated (labels (N,) int32 numpy, totals (F,) array-like)."""
+    _check_shape("total_charge", total_charge, ())
+    _finite("total_charge", total_charge)
+    if fragments is None:
+        if fragment_charges is not None:
+            raise ValueError("fragment_charges needs fragments= (per-atom labels 0…F−1).")
+        return np.zeros(n, np.int32), jnp.reshape(jnp.asarray(total_charge), (1,))
+    labels = _concrete_value(fragments)
+    if labels is None:
+        raise ValueError("fragments must be concrete integer labels (they fix the constraint structure).")
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.all(np.mod(labels, 1) == 0):
+        raise ValueError(f"fragments must be ({n},) integer labels, got shape {labels.shape}.")
+    labels = labels.astype(np.int64)
+    if fragment_charges is not None and np.ndim(fragment_charges) != 1:
+        raise ValueError("fragment_charges must be a 1-D array (one total per fragment).")
+    n_frag = int(labels.max()) + 1 if fragment_charges is None else int(np.shape(fragment_charges)[0])
+    if labels.min() < 0 or labels.max() >= n_frag or len(np.unique(labels)) != n_frag:
+        raise ValueError(f"fragments must use every label 0…F−1 (F = {n_frag} fragment charges); got labels "
+                         f"{np.unique(labels).tolist()}.")
+    if fragment_charges is None:
+        total = _concrete_value(total_charge)
+        if total is not None and float(total) != 0.0:
+            raise ValueError("a charged system with several fragments needs fragment_charges= (one total "
+                             "per fragment).")
+        return labels.astype(np.int32), jnp.zeros((n_frag,))
+    charges = jnp.asarray(fragment_charges)
+    q_np = _finite("fragment_charges", fragment_charges)
+    t_np = _concrete_value(total_charge)
+    # as in jaxlr.qeq: total_charge = 0 (the default) means "given by the fragment totals"
+    if q_np is not None and t_np is not None and float(t_np) != 0.0 and abs(
+            float(np.sum(q_np)) - float(t_np)) > 1e-9 * max(1.0, float(np.sum(np.abs(q_np)))):
+        raise ValueError(f"fragment_charges sum to {float(np.sum(q_np)):.6g} e but total_charge is "
+                         f"{float(t_np):.6g} e; make them agree (or leave total_charge at 0).")
+    return labels.astype(np.int32), charges
+
+
+#: PME mesh spacing per spline order: (h/s at a relative error of 1e-6, power of h/s)
+_PME_SPACING = {6: (0.30, 6.5), 8: (0.42, 9.0)}
+
+
+def _bisect_x(ok, lo=0.5, hi=40.0):
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def tune_density(cell, n_atoms: int, n_dof: int, sigma_max: float, *, method="auto", accuracy=1e-6,
+                 smearing=None, cutoff=None, k_cutoff=None, mesh=None, order=None) -> DensityParams:
+    """Periodic parameters for a target relative accuracy of the Coulomb operator (host).
+
+    Rules (s the smearing, γ_max = √2 σ_max the largest combined width):
+
+    * real space: the kernel ``erfc(r/√2s)/r − erfc(r/√2γ)/r`` and its p derivatives (which
+      carry up to (r/s)² more) are below ``accuracy`` of their bare size beyond
+      ``r_c = √2 x max(s, γ_max)`` with ``erfc(x)(1 + 2x²) = accuracy``;
+    * Ewald: ``k_c = √2 x_k / s`` with ``e^{−x_k²}(1 + 2x_k²) = accuracy`` (p–p terms carry k²);
+    * PME: order 8 (or 6), mesh spacing ``h = 0.42 s (accuracy/10⁻⁶)^{1/9}``
+      (``0.30 s (accuracy/10⁻⁶)^{1/6.5}`` for order 6), at most 0.8 s: the largest error of
+      ``C c`` relative to its largest entry, measured against Ewald for random s+p
+      coefficients in random triclinic cells, was 4e-7 at h = 0.42 s for order 8 and grows
+      as (h/s)⁹;
+    * smearing: ``s = max(γ_max, 0.75 (V/N)^{1/3})`` — below γ_max nothing is saved in real
+      space; "auto" picks Ewald up to 1500 coefficients, PME beyond.
+    """
+    cell = np.asarray(cell, dtype=np.float64)
+    volume = abs(float(np.linalg.det(cell)))
+    gamma_max = math.sqrt(2.0) * sigma_max
+    s = float(smearing) if smearing is not None else max(gamma_max, 0.75 * (volume / n_atoms) ** (1.0 / 3.0))
+    x = _bisect_x(lambda t: _erfc(t) * (1.0 + 2.0 * t * t) <= accuracy)
+    rc = float(cutoff) if cutoff is not None else math.sqrt(2.0) * x * max(s, gamma_max)
+    if method == "auto":
+        method = "ewald" if n_dof <= 1500 else "pme"
+    if method == "ewald":
+        xk = _bisect_x(lambda t: math.exp(-t * t) * (1.0 + 2.0 * t * t) <= accuracy)
+        kc = float(k_cutoff) if k_cutoff is not None else math.sqrt(2.0) * xk / s
+        return DensityParams(method="ewald", smearing=s, cutoff=rc, k_cutoff=kc)
+    if isinstance(mesh, MeshSpec):
+        spec = mesh
+    else:
+        p = int(order or 8)
+        if mesh is not None:
+            shape = tuple(int(k) for k in mesh)
+            basis = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
+        else:
+            t = reduced_basis(cell)
+            basis = tuple(tuple(int(v) for v in row) for row in t)
+            if p not in _PME_SPACING:
+                raise ValueError(f"automatic PME meshes are calibrated for spline orders {tuple(_PME_SPACING)}; "
+                                 f"got order={p}. Pass mesh= explicitly for other orders.")
+            x1, power = _PME_SPACING[p]
+            h = s * min(0.8, x1 * (accuracy / 1e-6) ** (1.0 / power))
+            shape = tuple(max(p, fft_friendly(math.ceil(w / h))) for w in perpendicular_widths(t @ cell))
+        spec = MeshSpec(shape, p, basis=basis)
+    return DensityParams(method="pme", solver="pcg", smearing=s, cutoff=rc, mesh=spec)
+
+
+def _validated_widths(basis, widths, dtype):
+    if widths is None:
+        s, p = basis.width_arrays()
+        return jnp.asarray(s, dtype), jnp.asarray(p, dtype)
+    if not isinstance(widths, (tuple, list)) or len(widths) != 2:
+        raise ValueError("widths must be a pair (s_widths (n_species, n_s), p_widths (n_species, n_p)).")
+    s, p = widths
+    _check_shape("widths[0] (s widths)", s, (basis.n_species, basis.n_s))
+    _check_shape("widths[1] (p widths)", p, (basis.n_species, basis.n_p))
+    s_mask, p_mask = basis.shell_masks()
+    for name, w, m in (("s widths", s, s_mask), ("p widths", p, p_mask)):
+        v = _finite(name, w)
+        if v is not None and np.any(v[m] <= 0):
+            raise ValueError(f"{name} must be strictly positive (Å), got min {v[m].min():g}.")
+    return jnp.asarray(s, dtype), jnp.asarray(p, dtype)
+
+
+@partial(jax.jit, static_argnames=("method", "mesh", "background", "solver", "tol", "maxiter"))
+def _run(positions, sigma_s, sigma_p, linear, local, fragments, fragment_charges, active, field, cell, smearing,
+         neighbors, kvectors, x0, *, method, mesh, background, solver, tol, maxiter):
+    return density_solve(positions, sigma_s, sigma_p, linear, local, fragments=fragments,
+                         fragment_charges=fragment_charges, active=active, field=field, cell=cell,
+                         smearing=smearing, neighbors=neighbors, kvectors=kvectors, method=method, mesh=mesh,
+                         background=background, solver=solver, tol=tol, maxiter=maxiter, x0=x0)
+
+
+def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell=None, field=None,
+                total_charge=0.0, fragments=None, fragment_charges=None, widths=None, method: str = "auto",
+                solver: str = "auto", accuracy: float = 1e-6, tol: float | None = None, maxiter: int = 500,
+                background: bool = False, smearing: float | None = None, cutoff: float | None = None,
+                k_cutoff: float | None = None, mesh=None, order: int | None = None,
+                neighbors: Neighbors | None = None, x0=None) -> DensityResult:
+    """Density coefficients, charges, dipoles and energy by multipolar charge equilibration.
+
+    Minimises ``E(c) = Σ_i [b_iᵀc_i + ½ c_iᵀH_ic_i] + ½cᵀCc − F·Σ_i(q_iR_i + μ_i)`` subject to
+    the fragment charge totals (see the module docstring for the basis conventions).
+
+    Args:
+      positions: (N, 3) Å.
+      species: (N,) integers (atomic numbers) covered by ``basis`` (concrete).
+      linear: (N, n_basis) linear terms b_i: eV/e for s slots, V (eV/(e·Å)) for p slots.
+      local: (N, n_basis, n_basis) symmetric positive definite local matrices H_i.
+      basis: :class:`GaussianBasis` (static).
+      cell: (3, 3) Å, rows are lattice vectors (periodic), or None (open boundary).
+      field: (3,) uniform external field F in V/Å (open boundary only), or None.
+      total_charge: net charge Q (e) of a single fragment.  With ``fragment_charges`` it is
+        their sum (0, the default, means "not given"; a non-zero value must agree), as in
+        :func:`jaxlr.qeq`.
+      fragments: (N,) integer labels 0…F−1, every label used (concrete);
+        ``fragment_charges``: (F,) totals Q_f (e), default all 0.
+      widths: optional ``(s (n_species, n_s), p (n_species, n_p))`` widths (Å) replacing the
+        basis defaults; may be traced (∂/∂widths).
+      method: "auto" (direct when open; Ewald up to 1500 coefficients, PME beyond),
+        "direct", "ewald" or "pme".
+      solver: "auto" (dense, PCG for PME), "dense" or "pcg".
+      accuracy: target relative accuracy of the periodic Coulomb operator; also the PCG
+        tolerance unless ``tol`` is given.
+      maxiter: PCG iteration cap.  background: allow a net charge in a periodic cell.
+      smearing, cutoff, k_cutoff, mesh, order, neighbors: override the periodic parameters
+        (Å, Å, 1/Å, (K1, K2, K3) or a :class:`jaxlr.MeshSpec`, spline order, a full
+        :class:`jaxlr.Neighbors` list with cutoff ≥ ``cutoff``).
+      x0: (N, n_basis) warm start for PCG.
+
+    Returns:
+      :class:`DensityResult` (coefficients, charges, dipoles, total_dipole, energy,
+      chemical_potential, solver status).  Works under ``jax.grad``/``jax.jit`` with traced
+      positions (open boundary), linear, local, widths, field and fragment charges.
+
+    Raises:
+      ValueError: bad shapes, NaN/inf, unknown species, non-positive widths, a local
+        matrix that is not symmetric positive definite, inconsistent fragment labels or
+        totals, a field with a periodic cell, a net periodic charge without ``background``.
+      ValueError: also when the solver did not converge (eager calls, as :func:`jaxlr.qeq`;
+        under jit read ``.converged`` and ``.residual``).
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.density import GaussianBasis, density_qeq
+      >>> basis = GaussianBasis(species=(1, 8), s_widths=((0.5,), (0.4, 0.8)), p_widths=((0.6,), (0.5,)))
+      >>> R = np.array([[0.0, 0.0, 0.0], [0.0, 0.76, 0.59], [0.0, -0.76, 0.59]])
+      >>> Z = np.array([8, 1, 1]); nb = basis.n_basis
+      >>> b = np.zeros((3, nb)); b[0, :2] = 3.0; b[1:, 0] = -3.0
+      >>> H = np.tile(np.eye(nb) * 10.0, (3, 1, 1))
+      >>> res = density_qeq(R, Z, b, H, basis=basis)
+      >>> bool(res.charges[0] < 0), round(float(res.charges.sum()), 10)
+      (True, 0.0)
+    """
+    if not isinstance(basis, GaussianBasis):
+        raise ValueError("basis must be a jaxlr.GaussianBasis.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+    accuracy = float(accuracy)
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"accuracy must lie in (0, 1), got {accuracy!r}.")
+    pos_np = _concrete_value(positions)
+    positions = check_positions(positions)
+    n = positions.shape[0]
+    species_np = _concrete_value(species)
+    if species_np is None:
+        raise ValueError("species must be concrete integers (they fix the basis layout).")
+    if species_np.shape != (n,):
+        raise ValueError(f"species must have shape ({n},) to match positions, got {species_np.shape}.")
+    index = basis.index(species_np)
+    nb = basis.n_basis
+    _check_shape("linear", linear, (n, nb))
+    _check_shape("local", local, (n, nb, nb))
+    _finite("linear", linear)
+    local_np = _finite("local", local)
+    slot_mask = basis.slot_mask()[index]
+    if local_np is not None:
+        _check_local(np.asarray(local_np, dtype=np.float64), slot_mask)
+    if field is not None:
+        _check_shape("field", field, (3,))
+        _finite("field", field)
+        if cell is not None:
+            raise ValueError("a uniform external field is supported for an open boundary only: with a "
+                             "periodic cell Σ q_i R_i depends on the images chosen. Pass cell=None.")
+    labels, totals = _fragment_totals(fragments, fragment_charges, total_charge, n)
+
+    dtype = jnp.result_type(positions.dtype, jnp.asarray(linear).dtype, jnp.asarray(local).dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.zeros(()).dtype
+    s_w, p_w = _validated_widths(basis, widths, dtype)
+    positions = positions.astype(dtype)
+    linear = jnp.asarray(linear, dtype)
+    local = jnp.asarray(local, dtype)
+    totals = jnp.asarray(totals, dtype)
+    sigma_s, sigma_p, active = per_atom_widths(index, s_w, p_w, basis)
+    field = None if field is None else jnp.asarray(field, dtype)
+    tol = accuracy if tol is None else float(tol)
+
+    if cell is None:
+        if method in ("ewald", "pme"):
+            raise ValueError(f"method={method!r} needs a periodic cell; use method='direct' (or 'auto').")
+        use_solver = "dense" if solver == "auto" else solver
+        params = DensityParams(method="direct", solver=use_solver, tol=tol, maxiter=int(maxiter))
+        kvectors = None
+        cell_j = None
+    else:
+        if method == "direct":
+            raise ValueError("method='direct' is the open boundary; for a periodic cell use 'ewald' or 'pme'.")
+        cell_np = _concrete_value(cell)
+        cell_j = check_cell(cell).astype(dtype)
+        if cell_np is None:
+            raise ValueError("density_qeq needs a concrete cell (k-vectors and mesh are chosen on the host); "
+                             "use jaxlr.density.density_solve for derivatives with respect to the cell.")
+        q_tot = _concrete_value(totals)
+        if q_tot is not None and not background and abs(float(np.sum(q_tot))) > 1e-10:
+            raise ValueError(f"the cell carries a net charge of {float(np.sum(q_tot)):.6g} e: pass "
+                             "background=True for a uniform neutralising background.")
+        s_np, p_np = _concrete_value(s_w), _concrete_value(p_w)
+        if s_np is None or p_np is None:
+            if smearing is None or cutoff is None:
+                raise ValueError("with traced widths in a periodic cell pass smearing= and cutoff= explicitly.")
+            sigma_max = 0.0
+        else:
+            s_mask, p_mask = basis.shell_masks()
+            sigma_max = float(max(np.max(s_np[s_mask]), np.max(p_np[p_mask], initial=0.0)))
+        tuned = tune_density(cell_np, n, n * nb, sigma_max, method=method, accuracy=accuracy,
+                             smearing=smearing, cutoff=cutoff, k_cutoff=k_cutoff, mesh=mesh, order=order)
+        use_solver = ("pcg" if tuned.method == "pme" else "dense") if solver == "auto" else solver
+        if tuned.method == "pme" and use_solver == "dense":
+            raise ValueError("method='pme' is matrix-free: use solver='pcg' (or 'auto').")
+        params = dataclasses.replace(tuned, solver=use_solver, background=bool(background), tol=tol,
+                                     maxiter=int(maxiter))
+        if neighbors is None:
+            if pos_np is None:
+                raise ValueError("density_qeq was called with traced positions in a periodic cell: pass "
+                                 "neighbors= (a jaxlr.neighbor_list with cutoff ≥ cutoff=) and cutoff=.")
+            neighbors = neighbor_list(pos_np, params.cutoff, cell_np)
+        kvectors = None
+        if params.method == "ewald":
+            kvectors = jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)
+    if x0 is not None:
+        _check_shape("x0", x0, (n, nb))
+        _finite("x0", x0)
+    smear = None if params.smearing is None else jnp.asarray(params.smearing, dtype)
+    result = _run(positions, sigma_s, sigma_p, linear, local, jnp.asarray(labels), totals, jnp.asarray(active),
+                  field, cell_j, smear, neighbors, kvectors, None if x0 is None else jnp.asarray(x0, dtype),
+                  method=params.method, mesh=params.mesh, background=params.background, solver=params.solver,
+                  tol=params.tol, maxiter=params.maxiter)
+    result = dataclasses.replace(result, params=params)
+    ok = _concrete_value(result.converged)
+    if ok is not None and not bool(ok):
+        res = _concrete_value(result.residual)
+        raise ValueError(f"the density solve did not converge (relative residual {float(res):.3g} after "
+                           f"{int(_concrete_value(result.iterations))} iterations, solver={params.solver!r}); "
+                           "raise maxiter, loosen tol, or check that the local matrices are well conditioned.")
+    return result
+
+
+def polarizability(positions, species, linear, local, *, basis: GaussianBasis, field=None, **kwargs):
+    """Polarisability tensor α_αβ = ∂μ_α/∂F_β = −∂²E*/∂F_α∂F_β (e·Å²/V), open boundary.
+
+    Forward-mode differentiation of :func:`density_qeq`'s total dipole with respect to the
+    uniform field at ``field`` (default 0): three implicit tangent solves, exact up to the
+    solver accuracy.  Symmetric, and positive definite for a molecule with SPD local
+    matrices.  ``kwargs`` go to :func:`density_qeq`.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.density import GaussianBasis
+      >>> basis = GaussianBasis(species=(1,), s_widths=((0.5,),), p_widths=((0.6,),))
+      >>> R = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]])
+      >>> H = np.tile(np.eye(4) * 8.0, (2, 1, 1))
+      >>> alpha = polarizability(R, np.array([1, 1]), np.zeros((2, 4)), H, basis=basis)
+      >>> bool(alpha[2, 2] > alpha[0, 0] > 0)    # a diatomic is most polarisable along its axis
+      True
+    """
+    f0 = jnp.zeros(3, jnp.result_type(jnp.asarray(positions).dtype, jnp.float32)) if field is None else field
+
+    def dipole(f):
+        return density_qeq(positions, species, linear, local, basis=basis, field=f, **kwargs).total_dipole
+
+    return jax.jacfwd(dipole)(jnp.asarray(f0))
+
+
+# ======================================================================================
+# projection of a density onto the basis (Coulomb metric)
+# ======================================================================================
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class GaussianDensity:
+    """A charge density given as s and p Gaussians (a pytree), in :mod:`jaxlr.multipoles` normalisation.
+
+    ``ρ(r) = Σ_m q_m g_{w_m}(r − X_m) + μ_m·p_{w_m}(r − X_m)``.
+
+    Attributes:
+      centres: (M, 3) Å.  widths: (M,) Å > 0.  charges: (M,) e.
+      dipoles: (M, 3) e·Å or None.
+    """
+
+    centres: jax.Array
+    widths: jax.Array
+    charges: jax.Array
+    dipoles: jax.Array | None = None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ProjectionResult:
+    """Output of :func:`project_density` (a pytree).
+
+    Attributes:
+      coefficients: (N, n_basis) fitted coefficients (e, e·Å).
+      charges: (N,) e.  dipoles: (N, 3) e·Å.  total_dipole: (3,) Σ q_i R_i + μ_i.
+      error: () Coulomb energy ½ KE (ρ − ρ_fit | ρ − ρ_fit) of the fit residual (eV) when
+        the density was given as Gaussians, else None.
+    """
+
+    coefficients: jax.Array
+    charges: jax.Array
+    dipoles: jax.Array
+    total_dipole: jax.Array
+    error: jax.Array | None = None
+
+
+def fit_density(positions, sigma_s, sigma_p, rhs, *, active=None, total_charge=None):
+    """Coulomb-metric fit: minimise ``½ cᵀ C c − vᵀ c`` (s.t. Σ c_s = Q if given) — jittable core.
+
+    Args:
+      positions: (N, 3) Å; sigma_s (N, n_s), sigma_p (N, n_p) widths (Å).
+      rhs: (N, n_basis) ``v = KE (basis | 1/r | ρ)`` in eV/e (:func:`jaxlr.multipoles.density_potentials`).
+      active: (N, n_basis) used slots (default all).
+      total_charge: scalar Q (e) to impose ``Σ c_s = Q`` exactly, or None (unconstrained,
+        ``C c = v``).
+
+    Returns:
+      coefficients (N, n_basis).  Minimising the Coulomb energy of ρ − ρ_fit is the
+      standard density-fitting criterion (Dunlap; Vahtras, Almlöf & Feyereisen).
+    """
+    n, ns = sigma_s.shape
+    n_p = sigma_p.shape[1]
+    nb = ns + 3 * n_p
+    dtype = positions.dtype
+    active = jnp.ones((n, nb), bool) if active is None else jnp.asarray(active, bool)
+    flat = active.reshape(-1)
+    coul = multipole_matrix(positions, sigma_s, sigma_p)
+    coul = jnp.where(flat[:, None] & flat[None, :], coul, jnp.diag(jnp.where(flat, 0.0, 1.0)))
+    v = jnp.where(active, rhs, 0.0).reshape(-1)
+    if total_charge is None:
+        chol = jnp.linalg.cholesky(coul)
+        x = jax.scipy.linalg.cho_solve((chol, True), v)
+    else:
+        s_active = active & jnp.asarray(_s_slots(ns, n_p))[None, :]
+        constraint = s_active.reshape(-1, 1).astype(dtype)
+        x, _, _ = solve_dense(coul, v, constraint, jnp.reshape(jnp.asarray(total_charge, dtype), (1,)))
+    return x.reshape(n, nb)
+
+
+def project_density(positions, species, *, basis: GaussianBasis, density: GaussianDensity | None = None,
+                    rhs=None, total_charge=None, widths=None) -> ProjectionResult:
+    """Project a charge density onto the basis in the Coulomb metric (open boundary).
+
+    Two entry points:
+
+    * ``density=GaussianDensity(...)`` — a density given as s/p Gaussians (any centres and
+      widths, e.g. a promolecule or a density expanded in another Gaussian set); the
+      right-hand side ``v`` is computed exactly and ``.error`` reports the Coulomb energy
+      of the residual.
+    * ``rhs=v`` (N, n_basis) — the Coulomb-metric projections ``v_x = KE (b_x | 1/r | ρ)``
+      (eV/e) computed elsewhere, e.g. by PySCF's three-centre integrals contracted with a
+      density matrix (``notebooks/density_fitting_pyscf.py`` shows the unit and
+      normalisation conversions: v_x = 27.211386 eV × (χ_x|ρ)/n_x for a PySCF auxiliary
+      function χ_x = n_x b_x).
+
+    The fit solves ``C c = v`` with C the basis's Coulomb matrix (:func:`fit_density`); with
+    ``total_charge`` the fitted density carries exactly that charge (Σ s coefficients).
+    A density that lies in the span of the basis is recovered exactly.
+
+    Args:
+      positions: (N, 3) Å.  species: (N,) integers in ``basis``.  basis: :class:`GaussianBasis`.
+      density / rhs: exactly one of them.  total_charge: optional exact charge (e).
+      widths: optional traced width arrays as in :func:`density_qeq`.
+
+    Returns:
+      :class:`ProjectionResult`.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.density import GaussianBasis, GaussianDensity, project_density
+      >>> basis = GaussianBasis(species=(1,), s_widths=((0.5, 1.0),), p_widths=((0.7,),))
+      >>> R = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+      >>> rho = GaussianDensity(centres=R, widths=np.array([0.5, 1.0]), charges=np.array([1.0, -1.0]))
+      >>> fit = project_density(R, np.array([1, 1]), basis=basis, density=rho)
+      >>> [round(float(q), 4) for q in fit.charges], float(fit.error) < 1e-5
+      ([1.0, -1.0], True)
+    """
+    if not isinstance(basis, GaussianBasis):
+        raise ValueError("basis must be a jaxlr.GaussianBasis.")
+    if (density is None) == (rhs is None):
+        raise ValueError("pass exactly one of density= (a GaussianDensity) or rhs= (the (N, n_basis) projections).")
+    positions = check_positions(positions)
+    n = positions.shape[0]
+    species_np = _concrete_value(species)
+    if species_np is None or species_np.shape != (n,):
+        raise ValueError(f"species must be concrete integers of shape ({n},).")
+    index = basis.index(species_np)
+    nb = basis.n_basis
+    dtype = positions.dtype if jnp.issubdtype(positions.dtype, jnp.floating) else jnp.zeros(()).dtype
+    positions = positions.astype(dtype)
+    s_w, p_w = _validated_widths(basis, widths, dtype)
+    sigma_s, sigma_p, active = per_atom_widths(index, s_w, p_w, basis)
+    if total_charge is not None:
+        _check_shape("total_charge", total_charge, ())
+        _finite("total_charge", total_charge)
+    if density is not None:
+        if not isinstance(density, GaussianDensity):
+            raise ValueError("density must be a jaxlr.GaussianDensity.")
+        centres = check_positions(density.centres).astype(dtype)
+        m = centres.shape[0]
+        _check_shape("density.widths", density.widths, (m,))
+        _check_shape("density.charges", density.charges, (m,))
+        w_np = _finite("density.widths", density.widths)
+        if w_np is not None and np.any(w_np <= 0):
+            raise ValueError("density.widths must be strictly positive (Å).")
+        _finite("density.charges", density.charges)
+        dips = jnp.zeros((m, 3), dtype)   # always an array: one compilation with or without dipoles
+        if density.dipoles is not None:
+            _check_shape("density.dipoles", density.dipoles, (m, 3))
+            _finite("density.dipoles", density.dipoles)
+            dips = jnp.asarray(density.dipoles, dtype)
+        density = GaussianDensity(centres=centres, widths=jnp.asarray(density.widths, dtype),
+                                  charges=jnp.asarray(density.charges, dtype), dipoles=dips)
+    else:
+        _check_shape("rhs", rhs, (n, nb))
+        _finite("rhs", rhs)
+        rhs = jnp.asarray(rhs, dtype)
+    total = None if total_charge is None else jnp.asarray(total_charge, dtype)
+    return _project(positions, sigma_s, sigma_p, jnp.asarray(active), density, rhs, total)
+
+
+@jax.jit
+def _project(positions, sigma_s, sigma_p, active, density, rhs, total_charge):
+    n, ns = sigma_s.shape
+    self_energy = None
+    if density is not None:
+        rhs = density_potentials(positions, sigma_s, sigma_p, density.centres, density.widths, density.charges,
+                                 density.dipoles)
+        self_energy = _gaussian_self_energy(density.centres, density.widths, density.charges, density.dipoles)
+    coefficients = fit_density(positions, sigma_s, sigma_p, rhs, active=active, total_charge=total_charge)
+    charges = jnp.sum(coefficients[:, :ns], axis=1)
+    dipoles = jnp.sum(coefficients[:, ns:].reshape(n, sigma_p.shape[1], 3), axis=1)
+    error = None
+    if self_energy is not None:
+        c = coefficients.reshape(-1)
+        coul = multipole_matrix(positions, sigma_s, sigma_p)
+        error = self_energy - jnp.vdot(jnp.where(active, rhs, 0.0).reshape(-1), c) + 0.5 * c @ (coul @ c)
+    return ProjectionResult(coefficients=coefficients, charges=charges, dipoles=dipoles,
+                            total_dipole=charges @ positions + jnp.sum(dipoles, axis=0), error=error)
+
+
+def _gaussian_self_energy(centres, widths, charges, dipoles):
+    """½ KE (ρ|ρ) (eV) of a :class:`GaussianDensity`."""
+    shells = jnp.stack([widths, widths], axis=-1)
+    d = centres[None, :, :] - centres[:, None, :]
+    blocks = pair_blocks(d, shells[:, None, :], shells[None, :, :], 1)            # (M, M, 4, 4)
+    dens = jnp.concatenate([charges[:, None], jnp.zeros_like(centres) if dipoles is None else dipoles], axis=1)
+    return 0.5 * KE * jnp.einsum("mx,mnxy,ny->", dens, blocks, dens)
