@@ -14,6 +14,9 @@ from .batch import Batch, pad_batch
 from .constraints import SolverInfo, implicit_solve, solve_dense, solve_pcg
 from .coulomb import METHODS, CoulombParams, CoulombResult, coulomb, coulomb_energy, coulomb_terms
 from .coulomb_matrix import coulomb_matrix
+from . import features
+from .features import (SphericalExpansion, flatten_invariants, gto_widths, power_spectrum, radial_basis,
+                       real_spherical_harmonics, spherical_expansion, spherical_expansion_terms)
 from .density import (DensityResult, GaussianBasis, GaussianDensity, ProjectionResult, assemble_linear,
                       assemble_local, density_qeq, density_solve, polarizability, project_density)
 from .multipoles import make_pme_matvec, multipole_matrix
@@ -43,6 +46,7 @@ __all__ = [
     "QeqParams",
     "QeqResult",
     "SolverInfo",
+    "SphericalExpansion",
     "assemble_linear",
     "assemble_local",
     "coulomb",
@@ -52,8 +56,11 @@ __all__ = [
     "density_qeq",
     "density_solve",
     "ewald_reciprocal_energy",
+    "features",
     "fft_friendly",
+    "flatten_invariants",
     "from_jax_md",
+    "gto_widths",
     "half_space_kvectors",
     "implicit_solve",
     "influence_function",
@@ -65,13 +72,18 @@ __all__ = [
     "pair_kernel",
     "pme_reciprocal_energy",
     "polarizability",
+    "power_spectrum",
     "project_density",
     "qeq",
     "qeq_energy",
     "qeq_solve",
+    "radial_basis",
     "real_space_energy",
+    "real_spherical_harmonics",
     "self_kernel",
     "solve_dense",
     "solve_pcg",
+    "spherical_expansion",
+    "spherical_expansion_terms",
     "tune_coulomb",
 ]
