@@ -126,6 +126,7 @@ def test_dense_equals_pcg_periodic_ewald_and_pme():
     assert abs(float(dense.charges.sum())) < 1e-12 and abs(float(pcg_pme.charges.sum())) < 1e-12
 
 
+@pytest.mark.slow
 def test_mesh_preconditioner_same_answer_fewer_iterations():
     R, chi, J, sig, cell = _periodic(4, 300, triclinic=False)
     kw = dict(cell=cell, method="pcg", coulomb_method="pme", accuracy=1e-6, tol=1e-8)
@@ -209,6 +210,7 @@ def test_forces_are_hellmann_feynman_and_match_finite_differences():
         assert abs(float(-jax.grad(energy)(jnp.asarray(R))[i, a]) - float(fd)) < 1e-6 * max(1.0, abs(float(fd)))
 
 
+@pytest.mark.slow
 def test_stress_matches_finite_strain():
     R, chi, J, sig, cell = _periodic(10, 24)
     res = jaxlr.qeq(R, chi, J, sig, cell=cell, method="dense", accuracy=1e-10)
@@ -228,7 +230,7 @@ def test_stress_matches_finite_strain():
         assert abs(float(res.stress[a, b]) - float(fd)) < 1e-6 * max(1e-3, abs(float(fd)))
 
 
-@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("periodic", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_charge_gradients_match_finite_differences(periodic):
     """d(downstream of q*)/d(χ, J, σ, R, cell, Q) through the implicit solve."""
     if periodic:
