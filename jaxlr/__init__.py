@@ -17,6 +17,8 @@ from .coulomb_matrix import coulomb_matrix
 from . import features
 from .features import (SphericalExpansion, flatten_invariants, gto_widths, power_spectrum, radial_basis,
                        real_spherical_harmonics, spherical_expansion, spherical_expansion_terms)
+from .features.lode import (LodeMultipoles, LodeParams, LodeResult, lode, lode_features, lode_multipoles,
+                            multipole_features, tune_lode)
 from .density import (DensityResult, GaussianBasis, GaussianDensity, ProjectionResult, assemble_linear,
                       assemble_local, density_qeq, density_solve, polarizability, project_density)
 from .multipoles import make_pme_matvec, multipole_matrix
@@ -39,6 +41,9 @@ __all__ = [
     "GaussianBasis",
     "GaussianDensity",
     "KE",
+    "LodeMultipoles",
+    "LodeParams",
+    "LodeResult",
     "METHODS",
     "MeshSpec",
     "Neighbors",
@@ -64,8 +69,12 @@ __all__ = [
     "half_space_kvectors",
     "implicit_solve",
     "influence_function",
+    "lode",
+    "lode_features",
+    "lode_multipoles",
     "make_pme_matvec",
     "make_reciprocal_energy",
+    "multipole_features",
     "multipole_matrix",
     "neighbor_list",
     "pad_batch",
@@ -86,4 +95,5 @@ __all__ = [
     "spherical_expansion",
     "spherical_expansion_terms",
     "tune_coulomb",
+    "tune_lode",
 ]

@@ -1,0 +1,643 @@
+"""LODE features — the front door, the jittable dispatch and the parameter tuning.
+
+Definition (Grisafi & Ceriotti, J. Chem. Phys. 151, 204105 (2019)): per species a,
+
+    ρ_a(x) = Σ_{j∈a} (2πσ_L²)^{−3/2} exp(−|x − R_j|²/2σ_L²)     (unit Gaussians),
+    V_a = ρ_a ∗ 1/r                                                (no Coulomb constant k_e),
+    ⟨a n l m|V_i⟩ = ∫_{|x|<r_c} R_n(|x|) Y_lm(x̂) V_a(R_i + x) d³x,
+
+with the orthonormal GTO radial basis R_n of :mod:`jaxlr.features.radial` (∫_0^{r_c} R_n R_m
+r² dr = δ_nm) and the real spherical harmonics of :mod:`jaxlr.features.harmonics`
+(orthonormal, no Condon–Shortley phase, l = 1 ∝ (y, z, x)).  Units: V_a in e/Å per unit
+atom "charge" — multiply by k_e = 14.399645 eV·Å/e² for volts — and features in
+e/Å · Å^{3/2}.  All atoms count, the centre included, unless ``exclude_center=True``
+(then the atom's own Gaussian is left out; in a periodic cell its images stay).
+
+Periodic cells: the k = 0 term of each V_a is dropped, i.e. every species density is
+neutralised by a uniform background of its own (the convention of featomic's
+LodeSphericalExpansion and of Ewald sums in tin-foil boundary conditions).  So V_a has
+zero cell average, and a periodic feature differs from an open-boundary one of the same
+atoms by the background and image terms (for a cubic box of side L, V_per − V_open =
+N_a(−ξ/L) + (2π/3L³) Σ_j (|x − R_j|² + 3σ_L²) + O(L⁻⁵), ξ = 2.837297…).
+
+Three routes (``method``):
+
+* ``"ksum"`` — explicit k-sum, O(N · N_k), the periodic reference
+  (:mod:`jaxlr.features.lode_ksum`);
+* ``"pme"`` — smooth PME, O(N log N) (:mod:`jaxlr.features.lode_pme`);
+* ``"direct"`` — open boundary, real-space quadrature over all pairs
+  (:mod:`jaxlr.features.lode_direct`);
+* ``"auto"`` — direct without a cell, PME with one.
+
+Accuracy (``accuracy=``): the target *relative RMS feature error*,
+``‖F − F_exact‖_RMS / ‖F_exact‖_RMS`` over all atoms, species and (n, l, m) channels
+(dominated by the large l = 0 features; the error of the small high-l blocks relative to
+their own size is larger).  The k-sum cutoff is ``√(2 ln(1/accuracy) + 2)/σ_L``.  The PME
+error of block l is modelled as ``log ε = a_q + b_q log(h/σ_L) + c_q l`` with q = p − l
+(the l-th derivative of an order-p B-spline interpolation converges with order p − l; h is
+the largest mesh-plane spacing), the upper envelope of errors measured against converged
+k-sums for three σ_L / r_c / cell combinations (``python benchmarks/bench_lode.py
+--calibrate``, :data:`LODE_ERROR_FIT`); the tuner picks the (p, mesh) of least estimated
+cost whose estimate √Σ_l ε_l² meets the target.  Being an envelope, the estimate is
+conservative — measured errors are typically 2–30× below the target.  The multipole
+variant has its own fit (:data:`MULTIPOLE_ERROR_FIT`, the largest of the relative errors of
+potential, field and field gradient).  The direct route is converged to ~1e-13 whatever
+``accuracy`` says.
+
+Relation to featomic's LodeSphericalExpansion (checked to 1e-10 in the tests): identical
+definition, k = 0 convention, i^l sign, harmonics and normalisation; featomic's
+``Gto(max_radial=N−1, radius=r0)`` has widths ``gto_widths(r0, N)`` but is orthonormalised
+and projected on [0, 5·r0] (no sharp sphere), so it equals jaxlr's
+``lode(..., cutoff=5*r0, max_radial=N, radial_widths=gto_widths(r0, N))`` with
+``SmearedPowerLaw(smearing=σ_L, exponent=1)``.
+
+The multipole variant (:func:`lode_multipoles`) gives the potential, field E = −∇V_a and
+field gradient ∂E_α/∂x_β = −∂_α∂_β V_a of each species density at each atom (the l ≤ 2
+"LODE multipoles").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from ..coulomb import SORT_ABOVE, spatial_order
+from ..ewald import half_space_kvectors
+from ..pme import MeshSpec
+from ..system import check_cell, check_positions, perpendicular_widths, reduced_basis
+from ..tuning import COSTS, fft_friendly
+from .lode_direct import lode_direct, lode_direct_multipoles
+from .lode_ksum import ksum_cutoff, lode_ksum, lode_ksum_multipoles
+from .lode_kspace import TABLE_STEP, radial_points
+from .lode_pme import K_NEGLIGIBLE, make_lode_pme, make_lode_pme_multipoles
+from .radial import gto_widths
+
+__all__ = ["lode", "lode_multipoles", "lode_features", "multipole_features", "tune_lode", "pme_error",
+           "basis_extent", "LodeParams", "LodeResult", "LodeMultipoles", "LODE_METHODS", "LODE_ERROR_FIT", "MULTIPOLE_ERROR_FIT"]
+
+LODE_METHODS = ("auto", "ksum", "pme", "direct")
+#: spline orders the tuner tries
+LODE_ORDERS = (4, 6, 8, 10, 12)
+
+#: PME block error model: log ε = a + b·log(h/σ_L) + c·l for the l-block with q = p − l,
+#: the upper envelope of errors measured against converged k-sums for σ_L/r_c = 1/3.5,
+#: 0.5/4 and 2/5 Å (``python benchmarks/bench_lode.py --calibrate``); q > 10 uses q = 10
+LODE_ERROR_FIT: dict[int, tuple[float, float, float]] = {
+    2: (-1.385, 2.019, -0.408), 3: (-3.675, 3.148, -0.272), 4: (-5.064, 4.176, -0.189),
+    5: (-5.704, 5.507, -0.108), 6: (-6.331, 6.655, -0.078), 7: (-6.895, 7.764, -0.037),
+    8: (-7.110, 8.706, -0.037), 9: (-7.478, 10.887, -0.002), 10: (-7.737, 10.261, -0.046),
+}
+#: multipole error model (largest relative RMS error of potential, field, field gradient):
+#: log ε = a + b·log(h/σ_L) per spline order p, upper envelope of the same measurements
+MULTIPOLE_ERROR_FIT: dict[int, tuple[float, float]] = {
+    4: (-2.532, 2.094), 6: (-4.169, 4.580), 8: (-4.952, 7.382), 10: (-4.999, 10.316), 12: (-4.428, 14.003),
+}
+#: multiplicative margin on the fitted envelopes
+LODE_ERROR_MARGIN = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LodeParams:
+    """Static choices of a LODE evaluation (hashable; fixes every array shape).
+
+    Attributes:
+      method: "ksum", "pme" or "direct".
+      cutoff: r_c in Å.  max_radial: n_max.  max_angular: L.  n_species: A.
+      exclude_center: leave out each atom's own Gaussian.
+      mesh: :class:`jaxlr.MeshSpec` for "pme".  k_cutoff: 1/Å for "ksum".
+      n_points: radial quadrature nodes of I_nl (k-space routes).  n_table: Hermite
+        table size of J_nl (PME).
+      estimated_error: predicted relative RMS feature error (None when not estimated).
+    """
+
+    method: str
+    cutoff: float
+    max_radial: int
+    max_angular: int
+    n_species: int
+    exclude_center: bool = False
+    mesh: MeshSpec | None = None
+    k_cutoff: float | None = None
+    n_points: int | None = None
+    n_table: int | None = None
+    estimated_error: float | None = None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LodeResult:
+    """Output of :func:`lode` (a pytree).
+
+    Attributes:
+      values: (N, n_species, max_radial, (max_angular+1)²) features ⟨a n l m|V_i⟩, species
+        channels in the order of ``species``, (l, m) flat as l² + l + m; zero for padding atoms.
+      species: tuple of atomic numbers of the channels (static).
+      params: the :class:`LodeParams` used (static).
+    """
+
+    values: jax.Array
+    species: tuple = dataclasses.field(metadata=dict(static=True))
+    params: LodeParams = dataclasses.field(metadata=dict(static=True))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LodeMultipoles:
+    """Output of :func:`lode_multipoles` (a pytree).
+
+    Attributes:
+      potential: (N, A) V_a(R_i) in e/Å.  field: (N, A, 3) E = −∇V_a in e/Å².
+      field_gradient: (N, A, 3, 3) ∂E_α/∂x_β = −∂_α∂_β V_a in e/Å³ (symmetric; its trace is
+        4π(ρ_a(R_i) − N_a/V) periodic, 4πρ_a(R_i) open).
+      species, params: as in :class:`LodeResult` (static).
+    """
+
+    potential: jax.Array
+    field: jax.Array
+    field_gradient: jax.Array
+    species: tuple = dataclasses.field(metadata=dict(static=True))
+    params: LodeParams = dataclasses.field(metadata=dict(static=True))
+
+
+# ---- functional core ---------------------------------------------------------------------------
+def lode_features(positions, species_index, *, sigma, widths, params: LodeParams, cell=None, kvectors=None):
+    """LODE features for static ``params`` — the pure, jittable functional core.
+
+    Args:
+      positions: (N, 3) Å.  species_index: (N,) int in [0, n_species), −1 for padding atoms.
+      sigma: σ_L in Å (traced).  widths: (max_radial,) GTO widths in Å (traced), e.g.
+        ``gto_widths(cutoff, max_radial)``.
+      params: :class:`LodeParams` (static), e.g. from :func:`tune_lode`.
+      cell: (3, 3) Å (traced; None for "direct").  kvectors: integer half-space vectors
+        for "ksum" (``jaxlr.half_space_kvectors(cell, params.k_cutoff)``).
+
+    Returns:
+      (N, n_species, max_radial, (max_angular+1)²).  Works under jit, grad (positions,
+      cell, σ_L, widths) and vmap over padded structures sharing ``params``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> p = LodeParams("direct", cutoff=3.0, max_radial=2, max_angular=1, n_species=1)
+      >>> R = jnp.array([[0.0, 0, 0], [1.0, 0, 0]])
+      >>> lode_features(R, jnp.array([0, 0]), sigma=0.5, widths=jnp.asarray(gto_widths(3.0, 2)), params=p).shape
+      (2, 1, 2, 4)
+    """
+    dtype = positions.dtype
+    sigma = jnp.asarray(sigma, dtype)
+    widths = jnp.asarray(widths, dtype)
+    common = dict(n_species=params.n_species, cutoff=params.cutoff, max_angular=params.max_angular)
+    if params.method == "direct":
+        return lode_direct(positions, species_index, sigma, widths, exclude_center=params.exclude_center, **common)
+    if cell is None:
+        raise ValueError(f"method={params.method!r} needs a periodic cell; use method='direct' for an open boundary.")
+    cell = jnp.asarray(cell, dtype)
+    if params.method == "ksum":
+        if kvectors is None:
+            raise ValueError("method='ksum' needs kvectors=jaxlr.half_space_kvectors(cell, params.k_cutoff).")
+        return lode_ksum(positions, species_index, cell, sigma, widths, kvectors, n_points=params.n_points,
+                         exclude_center=params.exclude_center, **common)
+    if params.method == "pme":
+        f = make_lode_pme(params.mesh, n_points=params.n_points, n_table=params.n_table,
+                          exclude_center=params.exclude_center, **common)
+        return f(positions, species_index, cell, sigma, widths)
+    raise ValueError(f"unknown LODE method {params.method!r}; choose 'ksum', 'pme' or 'direct'.")
+
+
+def multipole_features(positions, species_index, *, sigma, params: LodeParams, cell=None, kvectors=None):
+    """Potential, field and field gradient of each species density — jittable core.
+
+    Args as :func:`lode_features` (no basis; ``params.cutoff``/``max_radial``/
+    ``max_angular`` are unused).
+
+    Returns:
+      ``(potential (N, A), field (N, A, 3), field_gradient (N, A, 3, 3))``; see
+      :class:`LodeMultipoles`.
+    """
+    dtype = positions.dtype
+    sigma = jnp.asarray(sigma, dtype)
+    if params.method == "direct":
+        return lode_direct_multipoles(positions, species_index, sigma, n_species=params.n_species,
+                                      exclude_center=params.exclude_center)
+    if cell is None:
+        raise ValueError(f"method={params.method!r} needs a periodic cell; use method='direct' for an open boundary.")
+    cell = jnp.asarray(cell, dtype)
+    if params.method == "ksum":
+        if kvectors is None:
+            raise ValueError("method='ksum' needs kvectors=jaxlr.half_space_kvectors(cell, params.k_cutoff).")
+        return lode_ksum_multipoles(positions, species_index, cell, sigma, kvectors, n_species=params.n_species,
+                                    exclude_center=params.exclude_center)
+    if params.method == "pme":
+        f = make_lode_pme_multipoles(params.mesh, n_species=params.n_species, exclude_center=params.exclude_center)
+        return f(positions, species_index, cell, sigma)
+    raise ValueError(f"unknown LODE method {params.method!r}; choose 'ksum', 'pme' or 'direct'.")
+
+
+# ---- tuning (host) -------------------------------------------------------------------------------
+def block_error(order: int, l: int, x: float) -> float:
+    """Estimated relative RMS error of the l-block at spline order p and h/σ_L = x (host)."""
+    q = order - l
+    if q < 2:
+        return math.inf
+    a, b, c = LODE_ERROR_FIT[min(q, max(LODE_ERROR_FIT))]
+    return LODE_ERROR_MARGIN * math.exp(a + b * math.log(x) + c * l)
+
+
+def pme_error(order: int, max_angular: int, x: float, multipoles: bool = False) -> float:
+    """Estimated relative RMS error of the PME features, √Σ_l ε_l², or of the multipoles (host)."""
+    if multipoles:
+        a, b = MULTIPOLE_ERROR_FIT[order]
+        return LODE_ERROR_MARGIN * math.exp(a + b * math.log(x))
+    return math.sqrt(sum(block_error(order, l, x) ** 2 for l in range(max_angular + 1)))
+
+
+def _bisect_spacing(ok, lo: float, hi: float) -> float:
+    """Largest x in [lo, hi] with ok(x) (monotone: ok at small x), log bisection; lo if none."""
+    if ok(hi):
+        return hi
+    if not ok(lo):
+        return lo
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def basis_extent(widths, cutoff: float) -> float:
+    """Radius (Å, ≤ cutoff) beyond which every GTO primitive r^n e^{−r²/2σ_n²} is below 1e-8 of
+    its maximum (host).  Sets the resolution of the J_nl table: J_nl varies on the scale
+    1/extent in k, so the Hermite step is TABLE_STEP/extent."""
+    w = np.asarray(widths, dtype=np.float64)
+    r = np.linspace(0.0, float(cutoff), 4001)[1:]
+    extent = 0.0
+    for n, s in enumerate(w):
+        logg = n * np.log(r) - r * r / (2.0 * s * s)
+        alive = r[logg >= logg.max() - math.log(1e8)]
+        extent = max(extent, float(alive.max()))
+    return min(float(cutoff), extent)
+
+
+def _mesh_kmax(mesh_cell: np.ndarray, shape) -> float:
+    """Largest |k| on the mesh (1/Å): the corner 2π Σ_d (K_d/2) b_d, maximised over signs."""
+    recip = np.linalg.inv(mesh_cell).T
+    half = np.asarray(shape, dtype=np.float64) / 2.0
+    best = 0.0
+    for s in np.ndindex(2, 2, 2):
+        v = ((2 * np.asarray(s) - 1) * half) @ recip
+        best = max(best, float(np.linalg.norm(v)))
+    return 2.0 * math.pi * best
+
+
+def tune_lode(cell, sigma: float, *, cutoff: float, max_radial: int, max_angular: int, n_species: int,
+              method: str = "auto", accuracy: float = 1e-6, exclude_center: bool = False,
+              mesh=None, order: int | None = None, k_cutoff: float | None = None,
+              n_atoms: int = 1000, multipoles: bool = False, dtype: str = "float64",
+              radial_widths=None) -> LodeParams:
+    """Choose the route and its parameters for a requested feature accuracy (host, numpy).
+
+    Args:
+      cell: (3, 3) concrete numpy cell, or None (open boundary → "direct").
+      sigma: σ_L in Å (concrete).  cutoff, max_radial, max_angular, n_species: the basis.
+      method: "auto", "ksum", "pme" or "direct".  accuracy: target relative RMS error.
+      mesh: (K1, K2, K3) along the cell vectors as given, or a full MeshSpec; order: spline
+        order; k_cutoff: 1/Å — fixed values that the search respects.
+      n_atoms: atom count (for the cost model).  multipoles: tune for
+        :func:`lode_multipoles` (derivative order 2 instead of max_angular).
+      radial_widths: concrete basis widths (default ``gto_widths(cutoff, max_radial)``); they
+        set the resolution of the J_nl table.
+
+    Returns:
+      :class:`LodeParams`.
+
+    Example:
+      >>> import numpy as np
+      >>> p = tune_lode(np.eye(3) * 20.0, 1.0, cutoff=4.0, max_radial=4, max_angular=3, n_species=2,
+      ...               accuracy=1e-4)
+      >>> p.method, p.mesh.order >= 5
+      ('pme', True)
+    """
+    L = int(max_angular)
+    base = dict(cutoff=float(cutoff), max_radial=int(max_radial), max_angular=L, n_species=int(n_species),
+                exclude_center=bool(exclude_center))
+    if cell is None:
+        if method not in ("auto", "direct"):
+            raise ValueError(f"method={method!r} needs a periodic cell; use method='direct' (or 'auto').")
+        return LodeParams("direct", **base)
+    if method == "direct":
+        raise ValueError("method='direct' is the open-boundary route; for a periodic cell use 'ksum' or 'pme'.")
+    cell = np.asarray(cell, dtype=np.float64)
+    sigma = float(sigma)
+    if method == "ksum":
+        kc = float(k_cutoff) if k_cutoff is not None else ksum_cutoff(sigma, accuracy)
+        return LodeParams("ksum", k_cutoff=kc, n_points=radial_points(cutoff, kc), **base)
+    # PME
+    d_order = 2 if multipoles else L
+    costs = COSTS["float32" if str(dtype) == "float32" else "float64"]
+    if isinstance(mesh, MeshSpec):
+        specs = [mesh]
+    else:
+        if mesh is not None:
+            basis = np.eye(3, dtype=np.int64)
+        else:
+            basis = reduced_basis(cell)
+        mesh_cell = basis @ cell
+        widths = perpendicular_widths(mesh_cell)
+        basis_t = tuple(tuple(int(v) for v in row) for row in basis)
+        if order is not None and int(order) < d_order + 2:
+            raise ValueError(f"spline order {order} is too low: derivatives of order {d_order} need order ≥ "
+                             f"{d_order + 2} (≥ {d_order + 4} recommended).")
+        orders = (int(order),) if order is not None else tuple(p for p in LODE_ORDERS if p >= d_order + 2)
+        if not orders:
+            raise ValueError(f"no supported spline order ≥ {d_order + 2} for max_angular={L}; "
+                             f"the largest is {LODE_ORDERS[-1]} (use method='ksum').")
+        specs = []
+        for p in orders:
+            if mesh is not None:
+                shape = tuple(int(k) for k in mesh)
+            else:
+                def err(x, p=p):
+                    return pme_error(p, L, x, multipoles)
+                x = _bisect_spacing(lambda x: err(x) <= accuracy, 1e-3, 2.0)
+                shape = tuple(max(p, fft_friendly(math.ceil(w / (x * sigma)))) for w in widths)
+            specs.append(MeshSpec(shape, p, basis=basis_t))
+    best = None
+    for spec in specs:
+        mesh_cell = np.asarray(spec.basis) @ cell
+        x = float(np.max(perpendicular_widths(mesh_cell) / np.asarray(spec.shape))) / sigma
+        e = pme_error(spec.order, L, x, multipoles)
+        m = float(np.prod(spec.shape))
+        channels = n_species * (1 if multipoles else int(max_radial))
+        per_l = [3] if multipoles else [l + 1 for l in range(L + 1)]
+        cost = channels * sum(costs["fft"] * m * math.log2(max(m, 2.0)) + 4 * costs["mesh"] * m
+                              + costs["stencil"] * n_atoms * spec.order**3 * k / 2 for k in per_l)
+        key = (0 if e <= accuracy * 1.0001 else 1, cost if e <= accuracy * 1.0001 else e)
+        if best is None or key < best[0]:
+            best = (key, spec, e)
+    _, spec, e = best
+    k_top = min(_mesh_kmax(np.asarray(spec.basis) @ cell, spec.shape), K_NEGLIGIBLE / sigma)
+    extent = basis_extent(gto_widths(cutoff, max_radial) if radial_widths is None else radial_widths, cutoff)
+    n_table = int(math.ceil(k_top * extent / TABLE_STEP)) + 2
+    return LodeParams("pme", mesh=spec, n_points=radial_points(cutoff, k_top), n_table=n_table,
+                      estimated_error=e, **base)
+
+
+# ---- front doors -----------------------------------------------------------------------------------
+def _concrete_value(x):
+    """Concrete numpy value of x, looking through eager autodiff tracers; None under jit."""
+    while isinstance(x, jax.core.Tracer):
+        primal = getattr(x, "primal", None)
+        if primal is None:
+            return None
+        x = primal
+    return None if x is None else np.asarray(x)
+
+
+def _positive(name, value):
+    v = _concrete_value(value)
+    if v is None:
+        return None
+    if v.shape != () or not np.isfinite(v) or not v > 0:
+        raise ValueError(f"{name} must be a positive finite number (Å), got {value!r}.")
+    return float(v)
+
+
+def _species_index(species, species_list, atom_mask, n: int):
+    """Species channels (tuple of ints) and the (N,) index array (−1 for padding)."""
+    if np.shape(species) != (n,):
+        raise ValueError(f"species must have shape ({n},) to match positions, got {np.shape(species)}.")
+    sp = _concrete_value(species)
+    mask = None if atom_mask is None else _concrete_value(atom_mask)
+    if atom_mask is not None and np.shape(atom_mask) != (n,):
+        raise ValueError(f"atom_mask must have shape ({n},), got {np.shape(atom_mask)}.")
+    if sp is not None and (not np.all(np.isfinite(sp)) or not np.all(sp == np.round(sp))):
+        raise ValueError("species must be integer atomic numbers.")
+    if species_list is None:
+        if sp is None or (atom_mask is not None and mask is None):
+            raise ValueError("species (and atom_mask) are traced: pass species_list=[...] to fix the channels.")
+        real = sp if mask is None else sp[np.asarray(mask, bool)]
+        channels = tuple(int(z) for z in np.unique(real))
+    else:
+        channels = tuple(int(z) for z in species_list)
+        if len(set(channels)) != len(channels) or len(channels) == 0:
+            raise ValueError(f"species_list must list distinct atomic numbers, got {species_list!r}.")
+        if sp is not None:
+            real = sp if mask is None else sp[np.asarray(mask, bool)]
+            missing = sorted(set(int(z) for z in np.unique(real)) - set(channels))
+            if missing:
+                raise ValueError(f"species {missing} are not in species_list {list(channels)}.")
+    if not channels:
+        raise ValueError("no atoms: every atom is masked out.")
+    table = jnp.asarray(channels)
+    match = jnp.asarray(species)[:, None] == table[None, :]
+    index = jnp.where(jnp.any(match, axis=1), jnp.argmax(match, axis=1), -1).astype(jnp.int32)
+    if atom_mask is not None:
+        index = jnp.where(jnp.asarray(atom_mask, bool), index, -1)
+    return channels, index
+
+
+def _prepare(positions, species, cell, sigma, method, accuracy, species_list, atom_mask, mesh, order, k_cutoff):
+    """Validation shared by the front doors (host, before anything is compiled)."""
+    if method not in LODE_METHODS:
+        raise ValueError(f"method must be one of {LODE_METHODS}, got {method!r}.")
+    try:
+        accuracy = float(accuracy)
+    except (TypeError, ValueError):
+        raise ValueError(f"accuracy must be a number in (0, 1), got {accuracy!r}.") from None
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"accuracy is a relative RMS feature error and must lie in (0, 1), got {accuracy!r}.")
+    positions = check_positions(positions)
+    n = positions.shape[0]
+    dtype = positions.dtype if jnp.issubdtype(positions.dtype, jnp.floating) else jnp.zeros(()).dtype
+    positions = positions.astype(dtype)
+    if np.shape(sigma) != ():
+        raise ValueError(f"sigma (σ_L) must be a scalar width in Å, got shape {np.shape(sigma)}.")
+    sigma_np = _positive("sigma", sigma)
+    channels, index = _species_index(species, species_list, atom_mask, n)
+    if cell is None:
+        if method in ("ksum", "pme"):
+            raise ValueError(f"method={method!r} needs a periodic cell; pass cell=... or use method='direct'.")
+    else:
+        if method == "direct":
+            raise ValueError("method='direct' is the open-boundary route; for a periodic cell use 'ksum' or 'pme'.")
+        cell = check_cell(cell).astype(dtype)
+    if order is not None and (int(order) != order or order % 2 or not 4 <= order <= 12):
+        raise ValueError(f"order must be an even spline order in 4…12, got {order!r}.")
+    if mesh is not None and not isinstance(mesh, MeshSpec):
+        mesh = tuple(int(k) for k in mesh)
+        if len(mesh) != 3 or min(mesh) < (order or 4):
+            raise ValueError(f"mesh must be three integers, each at least the spline order; got {mesh}.")
+    if k_cutoff is not None:
+        _positive("k_cutoff", k_cutoff)
+    return positions, index, channels, cell, sigma_np, accuracy, dtype
+
+
+def _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, n, multipoles, **basis):
+    """Tuned :class:`LodeParams` from concrete inputs (the cell and σ_L decide the mesh / k-cutoff)."""
+    cell_np = None if cell is None else _concrete_value(cell)
+    if cell is not None and (cell_np is None or sigma_np is None):
+        raise ValueError("the cell or sigma is traced (inside jit): pass params=... (e.g. result.params of an "
+                         "eager call, or jaxlr.features.lode.tune_lode(...)), or call the functional core "
+                         "lode_features.")
+    return tune_lode(cell_np, 1.0 if sigma_np is None else sigma_np, method=method, accuracy=accuracy, mesh=mesh,
+                     order=order, k_cutoff=k_cutoff, n_atoms=n, multipoles=multipoles,
+                     dtype=jnp.dtype(dtype).name, **basis)
+
+
+def _check_params(params: LodeParams, cell, **expected) -> None:
+    """A user-supplied LodeParams must describe the same basis and boundary as the call."""
+    for key, value in expected.items():
+        if getattr(params, key) != value:
+            raise ValueError(f"params.{key}={getattr(params, key)!r} contradicts {key}={value!r}; "
+                             "tune new params or pass matching arguments.")
+    if (cell is None) != (params.method == "direct"):
+        raise ValueError(f"params.method={params.method!r} does not match "
+                         f"{'an open boundary' if cell is None else 'a periodic cell'}.")
+
+
+def _kvectors(params, cell, dtype):
+    if params.method != "ksum":
+        return None
+    cell_np = _concrete_value(cell)
+    if cell_np is None:
+        raise ValueError("method='ksum' inside jit needs the functional core lode_features(..., kvectors=...).")
+    return jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)
+
+
+def _features_in_order(positions, species_index, order, *, sigma, widths, params, cell, kvectors):
+    """:func:`lode_features` evaluated on the atoms permuted by ``order`` (None: as given),
+    returned in the caller's order.  A spatially sorted order makes the mesh scatter and
+    gathers cache-friendly for large systems."""
+    if order is None:
+        return lode_features(positions, species_index, sigma=sigma, widths=widths, params=params, cell=cell,
+                             kvectors=kvectors)
+    values = lode_features(positions[order], species_index[order], sigma=sigma, widths=widths, params=params,
+                           cell=cell, kvectors=kvectors)
+    inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+    return values[inverse]
+
+
+_evaluate = jax.jit(_features_in_order, static_argnames=("params",))
+_evaluate_multipoles = jax.jit(multipole_features, static_argnames=("params",))
+
+
+def lode(positions, species, *, cell=None, cutoff: float, max_radial: int, max_angular: int, sigma,
+         method: str = "auto", accuracy: float = 1e-6, species_list=None, exclude_center: bool = False,
+         radial_widths=None, atom_mask=None, mesh=None, order: int | None = None,
+         k_cutoff: float | None = None, params: LodeParams | None = None) -> LodeResult:
+    """LODE features ⟨a n l m|V_i⟩ of every atom (see the module docstring for the definition).
+
+    Args:
+      positions: (N, 3) Å.
+      species: (N,) atomic numbers (int).
+      cell: (3, 3) Å, rows are lattice vectors (periodic in 3D), or None (open boundary).
+      cutoff: r_c in Å, radius of the projection sphere.  max_radial: number of radial
+        functions n_max.  max_angular: L (features for l = 0 … L).
+      sigma: σ_L in Å, width of the atom Gaussians (traced: differentiable).
+      method: "auto" (direct when open, PME when periodic), "ksum", "pme" or "direct".
+      accuracy: target relative RMS feature error in (0, 1) (k-space routes; see the
+        module docstring).
+      species_list: atomic numbers of the channels, in order (default: sorted unique
+        species of the real atoms); needed when ``species`` is traced.
+      exclude_center: leave out the atom's own Gaussian (its periodic images stay).
+      radial_widths: (max_radial,) GTO widths in Å (default ``gto_widths(cutoff,
+        max_radial)``; traced: differentiable).
+      atom_mask: (N,) bool, False for padding atoms (they contribute nothing and get
+        zero features).
+      mesh, order, k_cutoff: override the tuned PME mesh ((K1, K2, K3) or a MeshSpec),
+        spline order, or k-sum cutoff (1/Å).
+      params: a full :class:`LodeParams` (e.g. ``result.params`` of an earlier call):
+        skips tuning; needed inside ``jax.jit`` with a traced cell or σ_L.
+
+    Returns:
+      :class:`LodeResult` with ``.values`` (N, n_species, max_radial, (max_angular+1)²)
+      in e/Å·Å^{3/2} (no k_e), ``.species`` and ``.params``.  Repeated calls with the same
+      shapes and settings reuse the compiled function.
+
+    Raises:
+      ValueError: bad shapes, NaN/inf, σ ≤ 0, cutoff ≤ 0, a degenerate cell, method/cell
+        mismatch, unknown method, accuracy outside (0, 1), species outside species_list.
+
+    Example:
+      >>> import numpy as np, jaxlr.features.lode as L
+      >>> R = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+      >>> res = L.lode(R, [8, 1, 1], cutoff=3.0, max_radial=4, max_angular=2, sigma=1.0)
+      >>> res.values.shape, res.species
+      ((3, 2, 4, 9), (1, 8))
+    """
+    positions, index, channels, cell, sigma_np, accuracy, dtype = _prepare(
+        positions, species, cell, sigma, method, accuracy, species_list, atom_mask, mesh, order, k_cutoff)
+    cutoff_v = _positive("cutoff", cutoff)
+    if cutoff_v is None:
+        raise ValueError("cutoff must be a concrete Python number (Å).")
+    for name, v, lo in (("max_radial", max_radial, 1), ("max_angular", max_angular, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer ≥ {lo}, got {v!r}.")
+    if radial_widths is None:
+        widths = jnp.asarray(gto_widths(cutoff_v, max_radial), dtype)
+    else:
+        if np.shape(radial_widths) != (max_radial,):
+            raise ValueError(f"radial_widths must have shape ({max_radial},), got {np.shape(radial_widths)}.")
+        w = _concrete_value(radial_widths)
+        if w is not None and not (np.all(np.isfinite(w)) and np.all(w > 0)):
+            raise ValueError("radial_widths must be positive finite widths in Å.")
+        widths = jnp.asarray(radial_widths, dtype)
+    basis = dict(cutoff=cutoff_v, max_radial=int(max_radial), max_angular=int(max_angular),
+                 n_species=len(channels), exclude_center=bool(exclude_center))
+    if params is None:
+        params = _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, positions.shape[0],
+                             False, radial_widths=_concrete_value(widths), **basis)
+    else:
+        _check_params(params, cell, **basis)
+    kvectors = _kvectors(params, cell, dtype)
+    sort = None
+    pos_np = _concrete_value(positions)
+    if params.method == "pme" and positions.shape[0] > SORT_ABOVE and pos_np is not None:
+        sort = jnp.asarray(spatial_order(pos_np, _concrete_value(cell)))
+    values = _evaluate(positions, index, sort, sigma=jnp.asarray(sigma, dtype), widths=widths, params=params,
+                       cell=cell, kvectors=kvectors)
+    return LodeResult(values=values, species=channels, params=params)
+
+
+def lode_multipoles(positions, species, *, cell=None, sigma, method: str = "auto", accuracy: float = 1e-6,
+                    species_list=None, exclude_center: bool = False, atom_mask=None, mesh=None,
+                    order: int | None = None, k_cutoff: float | None = None,
+                    params: LodeParams | None = None) -> LodeMultipoles:
+    """Potential, field and field gradient of each species' Gaussian density at each atom.
+
+    ``V_a(R_i)`` (l = 0), ``E = −∇V_a`` (l = 1) and ``∂E_α/∂x_β = −∂_α∂_β V_a`` (l = 2) for
+    ρ_a = Σ_{j∈a} unit Gaussians of width σ_L, no k_e factor, k = 0 dropped when periodic.
+    PME differentiates the B-spline interpolation of one mesh potential per species.
+
+    Args:
+      as :func:`lode` (no radial basis).  ``accuracy`` is the largest of the relative RMS
+      errors of the three outputs.
+
+    Returns:
+      :class:`LodeMultipoles`.
+
+    Example:
+      >>> import numpy as np, jaxlr.features.lode as L
+      >>> R = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0]])
+      >>> m = L.lode_multipoles(R, [1, 1], sigma=0.5, exclude_center=True)
+      >>> round(float(m.potential[0, 0]), 6), round(float(m.field[0, 0, 0]), 6)   # 1/r, −1/r² (erf ≈ 1)
+      (0.25, -0.0625)
+    """
+    positions, index, channels, cell, sigma_np, accuracy, dtype = _prepare(
+        positions, species, cell, sigma, method, accuracy, species_list, atom_mask, mesh, order, k_cutoff)
+    basis = dict(cutoff=1.0, max_radial=1, max_angular=0, n_species=len(channels),
+                 exclude_center=bool(exclude_center))
+    if params is None:
+        params = _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, positions.shape[0],
+                             True, **basis)
+    else:
+        _check_params(params, cell, n_species=len(channels), exclude_center=bool(exclude_center))
+    kvectors = _kvectors(params, cell, dtype)
+    pot, field, grad = _evaluate_multipoles(positions, index, sigma=jnp.asarray(sigma, dtype), params=params,
+                                            cell=cell, kvectors=kvectors)
+    return LodeMultipoles(potential=pot, field=field, field_gradient=grad, species=channels, params=params)
