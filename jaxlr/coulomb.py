@@ -35,7 +35,7 @@ from .kernels import self_kernel
 from .neighbors import Neighbors, neighbor_list
 from .pme import MeshSpec, pme_reciprocal_energy
 from .realspace import real_space_energy
-from .system import check_cell, check_per_atom, check_positions
+from .system import check_accuracy, check_cell, check_per_atom, check_positions, concrete_value
 from .units import KE
 
 __all__ = ["coulomb", "coulomb_energy", "coulomb_terms", "long_range_energy", "CoulombResult", "CoulombParams", "METHODS"]
@@ -218,14 +218,17 @@ def spatial_order(positions: np.ndarray, cell: np.ndarray, spacing: float = 4.0)
     return np.argsort(key, kind="stable").astype(np.int32)
 
 
-def _concrete_value(x):
-    """Concrete numpy value of x, looking through eager autodiff tracers; None under jit."""
-    while isinstance(x, jax.core.Tracer):
-        primal = getattr(x, "primal", None)
-        if primal is None:
-            return None
-        x = primal
-    return None if x is None else np.asarray(x)
+def sorted_neighbors(positions: np.ndarray, cell: np.ndarray, params: CoulombParams):
+    """Host neighbour list for ``params``, in spatial order for large PME systems.
+
+    Returns ``(neighbors, order)``: above :data:`SORT_ABOVE` atoms with PME, ``order`` is
+    the (N,) permutation of :func:`spatial_order` and the list refers to the permuted
+    atoms; otherwise ``order`` is None and the list refers to the atoms as given.
+    """
+    if positions.shape[0] > SORT_ABOVE and params.method == "pme":
+        order = spatial_order(positions, cell)
+        return neighbor_list(positions[order], params.cutoff, cell), jnp.asarray(order)
+    return neighbor_list(positions, params.cutoff, cell), None
 
 
 def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
@@ -277,10 +280,10 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
     """
     # concrete values of the user's inputs (numpy or eager arrays), taken before any
     # conversion: inside jit even jnp.asarray(numpy_array) is a tracer
-    pos_np = _concrete_value(positions)
-    q_np = _concrete_value(charges)
-    cell_np = None if cell is None else _concrete_value(cell)
-    sig_np = None if sigma is None else _concrete_value(sigma)
+    pos_np = concrete_value(positions)
+    q_np = concrete_value(charges)
+    cell_np = None if cell is None else concrete_value(cell)
+    sig_np = None if sigma is None else concrete_value(sigma)
     positions = check_positions(positions)
     n = positions.shape[0]
     charges = check_per_atom("charges", charges, n)
@@ -288,12 +291,7 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
         sigma = check_per_atom("sigma", sigma, n, positive=True)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    try:
-        accuracy = float(accuracy)
-    except (TypeError, ValueError):
-        raise ValueError(f"accuracy must be a number in (0, 1), got {accuracy!r}.") from None
-    if not 0.0 < accuracy < 1.0:
-        raise ValueError(f"accuracy is a relative force error and must lie in (0, 1), got {accuracy!r}.")
+    accuracy = check_accuracy(accuracy, " (a relative force error)")
     if order is not None and order not in tuning.ORDERS:
         raise ValueError(f"PME spline order must be one of {tuning.ORDERS}, got {order!r}.")
     for name, value in (("smearing", smearing), ("cutoff", cutoff), ("k_cutoff", k_cutoff)):
@@ -345,12 +343,7 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
                                  n_atoms=n, dtype=jnp.dtype(dtype).name)
     order = None
     if neighbors is None:
-        if n > SORT_ABOVE and params.method == "pme":
-            order = spatial_order(pos_np, cell_np)
-            neighbors = neighbor_list(pos_np[order], params.cutoff, cell_np)
-            order = jnp.asarray(order)
-        else:
-            neighbors = neighbor_list(pos_np, params.cutoff, cell_np)
+        neighbors, order = sorted_neighbors(pos_np, cell_np, params)
     kvectors = None
     if params.method == "ewald":
         kvectors = jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)

@@ -23,6 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .ewald import structure_tables
 from .kernels import pair_kernel, self_kernel
 from .neighbors import Neighbors, pair_displacements
 from .units import KE
@@ -85,13 +86,7 @@ def coulomb_matrix(positions, *, cell=None, sigma=None, smearing=None, neighbors
     volume = jnp.abs(jnp.linalg.det(cell))
 
     def chunk(acc, m):
-        k = m.astype(dtype) @ recip
-        k2 = jnp.sum(k * k, axis=-1)
-        nonzero = k2 > 0
-        safe = jnp.where(nonzero, k2, 1.0)
-        psi = jnp.where(nonzero, jnp.exp(-0.5 * smearing**2 * safe) / safe, 0.0)
-        phase = positions @ k.T
-        c, s = jnp.cos(phase), jnp.sin(phase)
+        _, psi, c, s = structure_tables(positions, m, recip, smearing)
         return acc + (c * psi) @ c.T + (s * psi) @ s.T, None
 
     rec, _ = jax.lax.scan(chunk, jnp.zeros((n, n), dtype), jnp.asarray(kvectors))

@@ -52,12 +52,11 @@ import jax.numpy as jnp
 from scipy.special import erfc as _erfc
 
 from .constraints import implicit_solve, solve_dense, solve_pcg
-from .coulomb import _concrete_value
 from .ewald import half_space_kvectors
 from .multipoles import (_shells, density_potentials, make_pme_matvec, multipole_matrix, pair_blocks)
 from .neighbors import Neighbors, neighbor_list
 from .pme import MeshSpec
-from .system import check_cell, check_positions, perpendicular_widths, reduced_basis
+from .system import check_accuracy, check_cell, check_positions, concrete_value, perpendicular_widths, reduced_basis
 from .tuning import fft_friendly
 from .units import KE
 
@@ -435,7 +434,7 @@ def per_atom_widths(index, s_widths, p_widths, basis: GaussianBasis):
 # host preparation: validation and parameters
 # ======================================================================================
 def _finite(name, value):
-    v = _concrete_value(value)
+    v = concrete_value(value)
     if v is not None and not np.all(np.isfinite(v)):
         raise ValueError(f"{name} contains NaN or inf; pass finite numbers.")
     return v
@@ -474,7 +473,7 @@ def _fragment_totals(fragments, fragment_charges, total_charge, n):
         if fragment_charges is not None:
             raise ValueError("fragment_charges needs fragments= (per-atom labels 0…F−1).")
         return np.zeros(n, np.int32), jnp.reshape(jnp.asarray(total_charge), (1,))
-    labels = _concrete_value(fragments)
+    labels = concrete_value(fragments)
     if labels is None:
         raise ValueError("fragments must be concrete integer labels (they fix the constraint structure).")
     labels = np.asarray(labels)
@@ -488,14 +487,14 @@ def _fragment_totals(fragments, fragment_charges, total_charge, n):
         raise ValueError(f"fragments must use every label 0…F−1 (F = {n_frag} fragment charges); got labels "
                          f"{np.unique(labels).tolist()}.")
     if fragment_charges is None:
-        total = _concrete_value(total_charge)
+        total = concrete_value(total_charge)
         if total is not None and float(total) != 0.0:
             raise ValueError("a charged system with several fragments needs fragment_charges= (one total "
                              "per fragment).")
         return labels.astype(np.int32), jnp.zeros((n_frag,))
     charges = jnp.asarray(fragment_charges)
     q_np = _finite("fragment_charges", fragment_charges)
-    t_np = _concrete_value(total_charge)
+    t_np = concrete_value(total_charge)
     # as in jaxlr.qeq: total_charge = 0 (the default) means "given by the fragment totals"
     if q_np is not None and t_np is not None and float(t_np) != 0.0 and abs(
             float(np.sum(q_np)) - float(t_np)) > 1e-9 * max(1.0, float(np.sum(np.abs(q_np)))):
@@ -658,13 +657,11 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
-    accuracy = float(accuracy)
-    if not 0.0 < accuracy < 1.0:
-        raise ValueError(f"accuracy must lie in (0, 1), got {accuracy!r}.")
-    pos_np = _concrete_value(positions)
+    accuracy = check_accuracy(accuracy)
+    pos_np = concrete_value(positions)
     positions = check_positions(positions)
     n = positions.shape[0]
-    species_np = _concrete_value(species)
+    species_np = concrete_value(species)
     if species_np is None:
         raise ValueError("species must be concrete integers (they fix the basis layout).")
     if species_np.shape != (n,):
@@ -708,16 +705,16 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
     else:
         if method == "direct":
             raise ValueError("method='direct' is the open boundary; for a periodic cell use 'ewald' or 'pme'.")
-        cell_np = _concrete_value(cell)
+        cell_np = concrete_value(cell)
         cell_j = check_cell(cell).astype(dtype)
         if cell_np is None:
             raise ValueError("density_qeq needs a concrete cell (k-vectors and mesh are chosen on the host); "
                              "use jaxlr.density.density_solve for derivatives with respect to the cell.")
-        q_tot = _concrete_value(totals)
+        q_tot = concrete_value(totals)
         if q_tot is not None and not background and abs(float(np.sum(q_tot))) > 1e-10:
             raise ValueError(f"the cell carries a net charge of {float(np.sum(q_tot)):.6g} e: pass "
                              "background=True for a uniform neutralising background.")
-        s_np, p_np = _concrete_value(s_w), _concrete_value(p_w)
+        s_np, p_np = concrete_value(s_w), concrete_value(p_w)
         if s_np is None or p_np is None:
             if smearing is None or cutoff is None:
                 raise ValueError("with traced widths in a periodic cell pass smearing= and cutoff= explicitly.")
@@ -749,11 +746,11 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
                   method=params.method, mesh=params.mesh, background=params.background, solver=params.solver,
                   tol=params.tol, maxiter=params.maxiter)
     result = dataclasses.replace(result, params=params)
-    ok = _concrete_value(result.converged)
+    ok = concrete_value(result.converged)
     if ok is not None and not bool(ok):
-        res = _concrete_value(result.residual)
+        res = concrete_value(result.residual)
         raise ValueError(f"the density solve did not converge (relative residual {float(res):.3g} after "
-                           f"{int(_concrete_value(result.iterations))} iterations, solver={params.solver!r}); "
+                           f"{int(concrete_value(result.iterations))} iterations, solver={params.solver!r}); "
                            "raise maxiter, loosen tol, or check that the local matrices are well conditioned.")
     return result
 
@@ -901,7 +898,7 @@ def project_density(positions, species, *, basis: GaussianBasis, density: Gaussi
         raise ValueError("pass exactly one of density= (a GaussianDensity) or rhs= (the (N, n_basis) projections).")
     positions = check_positions(positions)
     n = positions.shape[0]
-    species_np = _concrete_value(species)
+    species_np = concrete_value(species)
     if species_np is None or species_np.shape != (n,):
         raise ValueError(f"species must be concrete integers of shape ({n},).")
     index = basis.index(species_np)

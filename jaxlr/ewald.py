@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from .units import KE
 
-__all__ = ["half_space_kvectors", "ewald_reciprocal_energy"]
+__all__ = ["half_space_kvectors", "ewald_reciprocal_energy", "screened_inverse_square", "structure_tables"]
 
 
 def half_space_kvectors(cell: np.ndarray, k_cutoff: float, chunk: int = 256) -> np.ndarray:
@@ -47,6 +47,31 @@ def half_space_kvectors(cell: np.ndarray, k_cutoff: float, chunk: int = 256) -> 
     return out.reshape(n_chunks, chunk, 3)
 
 
+def screened_inverse_square(k2, width):
+    """``(ψ, safe)``: ψ = e^{−k²w²/2}/k² (Å², 0 at k = 0) and k² with 1 at k = 0.
+
+    The Gaussian-screened Coulomb factor (without 4π) of every reciprocal sum here: the
+    Ewald smearing s, or a LODE density width σ_L.  ``k2`` (any shape) in 1/Å²; the
+    k = 0 entries (the omitted term, or zero-vector padding) get ψ = 0 through a double
+    ``where``, so derivatives stay finite.
+    """
+    nonzero = k2 > 0
+    safe = jnp.where(nonzero, k2, 1.0)
+    return jnp.where(nonzero, jnp.exp(-0.5 * width**2 * safe) / safe, 0.0), safe
+
+
+def structure_tables(positions, m, recip, smearing):
+    """``(k, ψ, cos, sin)`` for a chunk of integer k-vectors ``m`` (K, 3).
+
+    ``k = m · recip`` (K, 3) in 1/Å, ψ (K,) from :func:`screened_inverse_square` and the
+    (N, K) tables cos(k·R), sin(k·R) — the pieces every explicit k-sum here is built from.
+    """
+    k = m.astype(positions.dtype) @ recip
+    psi, _ = screened_inverse_square(jnp.sum(k * k, axis=-1), smearing)
+    phase = positions @ k.T
+    return k, psi, jnp.cos(phase), jnp.sin(phase)
+
+
 def ewald_reciprocal_energy(positions, charges, cell, smearing, kvectors):
     """Reciprocal Ewald energy (eV) of point charges; jittable and differentiable.
 
@@ -56,21 +81,15 @@ def ewald_reciprocal_energy(positions, charges, cell, smearing, kvectors):
 
     Excludes the self term and the neutralising background (see :mod:`jaxlr.coulomb`).
     """
-    dtype = positions.dtype
     recip = 2.0 * math.pi * jnp.linalg.inv(cell).T
     volume = jnp.abs(jnp.linalg.det(cell))
 
     @jax.checkpoint
     def chunk_energy(m):
-        k = m.astype(dtype) @ recip
-        k2 = jnp.sum(k * k, axis=-1)
-        nonzero = k2 > 0
-        safe = jnp.where(nonzero, k2, 1.0)
-        psi = jnp.where(nonzero, 4.0 * math.pi * jnp.exp(-0.5 * smearing**2 * safe) / safe, 0.0)
-        phase = positions @ k.T
-        c = charges @ jnp.cos(phase)
-        s = charges @ jnp.sin(phase)
-        return jnp.sum(psi * (c * c + s * s))
+        _, psi, cos, sin = structure_tables(positions, m, recip, smearing)
+        c = charges @ cos
+        s = charges @ sin
+        return 4.0 * math.pi * jnp.sum(psi * (c * c + s * s))
 
     total = jnp.sum(jax.lax.map(chunk_energy, jnp.asarray(kvectors)))
     # half space counted twice; E = KE/(2V) Σ_full

@@ -71,6 +71,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erfc
 
+from .ewald import structure_tables
 from .neighbors import Neighbors, pair_displacements
 from .pme import MeshSpec, _interpolate, influence_function
 from .units import KE
@@ -266,13 +267,7 @@ def _reciprocal_matrix(positions, cell, smearing, kvectors):
     volume = jnp.abs(jnp.linalg.det(cell))
 
     def chunk(acc, m):
-        k = m.astype(dtype) @ recip
-        k2 = jnp.sum(k * k, axis=-1)
-        nonzero = k2 > 0
-        safe = jnp.where(nonzero, k2, 1.0)
-        psi = jnp.where(nonzero, jnp.exp(-0.5 * smearing**2 * safe) / safe, 0.0)
-        phase = positions @ k.T
-        c, s = jnp.cos(phase), jnp.sin(phase)
+        k, psi, c, s = structure_tables(positions, m, recip, smearing)
         # F = e^{ik·R} for a charge, i k_β e^{ik·R} for a dipole component β; F = a + i b
         a = jnp.concatenate([c[:, None], -k.T[None] * s[:, None]], axis=1).reshape(4 * n, -1)
         b = jnp.concatenate([s[:, None], k.T[None] * c[:, None]], axis=1).reshape(4 * n, -1)

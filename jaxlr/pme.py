@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from .ewald import screened_inverse_square
 from .splines import alias_sum_u, alias_sum_u2, bspline_weights
 from .units import KE
 
@@ -138,9 +139,7 @@ def influence_function(cell, smearing, spec: MeshSpec):
                 x3 = jnp.asarray(m3 + a3 * k3, dtype)[None, None, :]
                 k2sq = (metric[0, 0] * x1 * x1 + metric[1, 1] * x2 * x2 + metric[2, 2] * x3 * x3
                         + 2.0 * (metric[0, 1] * x1 * x2 + metric[0, 2] * x1 * x3 + metric[1, 2] * x2 * x3))
-                nonzero = k2sq > 0
-                safe = jnp.where(nonzero, k2sq, 1.0)
-                psi = jnp.where(nonzero, 4.0 * math.pi * jnp.exp(-0.5 * smearing**2 * safe) / safe, 0.0)
+                psi = 4.0 * math.pi * screened_inverse_square(k2sq, smearing)[0]
                 if spec.influence == "optimal":
                     w = (u2[0][a1][:, None, None] * u2[1][a2][None, :, None] * u2[2][a3][None, None, :])
                     psi = psi * jnp.asarray(w, dtype)

@@ -51,14 +51,14 @@ import jax.numpy as jnp
 
 from . import tuning
 from .constraints import implicit_solve, solve_dense, solve_pcg
-from .coulomb import (SORT_ABOVE, CoulombParams, _concrete_value, coulomb_energy, coulomb_terms,
-                      long_range_energy, spatial_order)
+from .coulomb import CoulombParams, coulomb_energy, coulomb_terms, long_range_energy, sorted_neighbors
 from .coulomb_matrix import coulomb_matrix
 from .ewald import half_space_kvectors
 from .kernels import pair_kernel
-from .neighbors import neighbor_list, pair_displacements
+from .neighbors import pair_displacements
 from .pme import MeshSpec
-from .system import check_cell, check_per_atom, check_positions
+from .qeq_precondition import mesh_correction, preconditioner_mesh
+from .system import check_accuracy, check_cell, check_per_atom, check_positions, concrete_value
 from .units import KE
 
 __all__ = ["qeq", "qeq_solve", "qeq_energy", "QeqResult", "QeqParams", "SOLVERS"]
@@ -312,7 +312,6 @@ def _equilibrate(positions, chi, hard, sigma, cell, smearing, neighbors, kvector
         inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
     correction = None
     if mesh_precondition is not None:
-        from .qeq_precondition import mesh_correction
         correction = mesh_correction(positions, hard, sigma, cell, mesh_precondition)
     q, lam, info = qeq_solve(positions, chi, hard, sigma, cell=cell, smearing=smearing, neighbors=neighbors,
                              kvectors=kvectors, method=method, mesh=mesh, background=background,
@@ -423,27 +422,22 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
       >>> [round(float(q), 4) for q in res.charges]
       [0.1178, -0.1178]
     """
-    pos_np = _concrete_value(positions)
-    cell_np = None if cell is None else _concrete_value(cell)
-    sig_np = _concrete_value(sigma)
+    pos_np = concrete_value(positions)
+    cell_np = None if cell is None else concrete_value(cell)
+    sig_np = concrete_value(sigma)
     positions = check_positions(positions)
     n = positions.shape[0]
     chi = check_per_atom("electronegativity", electronegativity, n)
     hard = check_per_atom("hardness", hardness, n)
     sigma = check_per_atom("sigma", sigma, n, positive=True)
-    hard_np = _concrete_value(hardness)
+    hard_np = concrete_value(hardness)
     if hard_np is not None and np.any(hard_np < 0):
         raise ValueError("hardness must be ≥ 0: with J_i < 0 the Qeq matrix can be indefinite (no minimum).")
     if method not in SOLVERS:
         raise ValueError(f"method (the solver) must be one of {SOLVERS}, got {method!r}.")
     if preconditioner not in ("auto", "jacobi", "mesh"):
         raise ValueError(f"preconditioner must be 'auto', 'jacobi' or 'mesh', got {preconditioner!r}.")
-    try:
-        accuracy = float(accuracy)
-    except (TypeError, ValueError):
-        raise ValueError(f"accuracy must be a number in (0, 1), got {accuracy!r}.") from None
-    if not 0.0 < accuracy < 1.0:
-        raise ValueError(f"accuracy must lie in (0, 1), got {accuracy!r}.")
+    accuracy = check_accuracy(accuracy)
     tol = accuracy if tol is None else float(tol)
     if not 0.0 < tol < 1.0:
         raise ValueError(f"tol must lie in (0, 1), got {tol!r}.")
@@ -491,12 +485,7 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
                                    smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff,
                                    background=background, n_atoms=n, dtype=jnp.dtype(dtype).name, costs=costs)
         if neighbors is None:
-            if n > SORT_ABOVE and coul.method == "pme":
-                order = spatial_order(pos_np, cell_np)
-                neighbors = neighbor_list(pos_np[order], coul.cutoff, cell_np)
-                order = jnp.asarray(order)
-            else:
-                neighbors = neighbor_list(pos_np, coul.cutoff, cell_np)
+            neighbors, order = sorted_neighbors(pos_np, cell_np, coul)
         kvectors = (jnp.asarray(half_space_kvectors(cell_np, coul.k_cutoff), dtype)
                     if coul.method == "ewald" else None)
     if solver == "dense" and coul.method not in ("direct", "ewald"):
@@ -508,8 +497,7 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
         raise ValueError("the mesh preconditioner is for method='pcg' in a periodic cell.")
     mesh_pre = None
     if precond == "mesh":
-        from .qeq_precondition import preconditioner_mesh
-        mesh_pre = preconditioner_mesh(cell_np, sig_np)
+        mesh_pre = preconditioner_mesh(cell_np)
     params = QeqParams(solver=solver, coulomb=coul, tol=tol, maxiter=int(maxiter), preconditioner=precond)
 
     if guess is not None:
@@ -522,9 +510,9 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
     result = QeqResult(charges=q, energy=energy, chemical_potential=lam, potentials=phi, forces=forces,
                        stress=stress, converged=info.converged, residual=info.residual,
                        iterations=info.iterations, params=params)
-    conv = _concrete_value(info.converged)
+    conv = concrete_value(info.converged)
     if conv is not None and not bool(conv):
-        res = _concrete_value(info.residual)
+        res = concrete_value(info.residual)
         if solver == "dense":
             raise ValueError("the dense Qeq factorisation failed: the system is not positive definite "
                              "(check hardness ≥ 0 and sigma > 0).")

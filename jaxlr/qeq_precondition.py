@@ -49,7 +49,7 @@ CAP = 0.9
 POWER_STEPS = 20
 
 
-def preconditioner_mesh(cell: np.ndarray, sigma: np.ndarray | None = None) -> MeshSpec:
+def preconditioner_mesh(cell: np.ndarray) -> MeshSpec:
     """Coarse mesh (static) for :func:`mesh_correction`: about ``SPACING`` Å, order 4."""
     widths = perpendicular_widths(np.asarray(cell, dtype=np.float64))
     shape = tuple(max(ORDER, fft_friendly(math.ceil(w / SPACING))) for w in widths)
@@ -92,7 +92,7 @@ def mesh_correction(positions, hardness, sigma, cell, spec: MeshSpec):
     nonzero = k2sq > 0
     safe = jnp.where(nonzero, k2sq, 1.0)
     kern = jnp.where(nonzero, 4.0 * math.pi * KE * jnp.exp(-sig2 * safe) / safe, 0.0)
-    spacing = jnp.max(jnp.asarray(perpendicular_widths_jax(cell)) / jnp.asarray(spec.shape, dtype))
+    spacing = jnp.max(_perpendicular_widths(cell) / jnp.asarray(spec.shape, dtype))
     taper = jnp.exp(-0.5 * safe * spacing**2)
     h = SAFETY * (k_tot / volume) * kern * d_mean / ((d_mean + density * kern) * u2) * taper
 
@@ -122,7 +122,7 @@ def mesh_correction(positions, hardness, sigma, cell, spec: MeshSpec):
     return correction
 
 
-def perpendicular_widths_jax(cell):
+def _perpendicular_widths(cell):
     """Distances between opposite faces of the cell (3,), jittable."""
     volume = jnp.abs(jnp.linalg.det(cell))
     areas = jnp.stack([jnp.linalg.norm(jnp.cross(cell[(d + 1) % 3], cell[(d + 2) % 3])) for d in range(3)])

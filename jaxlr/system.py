@@ -16,6 +16,8 @@ import jax.numpy as jnp
 __all__ = [
     "is_concrete",
     "concrete_or_none",
+    "concrete_value",
+    "check_accuracy",
     "check_positions",
     "check_per_atom",
     "check_cell",
@@ -29,6 +31,32 @@ __all__ = [
 def is_concrete(x) -> bool:
     """True when ``x`` holds numbers (not a tracer inside jit/grad/vmap)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+def concrete_value(x):
+    """Concrete numpy value of x, looking through eager autodiff tracers; None under jit.
+
+    Unlike :func:`concrete_or_none`, an argument being differentiated eagerly (a JVP
+    tracer wrapping a concrete array) still yields its value, so front doors can make
+    their static choices under ``jax.grad``.
+    """
+    while isinstance(x, jax.core.Tracer):
+        primal = getattr(x, "primal", None)
+        if primal is None:
+            return None
+        x = primal
+    return None if x is None else np.asarray(x)
+
+
+def check_accuracy(accuracy, meaning: str = "") -> float:
+    """``float(accuracy)`` if it lies in (0, 1), else a ValueError (``meaning`` says what it is)."""
+    try:
+        accuracy = float(accuracy)
+    except (TypeError, ValueError):
+        raise ValueError(f"accuracy must be a number in (0, 1), got {accuracy!r}.") from None
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"accuracy{meaning} must lie in (0, 1), got {accuracy!r}.")
+    return accuracy
 
 
 def concrete_or_none(x):

@@ -65,15 +65,20 @@ def random_system(seed, n, *, triclinic=False, gaussian=False, density=0.1, neut
     return positions, charges, cell, sigma
 
 
-def random_cluster(seed, n, *, gaussian=False, box=8.0, min_dist=0.8):
-    """Random open-boundary cluster with no two atoms closer than ``min_dist`` Å."""
-    rng = np.random.default_rng(seed)
+def separated_points(rng, n, box, min_dist):
+    """(n, 3) uniform points in [0, box)³, no two closer than ``min_dist`` (rejection sampling)."""
     pts = []
     while len(pts) < n:
         p = rng.uniform(0.0, box, 3)
         if all(np.linalg.norm(p - x) >= min_dist for x in pts):
             pts.append(p)
-    positions = np.array(pts)
+    return np.array(pts)
+
+
+def random_cluster(seed, n, *, gaussian=False, box=8.0, min_dist=0.8):
+    """Random open-boundary cluster with no two atoms closer than ``min_dist`` Å."""
+    rng = np.random.default_rng(seed)
+    positions = separated_points(rng, n, box, min_dist)
     charges = rng.uniform(-1.0, 1.0, n)
     sigma = rng.uniform(0.5, 1.2, n) if gaussian else None
     return positions, charges, sigma

@@ -23,6 +23,7 @@ from jaxlr.features import (cutoff_function, gto_widths, power_spectrum, flatten
                             radial_quadrature, real_spherical_harmonics, scaled_modified_spherical_bessel,
                             solid_harmonics, spherical_expansion, spherical_expansion_terms, wigner_d_real)
 from jaxlr.features.spherical import _jitted_terms
+from conftest import separated_points
 from conftest import random_rotation
 
 # One small static configuration and one system shape (N_ATOMS atoms, CAP neighbour
@@ -62,12 +63,8 @@ def _jacobian(positions, species_index, nbrs):
 
 def _cluster(seed, n, box=4.0, min_dist=0.9):
     rng = np.random.default_rng(seed)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(0.0, box, 3)
-        if all(np.linalg.norm(p - x) >= min_dist for x in pts):
-            pts.append(p)
-    return np.array(pts), rng.integers(0, 2, n).astype(np.int32)
+    positions = separated_points(rng, n, box, min_dist)
+    return positions, rng.integers(0, 2, n).astype(np.int32)
 
 
 # --------------------------------------------------------------------------------------

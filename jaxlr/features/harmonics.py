@@ -49,6 +49,16 @@ def _check_max_angular(max_angular) -> int:
     return int(max_angular)
 
 
+def _check_vectors(vectors):
+    """(..., 3) floating-point array (integers promoted), else a ValueError."""
+    v = jnp.asarray(vectors)
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        v = v.astype(jnp.result_type(float))
+    if v.shape[-1:] != (3,):
+        raise ValueError(f"vectors must have shape (..., 3), got {v.shape}.")
+    return v
+
+
 def _normalisation(l: int, m: int) -> float:
     """N_lm (times √2 for m ≠ 0), in float64 on the host."""
     m = abs(m)
@@ -113,11 +123,7 @@ def solid_harmonics(vectors, max_angular: int):
       [0.28209, 0.0, 0.97721, 0.0]
     """
     L = _check_max_angular(max_angular)
-    v = jnp.asarray(vectors)
-    if not jnp.issubdtype(v.dtype, jnp.floating):
-        v = v.astype(jnp.result_type(float))
-    if v.shape[-1:] != (3,):
-        raise ValueError(f"vectors must have shape (..., 3), got {v.shape}.")
+    v = _check_vectors(vectors)
     # y, z, x order is only the output convention; the recurrences take (x, y, z)
     return _solid(v[..., 0], v[..., 1], v[..., 2], L)
 
@@ -148,11 +154,7 @@ def real_spherical_harmonics(vectors, max_angular: int):
       [0.28209, 0.0, 0.0, 0.4886]
     """
     L = _check_max_angular(max_angular)
-    v = jnp.asarray(vectors)
-    if not jnp.issubdtype(v.dtype, jnp.floating):
-        v = v.astype(jnp.result_type(float))
-    if v.shape[-1:] != (3,):
-        raise ValueError(f"vectors must have shape (..., 3), got {v.shape}.")
+    v = _check_vectors(vectors)
     # scale by the largest component first so |v|² neither under- nor overflows; the
     # result does not depend on the scale, so it is held constant under differentiation
     # (exact, and avoids 1/vmax² underflowing in the derivative of v / vmax)

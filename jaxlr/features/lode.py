@@ -68,8 +68,9 @@ import jax.numpy as jnp
 from ..coulomb import SORT_ABOVE, spatial_order
 from ..ewald import half_space_kvectors
 from ..pme import MeshSpec
-from ..system import check_cell, check_positions, perpendicular_widths, reduced_basis
-from ..tuning import COSTS, fft_friendly
+from ..system import (check_accuracy, check_cell, check_positions, concrete_value, perpendicular_widths,
+                      reduced_basis)
+from ..tuning import COSTS, _bisect, fft_friendly
 from .lode_direct import lode_direct, lode_direct_multipoles
 from .lode_ksum import ksum_cutoff, lode_ksum, lode_ksum_multipoles
 from .lode_kspace import TABLE_STEP, radial_points
@@ -164,6 +165,15 @@ class LodeMultipoles:
 
 
 # ---- functional core ---------------------------------------------------------------------------
+def _periodic_cell(params: LodeParams, cell, kvectors, dtype):
+    """The cell as an array of ``dtype``; a ValueError when a periodic route lacks its inputs."""
+    if cell is None:
+        raise ValueError(f"method={params.method!r} needs a periodic cell; use method='direct' for an open boundary.")
+    if params.method == "ksum" and kvectors is None:
+        raise ValueError("method='ksum' needs kvectors=jaxlr.half_space_kvectors(cell, params.k_cutoff).")
+    return jnp.asarray(cell, dtype)
+
+
 def lode_features(positions, species_index, *, sigma, widths, params: LodeParams, cell=None, kvectors=None):
     """LODE features for static ``params`` — the pure, jittable functional core.
 
@@ -192,12 +202,8 @@ def lode_features(positions, species_index, *, sigma, widths, params: LodeParams
     common = dict(n_species=params.n_species, cutoff=params.cutoff, max_angular=params.max_angular)
     if params.method == "direct":
         return lode_direct(positions, species_index, sigma, widths, exclude_center=params.exclude_center, **common)
-    if cell is None:
-        raise ValueError(f"method={params.method!r} needs a periodic cell; use method='direct' for an open boundary.")
-    cell = jnp.asarray(cell, dtype)
+    cell = _periodic_cell(params, cell, kvectors, dtype)
     if params.method == "ksum":
-        if kvectors is None:
-            raise ValueError("method='ksum' needs kvectors=jaxlr.half_space_kvectors(cell, params.k_cutoff).")
         return lode_ksum(positions, species_index, cell, sigma, widths, kvectors, n_points=params.n_points,
                          exclude_center=params.exclude_center, **common)
     if params.method == "pme":
@@ -222,12 +228,8 @@ def multipole_features(positions, species_index, *, sigma, params: LodeParams, c
     if params.method == "direct":
         return lode_direct_multipoles(positions, species_index, sigma, n_species=params.n_species,
                                       exclude_center=params.exclude_center)
-    if cell is None:
-        raise ValueError(f"method={params.method!r} needs a periodic cell; use method='direct' for an open boundary.")
-    cell = jnp.asarray(cell, dtype)
+    cell = _periodic_cell(params, cell, kvectors, dtype)
     if params.method == "ksum":
-        if kvectors is None:
-            raise ValueError("method='ksum' needs kvectors=jaxlr.half_space_kvectors(cell, params.k_cutoff).")
         return lode_ksum_multipoles(positions, species_index, cell, sigma, kvectors, n_species=params.n_species,
                                     exclude_center=params.exclude_center)
     if params.method == "pme":
@@ -252,21 +254,6 @@ def pme_error(order: int, max_angular: int, x: float, multipoles: bool = False) 
         a, b = MULTIPOLE_ERROR_FIT[order]
         return LODE_ERROR_MARGIN * math.exp(a + b * math.log(x))
     return math.sqrt(sum(block_error(order, l, x) ** 2 for l in range(max_angular + 1)))
-
-
-def _bisect_spacing(ok, lo: float, hi: float) -> float:
-    """Largest x in [lo, hi] with ok(x) (monotone: ok at small x), log bisection; lo if none."""
-    if ok(hi):
-        return hi
-    if not ok(lo):
-        return lo
-    for _ in range(60):
-        mid = math.sqrt(lo * hi)
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 def basis_extent(widths, cutoff: float) -> float:
@@ -363,7 +350,7 @@ def tune_lode(cell, sigma: float, *, cutoff: float, max_radial: int, max_angular
             else:
                 def err(x, p=p):
                     return pme_error(p, L, x, multipoles)
-                x = _bisect_spacing(lambda x: err(x) <= accuracy, 1e-3, 2.0)
+                x = _bisect(lambda x: err(x) <= accuracy, 1e-3, 2.0)
                 shape = tuple(max(p, fft_friendly(math.ceil(w / (x * sigma)))) for w in widths)
             specs.append(MeshSpec(shape, p, basis=basis_t))
     best = None
@@ -388,18 +375,8 @@ def tune_lode(cell, sigma: float, *, cutoff: float, max_radial: int, max_angular
 
 
 # ---- front doors -----------------------------------------------------------------------------------
-def _concrete_value(x):
-    """Concrete numpy value of x, looking through eager autodiff tracers; None under jit."""
-    while isinstance(x, jax.core.Tracer):
-        primal = getattr(x, "primal", None)
-        if primal is None:
-            return None
-        x = primal
-    return None if x is None else np.asarray(x)
-
-
 def _positive(name, value):
-    v = _concrete_value(value)
+    v = concrete_value(value)
     if v is None:
         return None
     if v.shape != () or not np.isfinite(v) or not v > 0:
@@ -411,8 +388,8 @@ def _species_index(species, species_list, atom_mask, n: int):
     """Species channels (tuple of ints) and the (N,) index array (−1 for padding)."""
     if np.shape(species) != (n,):
         raise ValueError(f"species must have shape ({n},) to match positions, got {np.shape(species)}.")
-    sp = _concrete_value(species)
-    mask = None if atom_mask is None else _concrete_value(atom_mask)
+    sp = concrete_value(species)
+    mask = None if atom_mask is None else concrete_value(atom_mask)
     if atom_mask is not None and np.shape(atom_mask) != (n,):
         raise ValueError(f"atom_mask must have shape ({n},), got {np.shape(atom_mask)}.")
     if sp is not None and (not np.all(np.isfinite(sp)) or not np.all(sp == np.round(sp))):
@@ -445,12 +422,7 @@ def _prepare(positions, species, cell, sigma, method, accuracy, species_list, at
     """Validation shared by the front doors (host, before anything is compiled)."""
     if method not in LODE_METHODS:
         raise ValueError(f"method must be one of {LODE_METHODS}, got {method!r}.")
-    try:
-        accuracy = float(accuracy)
-    except (TypeError, ValueError):
-        raise ValueError(f"accuracy must be a number in (0, 1), got {accuracy!r}.") from None
-    if not 0.0 < accuracy < 1.0:
-        raise ValueError(f"accuracy is a relative RMS feature error and must lie in (0, 1), got {accuracy!r}.")
+    accuracy = check_accuracy(accuracy, " (a relative RMS feature error)")
     positions = check_positions(positions)
     n = positions.shape[0]
     dtype = positions.dtype if jnp.issubdtype(positions.dtype, jnp.floating) else jnp.zeros(()).dtype
@@ -479,7 +451,7 @@ def _prepare(positions, species, cell, sigma, method, accuracy, species_list, at
 
 def _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, n, multipoles, **basis):
     """Tuned :class:`LodeParams` from concrete inputs (the cell and σ_L decide the mesh / k-cutoff)."""
-    cell_np = None if cell is None else _concrete_value(cell)
+    cell_np = None if cell is None else concrete_value(cell)
     if cell is not None and (cell_np is None or sigma_np is None):
         raise ValueError("the cell or sigma is traced (inside jit): pass params=... (e.g. result.params of an "
                          "eager call, or jaxlr.features.lode.tune_lode(...)), or call the functional core "
@@ -503,7 +475,7 @@ def _check_params(params: LodeParams, cell, **expected) -> None:
 def _kvectors(params, cell, dtype):
     if params.method != "ksum":
         return None
-    cell_np = _concrete_value(cell)
+    cell_np = concrete_value(cell)
     if cell_np is None:
         raise ValueError("method='ksum' inside jit needs the functional core lode_features(..., kvectors=...).")
     return jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)
@@ -583,7 +555,7 @@ def lode(positions, species, *, cell=None, cutoff: float, max_radial: int, max_a
     else:
         if np.shape(radial_widths) != (max_radial,):
             raise ValueError(f"radial_widths must have shape ({max_radial},), got {np.shape(radial_widths)}.")
-        w = _concrete_value(radial_widths)
+        w = concrete_value(radial_widths)
         if w is not None and not (np.all(np.isfinite(w)) and np.all(w > 0)):
             raise ValueError("radial_widths must be positive finite widths in Å.")
         widths = jnp.asarray(radial_widths, dtype)
@@ -591,14 +563,14 @@ def lode(positions, species, *, cell=None, cutoff: float, max_radial: int, max_a
                  n_species=len(channels), exclude_center=bool(exclude_center))
     if params is None:
         params = _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, positions.shape[0],
-                             False, radial_widths=_concrete_value(widths), **basis)
+                             False, radial_widths=concrete_value(widths), **basis)
     else:
         _check_params(params, cell, **basis)
     kvectors = _kvectors(params, cell, dtype)
     sort = None
-    pos_np = _concrete_value(positions)
+    pos_np = concrete_value(positions)
     if params.method == "pme" and positions.shape[0] > SORT_ABOVE and pos_np is not None:
-        sort = jnp.asarray(spatial_order(pos_np, _concrete_value(cell)))
+        sort = jnp.asarray(spatial_order(pos_np, concrete_value(cell)))
     values = _evaluate(positions, index, sort, sigma=jnp.asarray(sigma, dtype), widths=widths, params=params,
                        cell=cell, kvectors=kvectors)
     return LodeResult(values=values, species=channels, params=params)

@@ -31,6 +31,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from ..ewald import screened_inverse_square
 from .harmonics import solid_harmonics
 from .lode_kspace import projected_bessel, radial_evaluator, radial_nodes, self_projection
 
@@ -70,10 +71,7 @@ def _structure(positions, onehot, k):
 
 def _psi(k, sigma):
     """ψ(k) = e^{−σ²k²/2}/k² (0 at k = 0) and a safe |k| (1 at k = 0)."""
-    k2 = jnp.sum(k * k, axis=-1)
-    nonzero = k2 > 0
-    safe = jnp.where(nonzero, k2, 1.0)
-    psi = jnp.where(nonzero, jnp.exp(-0.5 * sigma**2 * safe) / safe, 0.0)
+    psi, safe = screened_inverse_square(jnp.sum(k * k, axis=-1), sigma)
     return psi, jnp.sqrt(safe)
 
 
@@ -149,6 +147,22 @@ def self_multipoles(sigma, dtype):
     return v, v / (3.0 * sigma**2) * jnp.eye(3, dtype=dtype)
 
 
+def finish_multipoles(pot, field, grad, species_index, onehot, sigma, exclude_center: bool):
+    """Subtract each atom's own Gaussian (if asked) and zero the padding atoms' multipoles.
+
+    ``pot`` (N, A), ``field`` (N, A, 3), ``grad`` (N, A, 3, 3); ``onehot`` (N, A) species
+    indicator; padding atoms have ``species_index < 0``.  Shared by the k-sum and PME routes.
+    """
+    if exclude_center:
+        v, g = self_multipoles(sigma, pot.dtype)
+        pot = pot - onehot * v
+        grad = grad - onehot[:, :, None, None] * g
+    valid = species_index >= 0
+    zero = jnp.zeros((), pot.dtype)
+    return (jnp.where(valid[:, None], pot, zero), jnp.where(valid[:, None, None], field, zero),
+            jnp.where(valid[:, None, None, None], grad, zero))
+
+
 def lode_ksum_multipoles(positions, species_index, cell, sigma, kvectors, *, n_species: int,
                          exclude_center: bool = False):
     """Potential, field and field gradient of each species density at each atom (k-sum).
@@ -185,12 +199,5 @@ def lode_ksum_multipoles(positions, species_index, cell, sigma, kvectors, *, n_s
             jnp.zeros((n, n_species, 3, 3), dtype))
     (pot, field, grad), _ = jax.lax.scan(chunk, init, jnp.asarray(kvectors))
     scale = 8.0 * math.pi / volume
-    pot, field, grad = scale * pot, scale * field, scale * grad
-    if exclude_center:
-        v, g = self_multipoles(sigma, dtype)
-        pot = pot - onehot * v
-        grad = grad - onehot[:, :, None, None] * g
-    valid = species_index >= 0
-    zero = jnp.zeros((), dtype)
-    return (jnp.where(valid[:, None], pot, zero), jnp.where(valid[:, None, None], field, zero),
-            jnp.where(valid[:, None, None, None], grad, zero))
+    return finish_multipoles(scale * pot, scale * field, scale * grad, species_index, onehot, sigma,
+                             exclude_center)

@@ -48,10 +48,11 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from ..ewald import screened_inverse_square
 from ..pme import MeshSpec, spread_charges
 from ..splines import bspline_weights
 from .harmonics import solid_harmonics
-from .lode_ksum import self_multipoles
+from .lode_ksum import finish_multipoles
 from .lode_kspace import (hermite_basis, interpolate_radial_integral, radial_evaluator, radial_integral_table,
                           radial_nodes, self_projection)
 
@@ -268,9 +269,8 @@ def _mesh_geometry(positions, cell, sigma, spec: MeshSpec):
     x3 = jnp.asarray(m3, dtype)[None, None, :]
     k2 = (metric[0, 0] * x1 * x1 + metric[1, 1] * x2 * x2 + metric[2, 2] * x3 * x3
           + 2.0 * (metric[0, 1] * x1 * x2 + metric[0, 2] * x1 * x3 + metric[1, 2] * x2 * x3))
-    nonzero = k2 > 0
-    safe = jnp.where(nonzero, k2, 1.0)
-    psi = jnp.where(nonzero, jnp.exp(-0.5 * sigma**2 * safe) / safe, 0.0) * jnp.asarray(deconv, dtype)
+    psi, safe = screened_inverse_square(k2, sigma)
+    psi = psi * jnp.asarray(deconv, dtype)
     return frac, bmat, volume, jnp.sqrt(safe), psi
 
 
@@ -386,13 +386,6 @@ def make_lode_pme_multipoles(spec: MeshSpec, *, n_species: int, exclude_center: 
         pot, field, grad = jax.lax.map(species, jnp.arange(n_species))
         pot, field, grad = pot.T, field.transpose(1, 0, 2), grad.transpose(1, 0, 2, 3)
         onehot = (species_index[:, None] == jnp.arange(n_species)[None, :]).astype(dtype)
-        if exclude_center:
-            v, g = self_multipoles(sigma, dtype)
-            pot = pot - onehot * v
-            grad = grad - onehot[:, :, None, None] * g
-        valid = species_index >= 0
-        zero = jnp.zeros((), dtype)
-        return (jnp.where(valid[:, None], pot, zero), jnp.where(valid[:, None, None], field, zero),
-                jnp.where(valid[:, None, None, None], grad, zero))
+        return finish_multipoles(pot, field, grad, species_index, onehot, sigma, exclude_center)
 
     return multipoles

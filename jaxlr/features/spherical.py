@@ -72,7 +72,7 @@ import jax
 import jax.numpy as jnp
 
 from ..neighbors import Neighbors, neighbor_list, pair_displacements
-from ..system import check_cell, check_positions
+from ..system import check_cell, check_positions, concrete_value
 from .harmonics import real_spherical_harmonics
 from .radial import _check_cutoff, _primitives, gto_widths, radial_transform
 
@@ -453,17 +453,8 @@ _STATIC = ("n_species", "cutoff", "max_radial", "max_angular", "n_quadrature", "
 _jitted_terms = jax.jit(spherical_expansion_terms, static_argnames=_STATIC)
 
 
-def _concrete_value(x):
-    """Concrete numpy value of x, looking through eager autodiff tracers; None under jit."""
-    while isinstance(x, jax.core.Tracer):
-        x = getattr(x, "primal", None)
-        if x is None:
-            return None
-    return None if x is None else np.asarray(x)
-
-
 def _positive_scalar(name, value, *, allow_array=False):
-    v = _concrete_value(value)
+    v = concrete_value(value)
     if v is None:
         return
     if v.shape != () and not allow_array:
@@ -535,8 +526,8 @@ def spherical_expansion(positions, species, *, cell=None, cutoff: float, max_rad
       >>> res.values.shape, res.species
       ((3, 2, 6, 25), (1, 8))
     """
-    pos_np = _concrete_value(positions)
-    cell_np = None if cell is None else _concrete_value(cell)
+    pos_np = concrete_value(positions)
+    cell_np = None if cell is None else concrete_value(cell)
     positions = check_positions(positions)
     n_atoms = positions.shape[0]
     cutoff = _check_cutoff(cutoff)
@@ -551,10 +542,10 @@ def spherical_expansion(positions, species, *, cell=None, cutoff: float, max_rad
             raise ValueError(f"widths must have shape ({max_radial},) (max_radial), got {jnp.shape(widths)}.")
         _positive_scalar("widths", widths, allow_array=True)
     _positive_scalar("cutoff_width", cutoff_width)
-    cw = _concrete_value(cutoff_width)
+    cw = concrete_value(cutoff_width)
     if cw is not None and float(cw) > cutoff:
         raise ValueError(f"cutoff_width ({float(cw):g} Å) must not exceed the cutoff ({cutoff:g} Å).")
-    cwt = _concrete_value(center_atom_weight)
+    cwt = concrete_value(center_atom_weight)
     if cwt is not None and (cwt.shape != () or not np.isfinite(cwt)):
         raise ValueError(f"center_atom_weight must be a finite scalar, got {center_atom_weight!r}.")
 
@@ -585,7 +576,7 @@ def spherical_expansion(positions, species, *, cell=None, cutoff: float, max_rad
                              "pass neighbors= (jaxlr.neighbor_list on the host, or jaxlr.from_jax_md) or "
                              "use the functional core spherical_expansion_terms.")
         neighbors = neighbor_list(pos_np, cutoff, cell_np)
-    overflow = _concrete_value(neighbors.overflow)
+    overflow = concrete_value(neighbors.overflow)
     if overflow is not None and bool(overflow):
         raise ValueError("the neighbour list overflowed its capacity (jax-md did_buffer_overflow); "
                          "reallocate it (neighbor_fn.allocate) and call again.")
