@@ -138,6 +138,14 @@ def solve_pcg(matvec: Callable, b, B, c, diagonal, *, x0=None, tol=1e-6, maxiter
     Returns:
       ``(x, lam, info)`` as :func:`solve_dense`; ``info.converged`` is False if ``maxiter``
       was reached first.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> A = jnp.array([[2.0, 0.5], [0.5, 2.0]]); B = jnp.ones((2, 1))
+      >>> x, lam, info = solve_pcg(lambda v: A @ v, jnp.array([1.0, -1.0]), B, jnp.zeros(1),
+      ...                          jnp.diag(A), tol=1e-10)
+      >>> [round(float(v), 6) for v in x], bool(info.converged)
+      ([0.666667, -0.666667], True)
     """
     inv_d = 1.0 / diagonal
     MB = inv_d[:, None] * B
@@ -215,6 +223,15 @@ def implicit_solve(matvec: Callable, b, B, c, solver: Callable):
     Returns:
       ``(x, lam, info)``; derivatives of x and λ with respect to b, c and anything
       ``matvec`` closes over are exact up to the solver tolerance, whatever the solver.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> B = jnp.ones((2, 1)); c = jnp.zeros(1)
+      >>> def x0(b, a):                          # first coordinate of the minimiser
+      ...     A = jnp.array([[a, 0.5], [0.5, 2.0]])
+      ...     return implicit_solve(lambda v: A @ v, b, B, c, lambda bb, cc: solve_dense(A, bb, B, cc))[0][0]
+      >>> round(float(jax.grad(x0, argnums=1)(jnp.array([1.0, -1.0]), 2.0)), 6)   # d x0 / d A_00 = −2/(A_00 + 1)²
+      -0.222222
     """
     op = kkt_matvec(matvec, B)
     n = B.shape[0]

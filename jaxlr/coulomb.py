@@ -129,6 +129,13 @@ def long_range_energy(positions, charges, *, cell=None, sigma=None, smearing=Non
     Self-energies (Gaussian and Ewald), the reciprocal sum ("ewald" or "pme") and the
     neutralising background.  Solvers that apply the Coulomb operator many times at fixed
     positions (Qeq) cache the real-space pair kernels and add this part's potentials.
+    Arguments, shapes and units as :func:`coulomb_energy`; returns a scalar in eV.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> R = jnp.zeros((1, 3)); q = jnp.ones(1); s = jnp.ones(1)
+      >>> round(float(long_range_energy(R, q, sigma=s, method="direct")), 6)   # KE/(2√π σ)
+      4.062065
     """
     dtype = positions.dtype
     if method == "direct":
