@@ -41,8 +41,6 @@ __all__ = ["preconditioner_mesh", "mesh_correction"]
 #: target spacing (Å) of the preconditioner's mesh, and its spline order
 SPACING = 2.0
 ORDER = 4
-#: fraction of the ideal plane-wave correction applied
-SAFETY = 1.0
 #: largest allowed eigenvalue of the scaled correction (1 would make M⁻¹ singular), and the
 #: power-iteration steps that estimate it (power iteration approaches λ_max from below)
 CAP = 0.9
@@ -94,7 +92,7 @@ def mesh_correction(positions, hardness, sigma, cell, spec: MeshSpec):
     kern = jnp.where(nonzero, 4.0 * math.pi * KE * jnp.exp(-sig2 * safe) / safe, 0.0)
     spacing = jnp.max(_perpendicular_widths(cell) / jnp.asarray(spec.shape, dtype))
     taper = jnp.exp(-0.5 * safe * spacing**2)
-    h = SAFETY * (k_tot / volume) * kern * d_mean / ((d_mean + density * kern) * u2) * taper
+    h = (k_tot / volume) * kern * d_mean / ((d_mean + density * kern) * u2) * taper
 
     def apply(h, r):
         mesh = spread_charges(frac, inv_d * r, spec)
