@@ -1,0 +1,35 @@
+"""jaxlr models (flax.linen) and the :class:`Potential` that lifts them to padded batches.
+
+Five models share one input (:class:`AtomsBatch`) and one output (:class:`ModelOutput`):
+``"local"``, ``"lode"`` (multi-scale LODE; linear variant by :func:`fit_ridge`),
+``"latent"`` (latent charges + Coulomb), ``"qeq"`` (charge equilibration inside the
+model) and ``"density"`` (multipolar density coefficients).
+"""
+
+from .descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
+from .electrostatics import CoulombSpec
+from .energy_models import MODELS, DensityModel, LatentChargeModel, LocalModel, LodeModel, QeqModel
+from .inputs import TARGETS, AtomsBatch, ModelOutput, Targets
+from .nets import SpeciesMLP
+from .potential import Potential, build_potential
+
+__all__ = [
+    "AtomsBatch",
+    "CoulombSpec",
+    "DensityModel",
+    "LatentChargeModel",
+    "LocalModel",
+    "LocalSpec",
+    "LodeModel",
+    "LodeSpec",
+    "MODELS",
+    "ModelOutput",
+    "Potential",
+    "QeqModel",
+    "SpeciesMLP",
+    "TARGETS",
+    "Targets",
+    "build_potential",
+    "local_invariants",
+    "multiscale_invariants",
+]

@@ -1,0 +1,46 @@
+"""Tiny synthetic batches for examples and tests (host, numpy)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..neighbors import neighbor_list, with_capacity
+from .inputs import AtomsBatch
+
+__all__ = ["toy_batch"]
+
+
+def toy_batch(species, *, cutoff: float, n_structures: int = 2, n_atoms: int = 6, periodic: bool = False,
+              box: float = 7.0, seed: int = 0, pad: int = 2, total_charge: float = 0.0) -> AtomsBatch:
+    """A batch of small random structures (atoms ≥ 1.2 Å apart), each padded by ``pad`` slots.
+
+    Structure k has ``n_atoms - k % 2`` real atoms, species drawn from ``species``.
+    """
+    rng = np.random.default_rng(seed)
+    n_pad = n_atoms + pad
+    pos = np.zeros((n_structures, n_pad, 3))
+    spec = -np.ones((n_structures, n_pad), np.int32)
+    mask = np.zeros((n_structures, n_pad), bool)
+    lists = []
+    cell = np.eye(3) * box
+    for k in range(n_structures):
+        n = n_atoms - k % 2
+        pts = []
+        while len(pts) < n:
+            p = rng.random(3) * (box if periodic else 0.6 * box)
+            if all(np.linalg.norm(p - q) > 1.2 for q in pts):
+                pts.append(p)
+        pos[k, :n] = pts
+        spec[k, :n] = rng.integers(0, len(species), n)
+        mask[k, :n] = True
+        lists.append(neighbor_list(pos[k], cutoff, cell if periodic else None, atom_mask=mask[k]))
+    cap = max(nl.capacity for nl in lists)
+    nbrs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[with_capacity(nl, cap) for nl in lists])
+    fr = np.where(mask, 0, -1).astype(np.int32)
+    return AtomsBatch(positions=jnp.asarray(pos), species=jnp.asarray(spec), atom_mask=jnp.asarray(mask),
+                      structure_mask=jnp.ones(n_structures, bool),
+                      total_charge=jnp.full(n_structures, float(total_charge)), fragments=jnp.asarray(fr),
+                      fragment_charges=jnp.full((n_structures, 1), float(total_charge)), neighbors=nbrs,
+                      cell=jnp.asarray(np.broadcast_to(cell, (n_structures, 3, 3))) if periodic else None)
