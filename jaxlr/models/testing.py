@@ -44,3 +44,24 @@ def toy_batch(species, *, cutoff: float, n_structures: int = 2, n_atoms: int = 6
                       total_charge=jnp.full(n_structures, float(total_charge)), fragments=jnp.asarray(fr),
                       fragment_charges=jnp.full((n_structures, 1), float(total_charge)), neighbors=nbrs,
                       cell=jnp.asarray(np.broadcast_to(cell, (n_structures, 3, 3))) if periodic else None)
+
+
+def single_structure_batch(positions, species_index, *, cutoff: float, n_pad: int | None = None, cell=None,
+                           total_charge: float = 0.0) -> AtomsBatch:
+    """A batch holding one structure (B = 1), padded to ``n_pad`` atom slots."""
+    positions = np.asarray(positions, dtype=np.float64)
+    n = positions.shape[0]
+    n_pad = n if n_pad is None else int(n_pad)
+    pos = np.zeros((n_pad, 3))
+    pos[:n] = positions
+    mask = np.arange(n_pad) < n
+    spec = -np.ones(n_pad, np.int32)
+    spec[:n] = species_index
+    nl = neighbor_list(pos, cutoff, cell, atom_mask=mask)
+    nbrs = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], nl)
+    return AtomsBatch(positions=jnp.asarray(pos)[None], species=jnp.asarray(spec)[None],
+                      atom_mask=jnp.asarray(mask)[None], structure_mask=jnp.ones(1, bool),
+                      total_charge=jnp.full(1, float(total_charge)),
+                      fragments=jnp.asarray(np.where(mask, 0, -1).astype(np.int32))[None],
+                      fragment_charges=jnp.full((1, 1), float(total_charge)), neighbors=nbrs,
+                      cell=None if cell is None else jnp.asarray(cell, jnp.float64)[None])
