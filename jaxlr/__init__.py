@@ -14,7 +14,8 @@ from .batch import Batch, pad_batch
 from .constraints import SolverInfo, implicit_solve, solve_dense, solve_pcg
 from .coulomb import METHODS, CoulombParams, CoulombResult, coulomb, coulomb_energy, coulomb_terms
 from .coulomb_matrix import coulomb_matrix
-from . import features
+from . import features, models, train
+from .models import AtomsBatch, ModelOutput, Potential, build_potential
 from .features import (SphericalExpansion, flatten_invariants, gto_widths, power_spectrum, radial_basis,
                        real_spherical_harmonics, spherical_expansion, spherical_expansion_terms)
 from .features.lode import (LodeMultipoles, LodeParams, LodeResult, lode, lode_features, lode_multipoles,
@@ -34,6 +35,7 @@ from .units import KE
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtomsBatch",
     "Batch",
     "CoulombParams",
     "CoulombResult",
@@ -46,7 +48,9 @@ __all__ = [
     "LodeResult",
     "METHODS",
     "MeshSpec",
+    "ModelOutput",
     "Neighbors",
+    "Potential",
     "ProjectionResult",
     "QeqParams",
     "QeqResult",
@@ -54,6 +58,7 @@ __all__ = [
     "SphericalExpansion",
     "assemble_linear",
     "assemble_local",
+    "build_potential",
     "coulomb",
     "coulomb_energy",
     "coulomb_matrix",
@@ -74,6 +79,7 @@ __all__ = [
     "lode_multipoles",
     "make_pme_matvec",
     "make_reciprocal_energy",
+    "models",
     "multipole_features",
     "multipole_matrix",
     "neighbor_list",
@@ -94,6 +100,7 @@ __all__ = [
     "solve_pcg",
     "spherical_expansion",
     "spherical_expansion_terms",
+    "train",
     "tune_coulomb",
     "tune_lode",
 ]

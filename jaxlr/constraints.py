@@ -71,6 +71,15 @@ def kkt_matvec(matvec: Callable, B):
     return op
 
 
+def _empty_columns(B):
+    """diag(1) on constraints that act on no variable (empty fragments of a padded batch).
+
+    Such a constraint reads 0 = c_f; with this shift its multiplier is c_f (0 for an empty
+    fragment of total 0) instead of a singular m × m system.
+    """
+    return jnp.diag((jnp.sum(B * B, axis=0) == 0).astype(B.dtype))
+
+
 def solve_dense(A, b, B, c):
     """Exact solution of the constrained quadratic problem by Cholesky factorisation.
 
@@ -103,7 +112,7 @@ def solve_dense(A, b, B, c):
 
     y0 = cho_solve(b + alpha * (B @ c))
     Y = cho_solve(B)
-    schur = B.T @ Y
+    schur = B.T @ Y + _empty_columns(B)
     lam = jnp.linalg.solve(schur, c - B.T @ y0)
     x = y0 + Y @ lam
     ok = jnp.all(jnp.isfinite(chol))
@@ -149,7 +158,7 @@ def solve_pcg(matvec: Callable, b, B, c, diagonal, *, x0=None, tol=1e-6, maxiter
     """
     inv_d = 1.0 / diagonal
     MB = inv_d[:, None] * B
-    S = B.T @ MB                                      # (m, m) = Bᵀ M⁻¹ B
+    S = B.T @ MB + _empty_columns(B)                  # (m, m) = Bᵀ M⁻¹ B
     S_inv = jnp.linalg.inv(S)
 
     def to_constraints(x):                           # nearest point of {Bᵀx = c} in the M metric

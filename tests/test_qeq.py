@@ -444,3 +444,19 @@ def test_bad_input():
     chi_copy = chi.copy()
     jaxlr.qeq(R, chi, J, sig)
     np.testing.assert_array_equal(chi, chi_copy)
+
+
+@pytest.mark.parametrize("solver", ["dense", "pcg"])
+def test_empty_fragment_is_harmless(solver):
+    """A padded batch gives every structure the same number of fragments; an empty one
+    (no atoms, total 0) must leave the charges unchanged and the gradients finite."""
+    R = jnp.array([[0.0, 0, 0], [2.0, 0, 0], [0, 2.5, 0]])
+    chi, J, s = jnp.array([0.0, 1.0, -0.5]), jnp.full(3, 8.0), jnp.ones(3)
+    one, _, _ = qeq_solve(R, chi, J, s, fragment_charges=jnp.array([1.0]), solver=solver, tol=1e-12)
+
+    def charges(c):
+        return qeq_solve(R, c, J, s, fragments=jnp.zeros(3, int), fragment_charges=jnp.array([1.0, 0.0]),
+                         solver=solver, tol=1e-12)[0]
+
+    np.testing.assert_allclose(charges(chi), one, atol=1e-12)
+    assert np.all(np.isfinite(jax.jacobian(charges)(chi)))
