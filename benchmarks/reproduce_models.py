@@ -71,7 +71,7 @@ def main():
     print("| model | " + " | ".join(f"n={m}" for m in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     for name, c in curves.items():
-        print(f"| {name} | " + " | ".join(f"{e:.2%}" for e in c["relative_rmse"]) + " |")
+        print(f"| {name} | " + " | ".join(f"{100 * e:.2g}%" for e in c["relative_rmse"]) + " |")
     print("\n| dimer model | near (< 6 Å, train) RMSE / eV | far (≥ 6 Å, test) RMSE / eV |")
     print("|---|---|---|")
     for name, r in list(ridge.items()) + list(nets.items()):

@@ -140,9 +140,9 @@ def demo(run_dir: str = "jaxlr-demo", qeq_epochs: int = 25) -> None:
     print("\nSummary")
     print(f"   {'model':22s} {'point charges, rel. RMSE':>26s} {'dimers far RMSE/eV':>20s}")
     names = list(curves)
-    print(f"   {'local':22s} {curves[names[0]]['relative_rmse'][-1]:26.2%} "
+    print(f"   {'local':22s} {100 * curves[names[0]]['relative_rmse'][-1]:25.2g}% "
           f"{ridge[list(ridge)[0]]['far_rmse']:20.3f}")
-    print(f"   {'LODE':22s} {curves[names[1]]['relative_rmse'][-1]:26.2%} "
+    print(f"   {'LODE':22s} {100 * curves[names[1]]['relative_rmse'][-1]:25.2g}% "
           f"{ridge[list(ridge)[1]]['far_rmse']:20.3f}")
     print(f"   {'Qeq':22s} {'':>26s} {qeq['far_rmse']:20.3f}")
     print(f"\nPlots, history and checkpoint of the Qeq model: {run_dir}/   ({time.perf_counter() - t0:.0f} s)")

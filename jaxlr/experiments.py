@@ -116,7 +116,7 @@ def point_charge_curves(n_structures: int = 2000, n_test: int = 500, train_sizes
             lams.append(lam)
         out[name] = dict(train_sizes=sizes, relative_rmse=errs, lambdas=lams, seconds=time.perf_counter() - t0)
         if log:
-            log(f"  {name:14s} " + "  ".join(f"{m}: {e:.2%}" for m, e in zip(sizes, errs)))
+            log(f"  {name:14s} " + "  ".join(f"{m}: {100 * e:.2g}%" for m, e in zip(sizes, errs)))
     return out
 
 
