@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from .models import build_potential
-from .models.ridge import structure_design
+from .models.ridge import ridge_solve, structure_design
 
 __all__ = ["point_charge_curves", "dimer_designs", "ridge_cv", "dimer_ridge", "train_dimer_model",
            "dimer_binding", "qeq_checks", "POINT_CHARGE_MODELS", "DIMER_RIDGE_MODELS"]
@@ -62,14 +62,6 @@ def _design_in_order(pot, dataset, batch_size=64):
     return rows, y - counts @ offsets, counts.sum(axis=1)
 
 
-def _solve(a, y, lam, w=None):
-    w = np.ones(len(y)) if w is None else w
-    aw = a * w[:, None]
-    g = aw.T @ aw
-    g[np.diag_indices_from(g)] += lam * np.trace(g) / len(g) + 1e-300
-    return np.linalg.solve(g, aw.T @ (y * w))
-
-
 def ridge_cv(a, y, w=None, *, folds: int = 5, lambdas=LAMBDAS, seed: int = 0):
     """Ridge weights with λ chosen by k-fold cross-validation on the training rows only."""
     n = len(y)
@@ -82,11 +74,11 @@ def ridge_cv(a, y, w=None, *, folds: int = 5, lambdas=LAMBDAS, seed: int = 0):
         for f in range(k):
             test = order[f::k]
             train = np.setdiff1d(order, test)
-            th = _solve(a[train], y[train], lam, w[train])
+            th = ridge_solve(a[train], y[train], lam, w[train])
             err += np.sum(((a[test] @ th - y[test]) * w[test]) ** 2)
         if best is None or err < best[0]:
             best = (err, lam)
-    return _solve(a, y, best[1], w), best[1]
+    return ridge_solve(a, y, best[1], w), best[1]
 
 
 def point_charge_curves(n_structures: int = 2000, n_test: int = 500, train_sizes=(10, 30, 100, 300, 1000, 1500),

@@ -13,7 +13,6 @@ Functions of one (unbatched) :class:`jaxlr.models.AtomsBatch` entry; models ``vm
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +22,7 @@ from ..features.lode import LodeParams, lode_features, tune_lode
 from ..features.radial import gto_widths
 from ..features.spherical import spherical_expansion_terms
 from ..pme import MeshSpec
-from ..tuning import fft_friendly
+from .electrostatics import mesh_spacing, periodic_cells, shape_for_spacing
 
 __all__ = ["LocalSpec", "LodeSpec", "local_invariants", "multiscale_invariants", "far_padding", "plan_lode",
            "lode_params"]
@@ -78,11 +77,6 @@ def far_padding(positions, atom_mask):
     return jnp.where(atom_mask[:, None], positions, far)
 
 
-def _pairs(n: int):
-    iu = np.triu_indices(n)
-    return iu
-
-
 def local_invariants(s, spec: LocalSpec, n_species: int):
     """(N, D) local invariants of one structure (zero rows for padding atoms).
 
@@ -94,7 +88,7 @@ def local_invariants(s, spec: LocalSpec, n_species: int):
     n = c.shape[0]
     k = n_species * spec.max_radial
     p = power_spectrum(c).reshape(n, k, k, spec.max_angular + 1)
-    iu = _pairs(k)
+    iu = np.triu_indices(k)
     nu2 = p[:, iu[0], iu[1], :].reshape(n, -1)
     return jnp.concatenate([c[..., 0].reshape(n, k), nu2], axis=1)
 
@@ -118,19 +112,16 @@ def plan_lode(spec: LodeSpec, n_species: int, cells, accuracy: float = 1e-4) -> 
     ``accuracy``; the k-space tables are sized for the cell whose mesh reaches the
     largest |k|.  Open boundaries (``cells`` all None) return ``spec`` unchanged.
     """
-    cells = [None if c is None else np.asarray(c, dtype=np.float64) for c in cells]
-    if all(c is None for c in cells):
+    cells = periodic_cells(cells)
+    if cells is None:
         return spec
-    if any(c is None for c in cells):
-        raise ValueError("a model's cells must be all periodic or all open.")
     kw = dict(cutoff=spec.cutoff, max_radial=spec.max_radial, max_angular=spec.max_angular, n_species=n_species,
               method="pme")
-    shapes, orders = [], []
+    shapes = []
     for c in cells:
         p = tune_lode(c, spec.sigma, accuracy=accuracy, order=spec.order, **kw)
         shapes.append(p.mesh.shape if p.mesh.basis == ((1, 0, 0), (0, 1, 0), (0, 0, 1)) else
-                      _identity_shape(c, p))
-        orders.append(p.mesh.order)
+                      shape_for_spacing(c, mesh_spacing(c, p.mesh)))
     shape = tuple(int(max(s[d] for s in shapes)) for d in range(3))
     best = None
     for c in cells:
@@ -138,14 +129,6 @@ def plan_lode(spec: LodeSpec, n_species: int, cells, accuracy: float = 1e-4) -> 
         if best is None or p.n_table > best.n_table or p.n_points > best.n_points:
             best = p
     return dataclasses.replace(spec, mesh=shape, n_points=int(best.n_points), n_table=int(best.n_table))
-
-
-def _identity_shape(cell, params):
-    """Mesh points along the cell vectors as given with the spacing of a tuned mesh."""
-    from ..system import perpendicular_widths
-    mesh_cell = np.asarray(params.mesh.basis) @ cell
-    h = float(np.max(perpendicular_widths(mesh_cell) / np.asarray(params.mesh.shape)))
-    return tuple(fft_friendly(int(math.ceil(w / h))) for w in perpendicular_widths(cell))
 
 
 def multiscale_invariants(s, spec: LodeSpec, n_species: int):

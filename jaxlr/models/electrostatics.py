@@ -38,6 +38,27 @@ class CoulombSpec:
     order: int = 6
 
 
+def periodic_cells(cells):
+    """The cells as float64 arrays, or None when all are open; a mix raises ValueError."""
+    cells = [None if c is None else np.asarray(c, dtype=np.float64) for c in cells]
+    if all(c is None for c in cells):
+        return None
+    if any(c is None for c in cells):
+        raise ValueError("a model's cells must be all periodic or all open.")
+    return cells
+
+
+def mesh_spacing(cell: np.ndarray, mesh: MeshSpec) -> float:
+    """Largest spacing (Å) of ``mesh`` between mesh planes of ``cell``."""
+    mesh_cell = np.asarray(mesh.basis) @ cell
+    return float(np.max(perpendicular_widths(mesh_cell) / np.asarray(mesh.shape)))
+
+
+def shape_for_spacing(cell: np.ndarray, spacing: float) -> tuple:
+    """FFT-friendly mesh points along the cell vectors as given for a plane spacing ≤ ``spacing``."""
+    return tuple(fft_friendly(int(np.ceil(w / spacing))) for w in perpendicular_widths(cell))
+
+
 def plan_coulomb(spec: CoulombSpec, cells, cutoff: float) -> CoulombSpec:
     """Choose smearing and a common PME mesh for a family of cells (host).
 
@@ -45,11 +66,9 @@ def plan_coulomb(spec: CoulombSpec, cells, cutoff: float) -> CoulombSpec:
     largest cell with ±1 stand-in charges at a water-like density, and the mesh spacing
     it needs is applied to every cell (finest over the family).
     """
-    cells = [None if c is None else np.asarray(c, dtype=np.float64) for c in cells]
-    if all(c is None for c in cells):
+    cells = periodic_cells(cells)
+    if cells is None:
         return spec
-    if any(c is None for c in cells):
-        raise ValueError("a model's cells must be all periodic or all open.")
     vols = [abs(np.linalg.det(c)) for c in cells]
     big = cells[int(np.argmax(vols))]
     n = max(8, int(0.1 * max(vols)))
@@ -57,12 +76,11 @@ def plan_coulomb(spec: CoulombSpec, cells, cutoff: float) -> CoulombSpec:
     pos = rng.random((n, 3)) @ big
     p = tune_coulomb(pos, _tuning_charges(n), big, method="pme", accuracy=spec.accuracy, cutoff=cutoff,
                      order=spec.order)
-    mesh_cell = np.asarray(p.mesh.basis) @ big
-    h = float(np.max(perpendicular_widths(mesh_cell) / np.asarray(p.mesh.shape)))
+    h = mesh_spacing(big, p.mesh)
     shape = [0, 0, 0]
     for c in cells:
-        w = perpendicular_widths(c)
-        shape = [max(shape[d], fft_friendly(int(np.ceil(w[d] / h))), p.mesh.order) for d in range(3)]
+        fine = shape_for_spacing(c, h)
+        shape = [max(shape[d], fine[d], p.mesh.order) for d in range(3)]
     return dataclasses.replace(spec, smearing=float(p.smearing), mesh=tuple(int(k) for k in shape),
                                order=int(p.mesh.order))
 

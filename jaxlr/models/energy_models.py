@@ -57,8 +57,24 @@ class _Base(nn.Module):
         e0 = jnp.where(s.species >= 0, offsets[jnp.clip(s.species, 0)], 0.0)
         return scale * eps + e0
 
+    def descriptors(self, s):
+        """Raw features ``{stats name: (N, D)}`` whose standardisation Potential.init fits."""
+        return {"std_local": local_invariants(_open_safe(s), self.local, len(self.species))}
+
     def local_features(self, s):
         return Standardize(name="std_local")(local_invariants(s, self.local, len(self.species)))
+
+    def per_atom(self, name: str, value: float, s):
+        """A learnable positive per-species parameter gathered per atom (1 on padding atoms)."""
+        table = species_parameter(self, name, len(self.species), value, s.positions.dtype)
+        return jnp.where(s.atom_mask, table[jnp.clip(s.species, 0)], 1.0)
+
+    def solver_options(self, s):
+        """Coulomb keyword arguments plus the solver choice of a charge solve on ``s``:
+        dense for open boundaries, PME-matvec PCG for periodic cells (with the background)."""
+        periodic = s.cell is not None
+        return dict(coulomb_kwargs(s, self.coulomb), solver="pcg" if periodic else "dense", background=periodic,
+                    tol=self.tol, maxiter=self.maxiter)
 
     def dipole(self, s, charges, atomic=None):
         d = jnp.sum(charges[:, None] * jnp.where(s.atom_mask[:, None], s.positions, 0.0), axis=0)
@@ -77,9 +93,6 @@ class LocalModel(_Base):
     local: LocalSpec = LocalSpec()
     hidden: Sequence[int] = (64, 64)
     activation: str = "silu"
-
-    def descriptors(self, s):
-        return {"std_local": local_invariants(_open_safe(s), self.local, len(self.species))}
 
     @nn.compact
     def __call__(self, s):
@@ -156,9 +169,6 @@ class LatentChargeModel(_Base):
     activation: str = "silu"
     sigma: float = 1.0
 
-    def descriptors(self, s):
-        return {"std_local": local_invariants(_open_safe(s), self.local, len(self.species))}
-
     @nn.compact
     def __call__(self, s):
         s = _open_safe(s)
@@ -167,8 +177,7 @@ class LatentChargeModel(_Base):
         raw = SpeciesMLP(len(self.species), tuple(self.charge_hidden), 1, self.activation, name="charge_net")(
             f, s.species)[:, 0]
         q = _fragment_shift(raw, s)
-        widths = species_parameter(self, "sigma", len(self.species), self.sigma, s.positions.dtype)
-        sig = jnp.where(s.atom_mask, widths[jnp.clip(s.species, 0)], 1.0)
+        sig = self.per_atom("sigma", self.sigma, s)
         e_coul = structure_coulomb_energy(s, q, sig, self.coulomb, background=s.cell is not None)
         return {"energy": jnp.sum(e) + e_coul, "atom_energies": e, "charges": q, "dipole": self.dipole(s, q)}
 
@@ -199,29 +208,17 @@ class QeqModel(_Base):
     tol: float = 1e-8
     maxiter: int = 300
 
-    def descriptors(self, s):
-        return {"std_local": local_invariants(_open_safe(s), self.local, len(self.species))}
-
     @nn.compact
     def __call__(self, s):
         s = _open_safe(s)
         f = self.local_features(s)
         e = self.short_range(s, f)
-        dtype = s.positions.dtype
         chi = SpeciesMLP(len(self.species), tuple(self.chi_hidden), 1, self.activation, name="chi_net")(
             f, s.species)[:, 0]
-        idx = jnp.clip(s.species, 0)
-        hard = jnp.where(s.atom_mask, species_parameter(self, "hardness", len(self.species), self.hardness,
-                                                        dtype)[idx], 1.0)
-        sig = jnp.where(s.atom_mask, species_parameter(self, "sigma", len(self.species), self.sigma, dtype)[idx],
-                        1.0)
-        kw = coulomb_kwargs(s, self.coulomb)
-        solver = "dense" if s.cell is None else "pcg"
-        if s.cell is not None:
-            kw["kvectors"] = None
+        hard = self.per_atom("hardness", self.hardness, s)
+        sig = self.per_atom("sigma", self.sigma, s)
         q, _, _ = qeq_solve(s.positions, chi, hard, sig, fragments=s.fragments,
-                            fragment_charges=s.fragment_charges, atom_mask=s.atom_mask, solver=solver,
-                            tol=self.tol, maxiter=self.maxiter, background=s.cell is not None, **kw)
+                            fragment_charges=s.fragment_charges, atom_mask=s.atom_mask, **self.solver_options(s))
         e_coul = structure_coulomb_energy(s, q, sig, self.coulomb, background=s.cell is not None)
         e_qeq = jnp.sum(jnp.where(s.atom_mask, chi * q + 0.5 * hard * q * q, 0.0)) + e_coul
         return {"energy": jnp.sum(e) + e_qeq, "atom_energies": e, "charges": q, "dipole": self.dipole(s, q),
@@ -259,9 +256,6 @@ class DensityModel(_Base):
     tol: float = 1e-8
     maxiter: int = 300
 
-    def descriptors(self, s):
-        return {"std_local": local_invariants(_open_safe(s), self.local, len(self.species))}
-
     def n_basis(self) -> int:
         return self.n_s + 3 * self.n_p
 
@@ -295,13 +289,10 @@ class DensityModel(_Base):
         sigma_s = jnp.where(s.atom_mask[:, None], ws[idx], 1.0)
         sigma_p = jnp.where(s.atom_mask[:, None], wp[idx], 1.0)
         active = jnp.broadcast_to(s.atom_mask[:, None], (s.positions.shape[0], nb))
-        kw = coulomb_kwargs(s, self.coulomb)
-        solver = "dense" if s.cell is None else "pcg"
         res = density_solve(s.positions, sigma_s, sigma_p, jnp.where(active, linear, 0.0), local,
                             fragments=jnp.where(s.atom_mask, s.fragments, 0),
-                            fragment_charges=s.fragment_charges, active=active,
-                            field=s.field, background=s.cell is not None, solver=solver, tol=self.tol,
-                            maxiter=self.maxiter, **kw)
+                            fragment_charges=s.fragment_charges, active=active, field=s.field,
+                            **self.solver_options(s))
         q = jnp.where(s.atom_mask, res.charges, 0.0)
         mu = jnp.where(s.atom_mask[:, None], res.dipoles, 0.0)
         return {"energy": jnp.sum(e) + res.energy, "atom_energies": e, "charges": q,

@@ -129,8 +129,7 @@ class Potential:
         offsets (S,) and energy scale (eV) from the arguments when given.
         """
         s0 = _unbatched(batch, 0)
-        variables = jax.jit(self.module.init)(rng, s0)
-        variables = jax.tree_util.tree_map(lambda x: x, dict(variables))
+        variables = dict(jax.jit(self.module.init)(rng, s0))
         feats = jax.jit(jax.vmap(lambda s: self.module.apply(variables, s, method="descriptors")))(batch)
         mask = np.asarray(batch.atom_mask & batch.structure_mask[:, None]).reshape(-1)
         stats = dict(variables["stats"])

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["structure_design", "fit_ridge"]
+__all__ = ["structure_design", "fit_ridge", "ridge_solve"]
 
 
 def _feature_names(module) -> list:
@@ -69,6 +69,31 @@ def structure_design(potential, variables, batches):
     return np.concatenate(rows), np.concatenate(res), np.concatenate(counts)
 
 
+def ridge_solve(a, y, lam: float, weights=None, penalized=None):
+    """argmin_θ Σ_k w_k² (a_k·θ − y_k)² + λ·tr(G)/dim·Σ_{penalized} θ_j² (host numpy).
+
+    Args:
+      a: (K, P) design.  y: (K,) targets.  lam: relative regulariser λ (see module docstring).
+      weights: (K,) row weights w_k (default 1).  penalized: (P,) bool, the regularised
+        columns (default all); the others get 10⁻¹²·λ·tr(G)/dim so the system stays regular.
+
+    Returns:
+      (P,) θ.
+
+    Example:
+      >>> a = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]); y = a @ np.array([0.5, -1.0])
+      >>> np.round(ridge_solve(a, y, 1e-12), 6)
+      array([ 0.5, -1. ])
+    """
+    w = np.ones(len(y)) if weights is None else np.asarray(weights)
+    aw = a * w[:, None]
+    gram = aw.T @ aw
+    shift = lam * np.trace(gram) / gram.shape[0]
+    penalized = np.ones(gram.shape[0], bool) if penalized is None else np.asarray(penalized, bool)
+    gram[np.diag_indices_from(gram)] += np.where(penalized, shift, 1e-12 * shift) + 1e-300
+    return np.linalg.solve(gram, aw.T @ (y * w))
+
+
 def fit_ridge(potential, variables, batches, *, regularizer: float = 1e-6, design=None):
     """Solve a linear model's weights in closed form; returns new variables.
 
@@ -86,20 +111,14 @@ def fit_ridge(potential, variables, batches, *, regularizer: float = 1e-6, desig
       >>> #                                    targets=("energy",)))
     """
     a, y, n = structure_design(potential, variables, batches) if design is None else design
-    w = 1.0 / n
-    aw = a * w[:, None]
-    gram = aw.T @ aw
     n_sp = len(potential.module.species)
     d1 = a.shape[1] // n_sp
     is_weight = np.ones((n_sp, d1), bool)
-    is_weight[:, -1] = False
-    is_weight = is_weight.reshape(-1)
-    lam = regularizer * np.trace(gram) / gram.shape[0]
-    gram[np.diag_indices_from(gram)] += np.where(is_weight, lam, 1e-12 * lam)
+    is_weight[:, -1] = False                                                   # biases: not regularised
     scale = float(np.asarray(variables["stats"]["energy_scale"]))
-    theta = np.linalg.solve(gram, aw.T @ (y * w)) / scale
+    theta = ridge_solve(a, y, regularizer, 1.0 / n, is_weight.reshape(-1)) / scale
     theta = theta.reshape(n_sp, d1)
-    params = jax.tree_util.tree_map(lambda x: x, dict(variables["params"]))
+    params = dict(variables["params"])
     net = dict(params["energy_net"])
     dtype = net["w0"].dtype
     net["w0"] = jnp.asarray(theta[:, :-1, None], dtype)

@@ -48,9 +48,17 @@ def _json_default(x):
         return float(x)
     if isinstance(x, np.ndarray):
         return x.tolist()
+    if isinstance(x, (set, tuple)):
+        return list(x)
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+def write_json(path, data, *, indent: int = 1) -> None:
+    """Write ``data`` as JSON (numpy numbers, arrays and paths converted), atomically."""
+    text = json.dumps(data, indent=indent, default=_json_default, ensure_ascii=False)
+    _atomic_write(Path(path), text.encode("utf-8"))
 
 
 def save(path, potential, variables, extra: dict | None = None) -> Path:
@@ -83,9 +91,8 @@ def save(path, potential, variables, extra: dict | None = None) -> Path:
         "dtype": _floating_dtype(host),
         "extra": extra or {},
     }
-    text = json.dumps(config, indent=2, default=_json_default, ensure_ascii=False)
     _atomic_write(path / VARIABLES_FILE, serialization.msgpack_serialize(host))
-    _atomic_write(path / CONFIG_FILE, text.encode("utf-8"))
+    write_json(path / CONFIG_FILE, config, indent=2)
     return path
 
 

@@ -40,11 +40,12 @@ configuration ``fit_config.json`` and plots, and prints a summary table.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import tomllib
 from pathlib import Path
+
+from .checkpoint import write_json
 
 __all__ = ["load_config", "normalize_config", "run_fit", "run_eval", "format_table", "structure_filter"]
 
@@ -325,13 +326,6 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_dump(path: Path, data) -> None:
-    from .loop import _json_default
-
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=_json_default, ensure_ascii=False)
-
-
 def _plain_metrics(m: dict) -> dict:
     return {k: {kk: (float(vv) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in m.items()}
 
@@ -416,7 +410,7 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
         training["progress"] = progress
     resolved = {"data": data, "model": {"name": name, "species": list(species), **model_cfg},
                 "training": {**training, "weights": active}, "output": output}
-    _json_dump(run_dir / "fit_config.json", resolved)
+    write_json(run_dir / "fit_config.json", resolved)
     if not isinstance(config_or_path, dict):
         (run_dir / "config.toml").write_bytes(Path(config_or_path).read_bytes())
     result = fit(potential, sets["train"], sets["valid"], weights=active, run_dir=run_dir,
@@ -447,7 +441,7 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
         "test_filter": data.get("test_filter"),
         "compilations": result.compilations,
     }
-    _json_dump(run_dir / "metrics.json", summary)
+    write_json(run_dir / "metrics.json", summary)
     if output["plots"] and parity:
         from .plots import write_plots
 
@@ -510,6 +504,6 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
     m = evaluate(potential, variables, ds, targets=targets, batch_size=batch_size, name="evaluation set")
     result = {k: _plain_metrics({k: v})[k] for k, v in m.result().items()}
     if output is not None:
-        _json_dump(Path(output), result)
+        write_json(Path(output), result)
     print(format_table({Path(data_path).name: result}), file=stream or sys.stdout)
     return result

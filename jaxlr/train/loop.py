@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
 import math
 import sys
 import time
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models.inputs import TARGETS
+from .checkpoint import write_json
 from .loss import Metrics, check_weights, loss_fn
 
 __all__ = ["fit", "FitResult", "evaluate", "make_optimizer", "make_train_step", "eval_step",
@@ -363,27 +363,6 @@ class _Progress:
 # ------------------------------------------------------------------------------------
 # fit
 # ------------------------------------------------------------------------------------
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=_json_default, ensure_ascii=False)
-    tmp.replace(path)
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (set, tuple)):
-        return list(x)
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
-
-
 def _default_weights(available, predicts):
     w = {t: 1.0 for t in ("energy", "forces") if t in available and t in predicts}
     if not w:
@@ -568,7 +547,7 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         else:
             stale += 1
         if run_dir is not None:
-            _write_json(run_dir / HISTORY_FILE, history)
+            write_json(run_dir / HISTORY_FILE, history)
         stop_reason = None
         if not finite:
             stop_reason = f"non-finite loss at epoch {epoch}; keeping the best variables (epoch {best[1]})"
