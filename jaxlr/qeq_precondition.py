@@ -1,25 +1,43 @@
 """Long-range mesh correction of the Jacobi preconditioner for matrix-free Qeq.
 
 Why: the Qeq matrix A = C + diag J of a periodic system has, for a charge wave
-``q_i = e^{ik·R_i}``, roughly the eigenvalue ``d + n K̂(k)`` with d the diagonal
-(J + KE/(√π σ)), n = N/V the number density and ``K̂(k) = 4π KE e^{−σ²k²}/k²`` the
-Fourier transform of the Gaussian-charge kernel.  The smallest k is 2π/L, so the largest
-eigenvalues grow like L² ∝ N^{2/3}: with a diagonal preconditioner the CG iteration count
-grows with the box.
+``q_i = e^{ik·R_i}``, roughly the eigenvalue ``d (1 + x(k))`` with d the diagonal
+(J + KE/(√π σ)), ``x(k) = n K̂(k)/d``, n = N/V the number density and
+``K̂(k) = 4π KE e^{−σ²k²}/k²`` the Fourier transform of the Gaussian-charge kernel.  The
+smallest k is 2π/L, so the largest eigenvalues grow like L² ∝ N^{2/3}: with a diagonal
+preconditioner the CG iteration count grows with the box.
 
-The correction: on plane waves the ideal preconditioner is 1/(d + nK̂), the diagonal one
-1/d; their difference ``−nK̂/(d(d + nK̂))`` is applied through a coarse B-spline mesh,
+The preconditioner is a symmetric product plus a small Jacobi floor,
 
-    Δz = −D⁻¹ Wᵀ F⁻¹[h(k) F[W D⁻¹ r]],    h(k) = (K_tot/V) K̂ d̄ / ((d̄ + nK̂) Û²(k)) · e^{−k²a²/2},
+    M⁻¹ = D^{−½} [(I − T)² + ε I] D^{−½},     T v = D^{−½} Wᵀ F⁻¹[h(k) F[W D^{−½} v]],
 
-with W the B-spline spreading (Wᵀ the interpolation), Û the spline's Fourier factor,
-d̄ the harmonic mean of the diagonal and a the mesh spacing (the taper keeps the correction to the long
-wavelengths the mesh resolves).  Density fluctuations of real systems can make the
-plane-wave estimate overshoot; a short power iteration bounds the largest eigenvalue of
-D^½(−Δ)D^½ by ``CAP`` < 1 and scales h if needed, so M⁻¹ = D⁻¹ + Δ stays positive
-definite.  It costs one
-spread, one FFT pair and one gather on a mesh of ~2 Å spacing — much less than the PME
-matvec — and keeps the iteration count nearly flat as N grows (``benchmarks/bench_qeq.py``).
+with W the B-spline spreading onto a coarse mesh (Wᵀ the interpolation).  ``h`` is
+chosen so that T acts on a long wave as ``g(k) = 1 − (1 + x(k) τ(k))^{−½}``.  Then
+``(1 + x)(1 − g)² = (1 + x)/(1 + xτ)``, which stays near 1 however large x gets, so the
+longest waves are fully corrected whatever the size of the box.  The taper
+``τ(k) = e^{−k²a²/2}`` (a = mesh spacing) sits inside x.  This keeps the correction to
+the wavelengths the mesh resolves, where the plane-wave picture holds.
+
+At shorter wavelengths the density fluctuations of a real configuration make W D⁻¹ Wᵀ
+differ from its plane-wave mean, and T can reach 1 on some vectors.  The square keeps
+M⁻¹ positive semi-definite whatever T is, so no safety cap is needed.  The floor
+``εD⁻¹`` (ε = 0.01) stops such vectors from making M⁻¹ nearly singular.  Large systems
+have more of them: without the floor, N = 16,000 needed 86 iterations instead of 26.
+
+An earlier additive form, D⁻¹ − D^{−½} S D^{−½}, had to be capped below 1 and left the
+longest waves partly uncorrected.
+
+PCG iterations on random Gaussian-charge systems at 0.1 atoms/Å³ (accuracy and
+tolerance 1e-6), N = 1,000 / 4,000 / 16,000 / 64,000:
+
+| preconditioner | iterations |
+|---|---|
+| this one | 19 / 21 / 26 / 31 (∝ N^0.12) |
+| capped additive form | 24 / 33 / 50 / – |
+| Jacobi | 44 / 62 / 96 / – |
+
+Cost: two spreads, two FFT pairs and two gathers on a mesh of ~3 Å spacing, much less
+than one PME matvec.
 """
 
 from __future__ import annotations
@@ -39,12 +57,12 @@ from .units import KE
 __all__ = ["preconditioner_mesh", "mesh_correction"]
 
 #: target spacing (Å) of the preconditioner's mesh, and its spline order
-SPACING = 2.0
+SPACING = 3.0
 ORDER = 4
-#: largest allowed eigenvalue of the scaled correction (1 would make M⁻¹ singular), and the
-#: power-iteration steps that estimate it (power iteration approaches λ_max from below)
-CAP = 0.9
-POWER_STEPS = 20
+#: taper length in units of the mesh spacing
+TAPER = 1.0
+#: weight ε of the Jacobi floor εD⁻¹ (see the module docstring)
+EPS = 0.01
 
 
 def preconditioner_mesh(cell: np.ndarray) -> MeshSpec:
@@ -62,17 +80,27 @@ def mesh_correction(positions, hardness, sigma, cell, spec: MeshSpec):
       spec: mesh from :func:`preconditioner_mesh`.
 
     Returns:
-      a linear, symmetric negative semi-definite map (N,) → (N,); no gradients flow
-      through it (a preconditioner only changes the iteration path, not the solution).
+      a linear, symmetric map (N,) → (N,) such that
+      ``D⁻¹ + Δ = D^{−½}[(I − T)² + εI]D^{−½}`` is positive definite (see the module docstring); no gradients flow through it (a
+      preconditioner only changes the iteration path, not the solution).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from jaxlr.system import random_ionic_system
+      >>> R, _, cell = random_ionic_system(64, density=0.1, seed=0)[:3]
+      >>> n = len(R); J = jnp.full(n, 5.0); s = jnp.ones(n)
+      >>> corr = mesh_correction(jnp.asarray(R), J, s, jnp.asarray(cell), preconditioner_mesh(cell))
+      >>> corr(jnp.ones(n)).shape
+      (64,)
     """
     positions, hardness, sigma, cell = (jax.lax.stop_gradient(x) for x in (positions, hardness, sigma, cell))
     dtype = positions.dtype
     n = positions.shape[0]
     diag = hardness + KE / (math.sqrt(math.pi) * sigma)
-    inv_d = 1.0 / diag
-    # harmonic mean: the spread of D⁻¹ r averages 1/d_j, so this makes the plane-wave
-    # response exact for varying diagonals (the arithmetic mean would overshoot)
-    d_mean = 1.0 / jnp.mean(inv_d)
+    inv_sqrt_d = 1.0 / jnp.sqrt(diag)
+    # the spread of D^{−½}v averages d^{−½}: this mean makes the plane-wave response exact
+    # for varying diagonals
+    d_mean = 1.0 / jnp.mean(inv_sqrt_d) ** 2
     volume = jnp.abs(jnp.linalg.det(cell))
     density = n / volume
     sig2 = jnp.mean(sigma**2)
@@ -91,31 +119,24 @@ def mesh_correction(positions, hardness, sigma, cell, spec: MeshSpec):
     safe = jnp.where(nonzero, k2sq, 1.0)
     kern = jnp.where(nonzero, 4.0 * math.pi * KE * jnp.exp(-sig2 * safe) / safe, 0.0)
     spacing = jnp.max(_perpendicular_widths(cell) / jnp.asarray(spec.shape, dtype))
-    taper = jnp.exp(-0.5 * safe * spacing**2)
-    h = (k_tot / volume) * kern * d_mean / ((d_mean + density * kern) * u2) * taper
+    taper = jnp.exp(-0.5 * safe * (TAPER * spacing) ** 2)
+    x = density * kern / d_mean
+    g = 1.0 - jax.lax.rsqrt(1.0 + x * taper)                  # T's plane-wave eigenvalue
+    # W D^{−½} spreads a wave of amplitude 1 to n·d̄^{−½}·(V/K_tot)·Û on the mesh; h undoes
+    # both factors so that T ≈ g on waves
+    h = (k_tot / volume) * d_mean / (density * u2) * g
 
-    def apply(h, r):
-        mesh = spread_charges(frac, inv_d * r, spec)
+    def t(v):
+        mesh = spread_charges(frac, inv_sqrt_d * v, spec)
         mesh = jnp.fft.irfftn(h * jnp.fft.rfftn(mesh), s=spec.shape)
         phi, _ = _interpolate(mesh, frac, spec)
-        return -inv_d * phi
-
-    # safeguard: the plane-wave picture ignores the density fluctuations of real systems,
-    # which can push S = D^½ (−Δ) D^½ above 1 (an indefinite preconditioner).  Estimate
-    # λ_max(S) by power iteration (mesh passes only) and scale h so that λ_max ≤ CAP.
-    sqrt_d = jnp.sqrt(diag)
-
-    def power_step(_, v):
-        w = -sqrt_d * apply(h, sqrt_d * v)
-        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(dtype).tiny)
-
-    v0 = jax.random.normal(jax.random.PRNGKey(0), (n,), dtype)
-    v = jax.lax.fori_loop(0, POWER_STEPS, power_step, v0 / jnp.linalg.norm(v0))
-    lam = jnp.vdot(v, -sqrt_d * apply(h, sqrt_d * v))
-    h = h * jnp.minimum(1.0, CAP / jnp.maximum(lam, jnp.finfo(dtype).tiny))
+        return inv_sqrt_d * phi
 
     def correction(r):
-        return apply(h, r)
+        u = inv_sqrt_d * r
+        tu = t(u)
+        # D^{−½}[(I − T)² + εI] D^{−½} r − D⁻¹ r
+        return inv_sqrt_d * (t(tu) - 2.0 * tu + EPS * u)
 
     return correction
 
