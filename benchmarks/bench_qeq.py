@@ -14,7 +14,10 @@ J ~ U(3, 9) V/e, σ ~ U(0.8, 1.2) Å), float64, electrostatics at relative force
 and the ratios pcg/pme and linalg/pcg.  Timings exclude compilation (best of repeats
 after a warm-up call) and include the host-side tuning and neighbour lists.
 
-Usage: python benchmarks/bench_qeq.py [N ...]    (default 1000 4000 16000 64000)
+Usage: python benchmarks/bench_qeq.py [--dense-max N] [N ...]    (default 1000 4000 16000 64000)
+
+``--dense-max`` (default 4000) is the largest N that runs the dense solves; at N = 16,000
+the Coulomb matrix alone is 2 GB and the dense solves need about 8 GB and several minutes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import jaxlr  # noqa: E402
 from jaxlr.system import random_ionic_system  # noqa: E402
 
 ACCURACY = 1e-6
-DENSE_MAX = 4000        # dense matrices beyond this take minutes / gigabytes on a laptop
+DENSE_MAX = 4000        # default; dense matrices beyond this take minutes / gigabytes (--dense-max N)
 
 
 def best_time(fn, repeats):
@@ -71,7 +74,7 @@ def linalg_solve(positions, chi, hard, sigma, cell):
                        jnp.asarray(cell))
 
 
-def main(sizes):
+def main(sizes, dense_max=DENSE_MAX):
     print(f"# jaxlr {jaxlr.__version__}, jax {jax.__version__}, {jax.devices()[0].platform}, "
           f"accuracy {ACCURACY:g}, tol {ACCURACY:g}, float64")
     header = f"{'N':>7} {'pcg s':>9} {'iters':>6} {'jacobi':>7} {'dense s':>9} {'linalg s':>9} {'pme s':>9} " \
@@ -98,7 +101,7 @@ def main(sizes):
 
         t_pme = best_time(pme, repeats)
         t_dense = t_lin = float("nan")
-        if n <= DENSE_MAX:
+        if n <= dense_max:
             def dense():
                 return jaxlr.qeq(positions, chi, hard, sigma, cell=cell, method="dense", accuracy=ACCURACY).forces
 
@@ -120,4 +123,10 @@ def main(sizes):
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1000, 4000, 16000, 64000])
+    args = sys.argv[1:]
+    dense_max = DENSE_MAX
+    if "--dense-max" in args:
+        i = args.index("--dense-max")
+        dense_max = int(args[i + 1])
+        del args[i:i + 2]
+    main([int(a) for a in args] or [1000, 4000, 16000, 64000], dense_max)

@@ -20,8 +20,9 @@ from .features import (SphericalExpansion, flatten_invariants, gto_widths, power
                        real_spherical_harmonics, spherical_expansion, spherical_expansion_terms)
 from .features.lode import (LodeMultipoles, LodeParams, LodeResult, lode, lode_features, lode_multipoles,
                             multipole_features, tune_lode)
-from .density import (DensityResult, GaussianBasis, GaussianDensity, ProjectionResult, assemble_linear,
-                      assemble_local, density_qeq, density_solve, polarizability, project_density)
+from .density import (DensityResult, GaussianBasis, assemble_linear, assemble_local, density_qeq, density_solve,
+                      polarizability)
+from .density_fit import GaussianDensity, ProjectionResult, project_density
 from .multipoles import make_pme_matvec, multipole_matrix
 from .ewald import ewald_reciprocal_energy, half_space_kvectors
 from .kernels import pair_kernel, self_kernel

@@ -140,9 +140,9 @@ def solve_pcg(matvec: Callable, b, B, c, diagonal, *, x0=None, tol=1e-6, maxiter
         residual at the constraint-set point nearest the origin (so the reference does
         not depend on the warm start).
       maxiter: maximum number of iterations (static).
-      correction: optional ``r ↦ Δ`` added to ``M⁻¹ r`` (a symmetric positive
-        semi-definite long-range correction of the preconditioner); the sum is
-        projected onto null(Bᵀ) in the M⁻¹ metric.
+      correction: optional ``r ↦ Δ r`` added to ``M⁻¹ r`` (a symmetric long-range
+        correction of the preconditioner, with ``M⁻¹ + Δ`` positive definite); the sum
+        is projected onto null(Bᵀ) in the M⁻¹ metric.
 
     Returns:
       ``(x, lam, info)`` as :func:`solve_dense`; ``info.converged`` is False if ``maxiter``

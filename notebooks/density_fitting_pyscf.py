@@ -39,7 +39,8 @@ jax.config.update("jax_enable_x64", True)   # a script may; the library never do
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr.density import GaussianBasis, per_atom_widths, project_density  # noqa: E402
+from jaxlr.density import GaussianBasis, per_atom_widths  # noqa: E402
+from jaxlr.density_fit import project_density  # noqa: E402
 from jaxlr.multipoles import multipole_matrix  # noqa: E402
 
 BOHR = 0.529177210903            # Å per bohr

@@ -34,8 +34,9 @@ import mpmath
 from scipy.special import erf
 
 import jaxlr
-from jaxlr.density import (GaussianBasis, GaussianDensity, assemble_linear, assemble_local, density_qeq,
-                           density_solve, per_atom_widths, polarizability, project_density)
+from jaxlr.density import (GaussianBasis, assemble_linear, assemble_local, density_qeq, density_solve,
+                           per_atom_widths, polarizability)
+from jaxlr.density_fit import GaussianDensity, project_density
 from jaxlr.ewald import half_space_kvectors
 from jaxlr.neighbors import with_capacity
 from jaxlr.multipoles import (density_potentials, gaussian_kernel, interaction_tensor, make_pme_matvec,
