@@ -57,6 +57,7 @@ from .ewald import half_space_kvectors
 from .multipoles import _shells, make_pme_matvec, multipole_matrix, pair_blocks
 from .neighbors import Neighbors, neighbor_list
 from .pme import MeshSpec
+from .qeq import DENSE_LIMIT
 from .system import check_accuracy, check_cell, check_positions, concrete_value, perpendicular_widths, reduced_basis
 from .tuning import fft_friendly
 from .units import KE
@@ -737,6 +738,9 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
         kvectors = None
         if params.method == "ewald":
             kvectors = jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)
+    if params.solver == "dense" and n * nb > DENSE_LIMIT:
+        raise ValueError(f"solver='dense' factorises an (N·n_basis)² matrix and is limited to {DENSE_LIMIT} "
+                         f"unknowns (got {n * nb}); use solver='pcg' (periodic) or a smaller system.")
     if x0 is not None:
         _check_shape("x0", x0, (n, nb))
         _finite("x0", x0)

@@ -69,6 +69,10 @@ SOLVERS = ("auto", "dense", "pcg")
 DENSE_MAX_OPEN = 3000
 #: … and this many atoms in a periodic cell (the Ewald matrix costs O(N² K) to build)
 DENSE_MAX_PERIODIC = 1500
+#: largest system (unknowns) the front doors factorise densely at all: beyond it the N×N
+#: matrix needs gigabytes and O(N³) time, and the CPU LAPACK of jaxlib 0.10 was measured
+#: to crash (segmentation fault) in the Cholesky factorisation of a 16,000 × 16,000 matrix
+DENSE_LIMIT = 12000
 #: seconds per neighbour slot and matvec when the pair kernels are cached (2-core CPU)
 PCG_PAIR_COST = 3e-9
 
@@ -488,6 +492,9 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
             neighbors, order = sorted_neighbors(pos_np, cell_np, coul)
         kvectors = (jnp.asarray(half_space_kvectors(cell_np, coul.k_cutoff), dtype)
                     if coul.method == "ewald" else None)
+    if solver == "dense" and n > DENSE_LIMIT:
+        raise ValueError(f"method='dense' factorises an N×N matrix and is limited to {DENSE_LIMIT} atoms "
+                         f"(got {n}); use method='pcg'.")
     if solver == "dense" and coul.method not in ("direct", "ewald"):
         raise ValueError("the dense solver needs 'direct' or 'ewald' electrostatics.")
     precond = preconditioner
