@@ -96,7 +96,7 @@ def solve_dense(A, b, B, c):
       >>> import jax.numpy as jnp
       >>> A = jnp.array([[2.0, 0.0], [0.0, 2.0]]); B = jnp.ones((2, 1))
       >>> x, lam, info = solve_dense(A, jnp.array([1.0, -1.0]), B, jnp.zeros(1))
-      >>> [round(float(v), 6) for v in x], round(float(lam[0]), 6)
+      >>> [round(float(v), 6) for v in x], round(float(lam[0]), 6) + 0.0
       ([0.5, -0.5], 0.0)
     """
     n = A.shape[0]

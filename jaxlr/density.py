@@ -649,7 +649,7 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
       >>> b = np.zeros((3, nb)); b[0, :2] = 3.0; b[1:, 0] = -3.0
       >>> H = np.tile(np.eye(nb) * 10.0, (3, 1, 1))
       >>> res = density_qeq(R, Z, b, H, basis=basis)
-      >>> bool(res.charges[0] < 0), round(float(res.charges.sum()), 10)
+      >>> bool(res.charges[0] < 0), round(float(res.charges.sum()), 10) + 0.0
       (True, 0.0)
     """
     if not isinstance(basis, GaussianBasis):
