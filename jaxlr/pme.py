@@ -164,8 +164,10 @@ def _stencil(frac, spec: MeshSpec):
     return starts, wts[..., ::-1], dwts[..., ::-1]
 
 
+#: spreading scatters one (p, p) plane of the stencil per atom and x offset: XLA's CPU
+#: scatter adds these n·p planes about twice as fast as n whole (p, p, p) windows
 _SCATTER_DIMS = jax.lax.ScatterDimensionNumbers(
-    update_window_dims=(1, 2, 3), inserted_window_dims=(), scatter_dims_to_operand_dims=(0, 1, 2))
+    update_window_dims=(1, 2), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0, 1, 2))
 _GATHER_DIMS = jax.lax.GatherDimensionNumbers(
     offset_dims=(1, 2, 3), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
 
@@ -198,7 +200,9 @@ def spread_charges(frac, charges, spec: MeshSpec):
     def add(padded, f, q):
         starts, w, _ = _stencil(f, spec)
         vals = q[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]
-        return jax.lax.scatter_add(padded, starts, vals, _SCATTER_DIMS,
+        x = (starts[:, 0, None] + jnp.arange(p, dtype=starts.dtype)[None, :]).reshape(-1)
+        planes = jnp.stack([x, jnp.repeat(starts[:, 1], p), jnp.repeat(starts[:, 2], p)], axis=-1)
+        return jax.lax.scatter_add(padded, planes, vals.reshape(-1, p, p), _SCATTER_DIMS,
                                    mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
     padded = jnp.zeros(tuple(k + p - 1 for k in spec.shape), jnp.result_type(frac, charges))
