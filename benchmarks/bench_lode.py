@@ -1,5 +1,5 @@
 """LODE feature benchmark: k-sum vs PME (vs featomic's LodeSphericalExpansion), and the
-calibration of the PME mesh-error model.
+calibration of the PME multipole error envelope.
 
 Workload: water-like boxes (0.1 atoms/Å³, random rigid H₂O molecules, 2 species), cubic cell,
 N = 3·⌊N/3⌋ atoms.  Hyperparameters matched to featomic's conventions (see
@@ -16,7 +16,10 @@ requested ``--accuracy``.
 Usage:
   python benchmarks/bench_lode.py                       # 1k, 4k, 16k (+64k with --sizes)
   python benchmarks/bench_lode.py --sizes 1000,4000,16000,64000 --featomic-python /path/bin/python
-  python benchmarks/bench_lode.py --calibrate           # re-measure the PME error model
+  python benchmarks/bench_lode.py --calibrate           # re-measure the multipole error envelope
+
+The feature tuner's error model has no fitted constants; benchmarks/calibrate_lode_error.py
+checks it (and the achieved/requested accuracy of the tuner) against converged k-sums.
 
 featomic is optional: it is imported in a worker process run with ``--featomic-python``
 (default: this interpreter); when it cannot be imported, its rows are skipped.
@@ -208,80 +211,60 @@ def benchmark(opts):
             print(f"  {name:>9}: a = {exponent(rs):.2f}  (N = {rs[0]['n']} … {rs[-1]['n']})")
 
 
-# ---- calibration of the PME error model ------------------------------------------------------------
+# ---- calibration of the PME multipole error envelope ------------------------------------------------
 def calibrate(opts):
-    """Measure block errors of the PME features (and multipole errors) against converged k-sums
-    for several σ_L / r_c / box combinations, spline orders and mesh spacings, and fit
-    ``log ε = a + b log(h/σ) + c l`` per q = p − l (upper envelope) — the numbers of
-    :data:`jaxlr.features.lode.LODE_ERROR_FIT` and ``MULTIPOLE_ERROR_FIT``."""
+    """Measure the errors of the PME multipoles against converged k-sums for several σ_L /
+    box combinations, spline orders and mesh spacings, and fit ``log ε = a + b log(h/σ)``
+    per spline order (upper envelope) — the numbers of
+    :data:`jaxlr.features.lode.MULTIPOLE_ERROR_FIT`.  (The features use the parameter-free
+    model of :mod:`jaxlr.features.lode_error`; see benchmarks/calibrate_lode_error.py.)"""
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)
     import jaxlr
-    from jaxlr.features.lode_kspace import TABLE_STEP, radial_points
-    from jaxlr.features.lode_ksum import ksum_cutoff, lode_ksum, lode_ksum_multipoles
-    from jaxlr.features.lode_pme import make_lode_pme, make_lode_pme_multipoles
-    from jaxlr.features.radial import gto_widths
+    from jaxlr.features.lode_ksum import ksum_cutoff, lode_ksum_multipoles
+    from jaxlr.features.lode_pme import make_lode_pme_multipoles
     from jaxlr.system import perpendicular_widths
 
     rng = np.random.default_rng(3)
     n = 24
     records = []
-    for sigma, rc, box in ((1.0, 3.5, 8.0), (0.5, 4.0, 7.0), (2.0, 5.0, 12.0)):
+    for sigma, box in ((1.0, 8.0), (0.5, 7.0), (2.0, 12.0)):
         cell = box * (np.eye(3) + rng.uniform(-0.1, 0.1, (3, 3)))
         positions = rng.uniform(0, 1, (n, 3)) @ cell
         species = jnp.asarray(rng.integers(0, 2, n))
-        w = jnp.asarray(gto_widths(rc, 4))
         kc = ksum_cutoff(sigma, 1e-12)
         kv = jnp.asarray(jaxlr.half_space_kvectors(cell, kc))
-        lmax = max(opts.orders) - 2
-        ref = np.asarray(jax.jit(lambda r: lode_ksum(r, species, jnp.asarray(cell), sigma, w, kv, n_species=2,
-                                                      cutoff=rc, max_angular=lmax, n_points=radial_points(rc, kc)))(
-            jnp.asarray(positions)))
         ref_mp = [np.asarray(a) for a in lode_ksum_multipoles(jnp.asarray(positions), species, jnp.asarray(cell),
                                                                sigma, kv, n_species=2)]
         widths = perpendicular_widths(cell)
         for p in opts.orders:
-            L = p - 2
-            scale = np.sqrt(np.mean(ref[..., : (L + 1) ** 2] ** 2))
             for x in (0.8, 0.6, 0.45, 0.33, 0.25):
                 shape = tuple(max(p, jaxlr.fft_friendly(int(np.ceil(wd / (x * sigma))))) for wd in widths)
                 if max(shape) > 80:
                     continue
                 spec = jaxlr.MeshSpec(shape, p)
-                kmax = np.pi * np.linalg.norm(np.array(shape) / widths)
-                f = make_lode_pme(spec, n_species=2, cutoff=rc, max_angular=L, n_points=radial_points(rc, kmax),
-                                  n_table=int(kmax * rc / TABLE_STEP) + 2)
-                err = np.asarray(jax.jit(f)(jnp.asarray(positions), species, jnp.asarray(cell), sigma, w)) \
-                    - ref[..., : (L + 1) ** 2]
                 mp = jax.jit(make_lode_pme_multipoles(spec, n_species=2))(jnp.asarray(positions), species,
                                                                           jnp.asarray(cell), sigma)
                 rec = dict(sigma=sigma, p=p, x=float(max(widths / np.array(shape)) / sigma),
-                           blocks=[float(np.sqrt(np.mean(err[..., l * l:(l + 1) ** 2] ** 2)) / scale)
-                                   for l in range(L + 1)],
                            multipoles=max(float(np.sqrt(np.mean((np.asarray(a) - b) ** 2)) / np.sqrt(np.mean(b ** 2)))
                                           for a, b in zip(mp, ref_mp)))
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
 
-    def envelope(points, with_l):
+    def envelope(points):
         x = np.log([q[0] for q in points])
         y = np.log([q[1] for q in points])
-        cols = [np.ones_like(x), x] + ([np.array([q[2] for q in points], float)] if with_l else [])
-        a = np.stack(cols, axis=1)
+        a = np.stack([np.ones_like(x), x], axis=1)
         coef, *_ = np.linalg.lstsq(a, y, rcond=None)
         coef[0] += float(np.max(y - a @ coef))
         return tuple(round(float(c), 3) for c in coef)
 
-    blocks, mps = {}, {}
+    mps = {}
     for r in records:
-        for l, e in enumerate(r["blocks"]):
-            if e > 1e-9:                       # above the k-sum / Hermite-table floor
-                blocks.setdefault(r["p"] - l, []).append((r["x"], e, l))
         if r["multipoles"] > 1e-10:
             mps.setdefault(r["p"], []).append((r["x"], r["multipoles"]))
-    print("LODE_ERROR_FIT =", {q: envelope(v, True) for q, v in sorted(blocks.items()) if q <= 10 and len(v) >= 3})
-    print("MULTIPOLE_ERROR_FIT =", {p: envelope(v, False) for p, v in sorted(mps.items())})
+    print("MULTIPOLE_ERROR_FIT =", {p: envelope(v) for p, v in sorted(mps.items())})
 
 
 def main(argv=None):

@@ -37,7 +37,10 @@ WIDTHS = gto_widths(CUT, NMAX)
 
 
 def _terms(positions, species_index, nbrs, *, cell=None, sigma=SIG, widths=WIDTHS, center_atom_weight=0.0):
-    """The front door's jitted core with the shared static configuration."""
+    """The front door's jitted core with the shared static configuration.
+
+    Centre left out unless asked (the library default is 1): most tests check the
+    neighbour sums alone against their references."""
     return _jitted_terms(jnp.asarray(positions), jnp.asarray(species_index, jnp.int32), nbrs,
                          cell=None if cell is None else jnp.asarray(cell), sigma=sigma, widths=widths,
                          cutoff_width=WIDTH, center_atom_weight=center_atom_weight, **KW)
@@ -337,8 +340,8 @@ def test_spline_table_equals_quadrature():
     pos, spec = _cluster(16, N_ATOMS, box=4.5, min_dist=0.3)
     nl = _nl(pos)
     exact = _jitted_terms(jnp.asarray(pos), jnp.asarray(spec), nl, sigma=SIG, widths=WIDTHS, cutoff_width=WIDTH,
-                          n_spline=None, **KW)
-    table = _terms(pos, spec, nl)
+                          n_spline=None, **KW)                   # default: centre included
+    table = _terms(pos, spec, nl, center_atom_weight=1.0)
     np.testing.assert_allclose(np.asarray(table), np.asarray(exact), atol=1e-10 * np.abs(exact).max())
 
 
@@ -473,7 +476,7 @@ def test_periodic_equals_explicit_images():
     order = np.concatenate([first, np.setdiff1d(keep, first)])
     cl = images[order]
     ref = np.asarray(spherical_expansion(cl, spec_img[order] + 1, cutoff=CUT, max_radial=NMAX, max_angular=LMAX,
-                                         sigma=SIG, cutoff_width=WIDTH).values)[:3]
+                                         sigma=SIG, cutoff_width=WIDTH, center_atom_weight=0.0).values)[:3]
     np.testing.assert_allclose(c[:3], ref, atol=1e-12 * np.abs(ref).max())
     assert np.all(c[3:] == 0)
 
@@ -559,7 +562,7 @@ def test_front_door_species_and_no_recompile():
     pos, spec = _cluster(13, N_ATOMS)
     nl = _nl(pos)
     z = np.where(spec == 0, 8, 1)
-    c = np.asarray(_terms(pos, spec, nl))
+    c = np.asarray(_terms(pos, spec, nl, center_atom_weight=1.0))      # the default: centre included
     kw = dict(cutoff=CUT, max_radial=NMAX, max_angular=LMAX, cutoff_width=WIDTH)
     res = spherical_expansion(pos, z, sigma=SIG, neighbors=nl, **kw)
     assert res.species == (1, 8) and res.max_angular == LMAX
@@ -582,7 +585,8 @@ def test_jit_equals_eager_and_front_door_under_grad():
     pos, spec = _cluster(13, N_ATOMS)
     nl = _nl(pos)
     eager = spherical_expansion_terms(pos, spec, nl, sigma=SIG, widths=WIDTHS, cutoff_width=WIDTH, **KW)
-    np.testing.assert_allclose(np.asarray(eager), np.asarray(_terms(pos, spec, nl)), atol=1e-13)
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(_terms(pos, spec, nl, center_atom_weight=1.0)),
+                               atol=1e-13)
     z = np.where(spec == 0, 8, 1)
 
     def loss(p, sigma):
@@ -596,7 +600,8 @@ def test_jit_equals_eager_and_front_door_under_grad():
     np.testing.assert_allclose(np.asarray(res.values)[:, [0, 2]], np.asarray(eager), atol=1e-13)
     assert np.all(np.asarray(res.values)[:, 1] == 0)
     g_pos, g_sig = jax.grad(loss, argnums=(0, 1))(jnp.asarray(pos), SIG)
-    ref = jax.grad(lambda p, s: jnp.sum(_terms(p, spec, nl, sigma=s) ** 2), argnums=(0, 1))(jnp.asarray(pos), SIG)
+    ref = jax.grad(lambda p, s: jnp.sum(_terms(p, spec, nl, sigma=s, center_atom_weight=1.0) ** 2),
+                   argnums=(0, 1))(jnp.asarray(pos), SIG)
     np.testing.assert_allclose(g_pos, ref[0], atol=1e-12)
     np.testing.assert_allclose(g_sig, ref[1], rtol=1e-12)
 
@@ -668,8 +673,8 @@ def test_against_featomic():
 
     Differences: featomic's Gaussian is L2-normalised, (πσ²)^(−3/4) exp(−r²/2σ²) (ours
     has unit integral); its GTOs are orthonormalised with its own overlap (ours on
-    [0, r_c]); its ``max_radial`` is inclusive (n = 0..max_radial); it includes the centre
-    by default (we pass center_atom_weight = 0).  Both radial conventions are fixed
+    [0, r_c]); its ``max_radial`` is inclusive (n = 0..max_radial).  Both include the centre
+    by default (center_atom_weight = 1), which this test relies on.  Both radial conventions are fixed
     linear maps of the same primitive GTO integrals, so featomic = ours @ T for a single
     n_max × n_max matrix T shared by every atom, species, l and m: fit T on one structure
     and check it on a second one.
@@ -678,7 +683,7 @@ def test_against_featomic():
     ase = pytest.importorskip("ase")
     calculator = featomic.SphericalExpansion(
         cutoff={"radius": CUT, "smoothing": {"type": "ShiftedCosine", "width": WIDTH}},
-        density={"type": "Gaussian", "width": SIG, "center_atom_weight": 0.0},
+        density={"type": "Gaussian", "width": SIG},
         basis={"type": "TensorProduct", "max_angular": LMAX,
                "radial": {"type": "Gto", "max_radial": NMAX - 1}},
     )

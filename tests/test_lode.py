@@ -20,6 +20,7 @@ Error measure throughout: relative RMS ‖F − F_ref‖/‖F_ref‖ over all en
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 
@@ -33,8 +34,9 @@ from scipy.special import erf as np_erf, eval_legendre, spherical_jn
 import jaxlr
 from jaxlr.features.harmonics import real_spherical_harmonics, wigner_d_real
 from jaxlr.features.lode import (LodeParams, lode, lode_features, lode_multipoles, multipole_features,
-                                 pme_error, tune_lode)
+                                 multipole_pme_error, tune_lode)
 from jaxlr.features.lode_direct import pair_radial_functions
+from jaxlr.features.lode_ksum import ksum_cutoff
 from jaxlr.features.lode_kspace import (radial_points, reduced_radial_integral, spherical_bessel,
                                         spherical_bessel_reduced)
 from jaxlr.features.radial import gto_widths, radial_basis, radial_transform
@@ -278,21 +280,56 @@ def test_periodic_equals_open_in_large_box(box):
 # --------------------------------------------------------------------------------------
 # periodic: k-sum reference and PME
 # --------------------------------------------------------------------------------------
-def test_ksum_cutoff_rule(ksum_reference):
+# The accuracy contract of the tuner (same standard as the Coulomb tuner): the achieved
+# relative RMS error against a converged k-sum lies within a factor 3 of the request,
+# 1/3 ≤ achieved/requested ≤ 3 (measured 0.4 … 1.7, benchmarks/calibrate_lode_error.py).
+BAND = (1.0 / 3.0, 3.0)
+
+
+def within_band(err, accuracy):
+    return BAND[0] <= err / accuracy <= BAND[1]
+
+
+@pytest.mark.parametrize("method", ["pme", "ksum"])
+@pytest.mark.parametrize("accuracy", [1e-3, 1e-4, 1e-5])
+def test_tuner_accuracy(ksum_reference, method, accuracy):
+    """Triclinic cell, L = 1 (the first 4 (l, m) columns of the L = 3 reference): the tuned
+    PME mesh and the tuned k-sum cutoff achieve the request within a factor 3 (one small
+    compilation per case; L = 2 … 4 and a cubic cell in the slow tests)."""
     R, sp, cell, ref = ksum_reference
-    res = lode(R, sp, cell=cell, cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA, method="ksum",
-               accuracy=1e-6)
-    assert rel_rms(res.values, ref) < 1e-6
+    kw = dict(cell=cell, cutoff=RC, max_radial=NMAX, max_angular=1, sigma=SIGMA, method=method)
+    res = lode(R, sp, accuracy=accuracy, **kw)
+    assert res.params.estimated_error <= accuracy
+    err = rel_rms(res.values, ref[..., :4])
+    assert within_band(err, accuracy), (err, res.params)
+    if method == "ksum" and accuracy == 1e-5:      # the conservative rule stays below its target
+        rule = lode(R, sp, accuracy=accuracy, k_cutoff=ksum_cutoff(SIGMA, accuracy), **kw)
+        assert rel_rms(rule.values, ref[..., :4]) < accuracy
 
 
 @pytest.mark.parametrize("accuracy", [pytest.param(1e-4, marks=pytest.mark.slow), 1e-6])
 def test_pme_matches_ksum(ksum_reference, accuracy):
+    """Triclinic cell, L = 3: the tuned PME mesh achieves the requested accuracy within a factor 3."""
     R, sp, cell, ref = ksum_reference
     res = lode(R, sp, cell=cell, cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA, accuracy=accuracy)
-    assert res.params.method == "pme"
+    assert res.params.method == "pme" and res.params.estimated_error <= accuracy
     err = rel_rms(res.values, ref)
-    assert err < accuracy
-    assert err > accuracy / 1e4            # the tuner does not grossly over-resolve
+    assert within_band(err, accuracy), (err, res.params.mesh)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pme", "ksum"])
+def test_tuner_accuracy_cubic_and_other_basis(method):
+    """A cubic cell, and a triclinic one with another σ_L, r_c and L: achieved within a
+    factor 3 of the request for 1e-3 … 1e-6."""
+    for seed, skew, sigma, rc, lmax in ((1, 0.0, 1.0, RC, LMAX), (2, 0.1, 0.6, 4.0, 2)):
+        R, sp, cell = periodic_system(seed, skew=skew)
+        kw = dict(cell=cell, cutoff=rc, max_radial=NMAX, max_angular=lmax, sigma=sigma)
+        ref = np.asarray(lode(R, sp, method="ksum", accuracy=1e-12, **kw).values)
+        for accuracy in (1e-3, 1e-4, 1e-5, 1e-6):
+            res = lode(R, sp, method=method, accuracy=accuracy, **kw)
+            err = rel_rms(res.values, ref)
+            assert within_band(err, accuracy), (seed, accuracy, err, res.params)
 
 
 @pytest.mark.slow
@@ -355,7 +392,9 @@ def test_translation_and_permutation(ksum_reference):
     assert rel_rms(k, ref[perm]) < 1e-12
     p0 = lode(R, sp, cell=cell, accuracy=1e-6, **kw)
     p1 = lode(R[perm] + shift, sp[perm], cell=cell, params=p0.params, **kw)
-    assert rel_rms(p1.values, np.asarray(p0.values)[perm]) < 2e-6      # the mesh is not translation invariant
+    # the mesh is not translation invariant: two evaluations differ by up to twice the error
+    # (≤ 3 × 1e-6 each by the tuner's contract)
+    assert rel_rms(p1.values, np.asarray(p0.values)[perm]) < 6e-6
     Rc, spc = cluster(1)
     permc = np.random.default_rng(1).permutation(len(Rc))
     a = lode(Rc, spc, **kw).values
@@ -421,6 +460,69 @@ def test_padding_and_vmap_direct():
     assert np.all(np.asarray(mp[1][1, 4:]) == 0.0)
 
 
+def _coincident_padding():
+    """A 5-atom cluster with a real atom at the origin, and the same plus 3 padding atoms at
+    the origin (on top of each other and of the real atom) with valid species channels."""
+    R, sp = cluster(1, n=5)
+    R = R - R[2]
+    idx = np.where(sp == 1, 0, 1).astype(np.int32)
+    P = np.concatenate([R, np.zeros((3, 3))])
+    pad_idx = np.concatenate([idx, [0, 1, 0]]).astype(np.int32)     # valid channels: the mask decides
+    return R, sp, idx, P, pad_idx, np.arange(8) < 5
+
+
+_MASK_PARAMS = LodeParams("direct", cutoff=RC, max_radial=2, max_angular=1, n_species=2)   # small: fast compiles
+
+
+@jax.jit
+def _masked_values_and_grad(r, i, m):
+    w = jnp.asarray(gto_widths(RC, 2))
+
+    def f(x):
+        return lode_features(x, i, sigma=SIGMA, widths=w, params=_MASK_PARAMS, atom_mask=m)
+
+    return f(r), jax.grad(lambda x: jnp.sum(f(x) ** 2))(r)
+
+
+def test_direct_atom_mask_coincident_padding():
+    """Open boundary with ``atom_mask``: real rows equal the unpadded features, padding rows
+    are exactly 0, and jax.grad (positions) is finite and does not depend on where the
+    padding sits (on top of each other and of a real atom, or far apart); 0 on padding.
+    (The gradient of the unpadded 5-atom system itself: the slow test below.)"""
+    R, _, idx, P, pad_idx, mask = _coincident_padding()
+    ref = np.asarray(jax.jit(lambda r, i: lode_features(r, i, sigma=SIGMA, widths=jnp.asarray(gto_widths(RC, 2)),
+                                                        params=_MASK_PARAMS))(jnp.asarray(R), jnp.asarray(idx)))
+    out, g = (np.asarray(a) for a in _masked_values_and_grad(jnp.asarray(P), jnp.asarray(pad_idx), jnp.asarray(mask)))
+    np.testing.assert_allclose(out[:5], ref, rtol=0, atol=1e-12)
+    assert np.all(out[5:] == 0.0)
+    assert np.all(np.isfinite(g)) and np.all(g[5:] == 0.0)
+    far = P.copy()
+    far[5:] = [[1e4, 0, 0], [2e4, 0, 0], [3e4, 0, 0]]
+    _, g_far = _masked_values_and_grad(jnp.asarray(far), jnp.asarray(pad_idx), jnp.asarray(mask))
+    np.testing.assert_allclose(g[:5], np.asarray(g_far)[:5], rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_direct_atom_mask_front_door_and_multipoles():
+    """The same padding: gradient = that of the unpadded system; the front door's
+    atom_mask; the multipoles."""
+    R, sp, idx, P, pad_idx, mask = _coincident_padding()
+    _, g = _masked_values_and_grad(jnp.asarray(P), jnp.asarray(pad_idx), jnp.asarray(mask))
+    _, g_ref = _masked_values_and_grad(jnp.asarray(R), jnp.asarray(idx), jnp.ones(5, bool))
+    np.testing.assert_allclose(np.asarray(g)[:5], g_ref, rtol=0, atol=1e-12)
+    kw = dict(cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA)
+    ref = np.asarray(lode(R, sp, **kw).values)
+    front = lode(P, np.concatenate([sp, [1, 8, 1]]), atom_mask=mask, **kw).values
+    np.testing.assert_allclose(front[:5], ref, rtol=0, atol=1e-12)
+    assert np.all(np.asarray(front[5:]) == 0.0)
+    params = LodeParams("direct", cutoff=RC, max_radial=NMAX, max_angular=LMAX, n_species=2)
+    mp = jax.jit(lambda r, i, m: multipole_features(r, i, sigma=SIGMA, params=params, atom_mask=m))
+    gm = jax.grad(lambda r: sum(jnp.sum(a) for a in mp(r, jnp.asarray(pad_idx), jnp.asarray(mask))))(jnp.asarray(P))
+    gm_ref = jax.grad(lambda r: sum(jnp.sum(a) for a in mp(r, jnp.asarray(idx), None)))(jnp.asarray(R))
+    assert np.all(np.isfinite(gm)) and np.all(np.asarray(gm[5:]) == 0.0)
+    np.testing.assert_allclose(gm[:5], gm_ref, rtol=0, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_float32_pme_and_front_door_grad(ksum_reference):
     """PME in float32 stays within its error budget; jax.grad through the eager front door."""
@@ -428,8 +530,9 @@ def test_float32_pme_and_front_door_grad(ksum_reference):
     kw = dict(cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA)
     out = lode(jnp.asarray(R, jnp.float32), sp, cell=jnp.asarray(cell, jnp.float32), accuracy=1e-5, **kw)
     assert out.values.dtype == jnp.float32
-    # budget: the mesh error (≤ 1e-5) plus float32 round-off of O(1) features (~1e-6)
-    assert rel_rms(out.values, ref) < 2e-5
+    # budget: the mesh error (≤ 3 × 1e-5, the tuner's contract) plus float32 round-off of
+    # O(1) features (~1e-6)
+    assert rel_rms(out.values, ref) < 3.5e-5
     Rc, spc = cluster(1, n=4)
     g = jax.grad(lambda r: jnp.sum(lode(r, spc, **kw).values ** 2))(jnp.asarray(Rc))
     h = 1e-5
@@ -599,8 +702,39 @@ def test_bad_input():
     np.testing.assert_array_equal(spc, sp0)
 
 
+def test_tune_lode_bad_input_cache_and_hash(ksum_reference):
+    """tune_lode validates its inputs itself (it is public); results are cached; the
+    informative estimated_error takes no part in equality, so params that differ only in
+    it share one compiled function."""
+    kw = dict(cutoff=RC, max_radial=NMAX, max_angular=LMAX, n_species=2)
+    cell = np.eye(3) * 8.0
+    bad = [dict(sigma=0.0), dict(sigma=-1.0), dict(sigma=np.nan), dict(accuracy=0.0), dict(accuracy=2.0),
+           dict(cutoff=-1.0), dict(max_radial=0), dict(max_angular=-1), dict(n_species=0), dict(method="ewald"),
+           dict(order=5), dict(order=14), dict(n_atoms=0), dict(radial_widths=-np.ones(NMAX)),
+           dict(cell=np.zeros((3, 3))), dict(cell=np.eye(2)), dict(method="ksum", cell=None)]
+    for change in bad:
+        args = dict(cell=cell, sigma=SIGMA, **kw)
+        args.update(change)
+        with pytest.raises(ValueError):
+            tune_lode(args.pop("cell"), args.pop("sigma"), **args)
+    for args in ((0.0, 1e-3), (1.0, 1.5)):
+        with pytest.raises(ValueError):
+            ksum_cutoff(*args)
+    p1 = tune_lode(cell, SIGMA, accuracy=1e-4, **kw)
+    assert tune_lode(cell, SIGMA, accuracy=1e-4, **kw) is p1              # cached
+    other = dataclasses.replace(p1, estimated_error=0.5)
+    assert other == p1 and hash(other) == hash(p1)
+    R, sp, cell, _ = ksum_reference
+    lode_module = importlib.import_module("jaxlr.features.lode")
+    first = lode(R, sp, cell=cell, cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA, accuracy=1e-6)
+    before = lode_module._evaluate._cache_size()
+    lode(R + 0.01, sp, cell=cell, cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA,
+         params=dataclasses.replace(first.params, estimated_error=1.0))
+    assert lode_module._evaluate._cache_size() == before
+
+
 def test_tuner_error_model_is_monotone():
-    errs = [pme_error(8, 3, x) for x in (0.2, 0.4, 0.6, 0.8)]
+    errs = [multipole_pme_error(8, x) for x in (0.2, 0.4, 0.6, 0.8)]
     assert all(a < b for a, b in zip(errs, errs[1:]))
     p4 = tune_lode(np.eye(3) * 20, 1.0, cutoff=4.0, max_radial=4, max_angular=3, n_species=2, accuracy=1e-4)
     p8 = tune_lode(np.eye(3) * 20, 1.0, cutoff=4.0, max_radial=4, max_angular=3, n_species=2, accuracy=1e-8)
@@ -626,8 +760,6 @@ def test_featomic_lode_agreement(ksum_reference):
     """
     featomic = pytest.importorskip("featomic")
     ase = pytest.importorskip("ase")
-    from jaxlr.features.lode_ksum import ksum_cutoff
-
     R, sp, cell, _ = ksum_reference
     r0, n, L = RC, NMAX, LMAX
     atoms = ase.Atoms(numbers=sp, positions=R, cell=cell, pbc=True)

@@ -87,6 +87,24 @@ def test_bspline_values_and_alias_sums(order):
     np.testing.assert_allclose(alias_sum_u2(m, k_mesh, order), np.sum(sinc ** (2 * order), axis=0), rtol=1e-12)
 
 
+def test_bspline_values_against_scipy_up_to_high_order():
+    """M_p at the integers against scipy's B-spline on the knots 0 … p (de Boor's algorithm,
+    independent code), orders 2 … 16 and the high orders needed by the alias sum Σ Û² of
+    order-12 splines (M_24) and beyond; exponential-time recursion would hang here."""
+    from scipy.interpolate import BSpline
+
+    for order in list(range(2, 17)) + [24, 32]:
+        knots = np.arange(order + 1.0)
+        ref = np.nan_to_num(BSpline.basis_element(knots, extrapolate=False)(knots))   # NaN outside
+        vals = np.asarray(bspline_values(order))
+        assert vals.shape == (order + 1,)
+        np.testing.assert_allclose(vals, ref, rtol=0, atol=2e-16)
+        assert abs(vals.sum() - 1.0) < 1e-15                      # partition of unity
+        np.testing.assert_array_equal(vals, vals[::-1])          # symmetric about p/2
+    with pytest.raises(ValueError):
+        bspline_values(0)
+
+
 def test_spread_charges_conserves_charge():
     rng = np.random.default_rng(0)
     frac = rng.uniform(-1.5, 2.5, (30, 3))  # any real fractional coordinates

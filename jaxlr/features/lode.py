@@ -30,19 +30,24 @@ Three routes (``method``):
 * ``"auto"`` — direct without a cell, PME with one.
 
 Accuracy (``accuracy=``): the target *relative RMS feature error*,
-``‖F − F_exact‖_RMS / ‖F_exact‖_RMS`` over all atoms, species and (n, l, m) channels
-(dominated by the large l = 0 features; the error of the small high-l blocks relative to
-their own size is larger).  The k-sum cutoff is ``√(2 ln(1/accuracy) + 2)/σ_L``.  The PME
-error of block l is modelled as ``log ε = a_q + b_q log(h/σ_L) + c_q l`` with q = p − l
-(the l-th derivative of an order-p B-spline interpolation converges with order p − l; h is
-the largest mesh-plane spacing), the upper envelope of errors measured against converged
-k-sums for three σ_L / r_c / cell combinations (``python benchmarks/bench_lode.py
---calibrate``, :data:`LODE_ERROR_FIT`); the tuner picks the (p, mesh) of least estimated
-cost whose estimate √Σ_l ε_l² meets the target.  Being an envelope, the estimate is
-conservative — measured errors are typically 2–30× below the target.  The multipole
-variant has its own fit (:data:`MULTIPOLE_ERROR_FIT`, the largest of the relative errors of
-potential, field and field gradient).  The direct route is converged to ~1e-13 whatever
-``accuracy`` says.
+``ε = ‖F − F_ref‖ / ‖F_ref‖`` with Frobenius norms over all atoms, species channels and
+(n, l, m) components, F_ref the converged features (dominated by the large l = 0 features;
+the error of a small high-l block relative to its own size is larger).  The tuner
+(:func:`tune_lode`) estimates ε with the parameter-free error model of
+:mod:`jaxlr.features.lode_error` (ideal-gas atoms: the k-sum's truncated tail, and the
+PME aliasing of spreading and of the l-th derivative of the B-spline interpolation,
+including the coherent self term of each atom) and picks the k-sum cutoff, or the PME
+spline order and mesh of least estimated cost, that meet the target.  Measured against
+converged k-sums (``python benchmarks/calibrate_lode_error.py``; random two-species
+cells, cubic and triclinic, σ_L = 0.6 … 1.5 Å, r_c = 3 … 4 Å, L ≤ 4) the achieved ε lies
+between 0.4 and 1.7 times the request for 1e-3 … 1e-6 (PME and k-sum); the model itself
+is within e^{−0.5} … e^{+0.8} of about 1,000 measured PME errors (p = 4 … 12,
+σ_L = 0.5 … 2 Å, r_c = 2 … 20 Å, RMS of the log ratio 0.18).
+For ordered or liquid structures, whose long-wavelength density fluctuations are
+smaller than an ideal gas's, ‖F_ref‖ — and so ε — can differ from the estimate by a
+factor of order one.  The multipole variant has its own fit (:data:`MULTIPOLE_ERROR_FIT`,
+an upper envelope of the largest of the relative errors of potential, field and field
+gradient).  The direct route is converged to ~1e-13 whatever ``accuracy`` says.
 
 Relation to featomic's LodeSphericalExpansion (checked to 1e-10 in the tests): identical
 definition, k = 0 convention, i^l sign, harmonics and normalisation; featomic's
@@ -60,6 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import lru_cache
 
 import numpy as np
 import jax
@@ -71,34 +77,27 @@ from ..pme import MeshSpec
 from ..system import (check_accuracy, check_cell, check_positions, concrete_value, perpendicular_widths,
                       reduced_basis)
 from ..tuning import COSTS, _bisect, fft_friendly
-from .lode_direct import lode_direct, lode_direct_multipoles
+from .lode_direct import _masked_index, lode_direct, lode_direct_multipoles
+from .lode_error import LodeErrorModel
 from .lode_ksum import ksum_cutoff, lode_ksum, lode_ksum_multipoles
 from .lode_kspace import TABLE_STEP, radial_points
 from .lode_pme import K_NEGLIGIBLE, make_lode_pme, make_lode_pme_multipoles
 from .radial import gto_widths
 
-__all__ = ["lode", "lode_multipoles", "lode_features", "multipole_features", "tune_lode", "pme_error",
-           "basis_extent", "LodeParams", "LodeResult", "LodeMultipoles", "LODE_METHODS", "LODE_ERROR_FIT", "MULTIPOLE_ERROR_FIT"]
+__all__ = ["lode", "lode_multipoles", "lode_features", "multipole_features", "tune_lode", "multipole_pme_error",
+           "basis_extent", "LodeParams", "LodeResult", "LodeMultipoles", "LODE_METHODS", "MULTIPOLE_ERROR_FIT"]
 
 LODE_METHODS = ("auto", "ksum", "pme", "direct")
 #: spline orders the tuner tries
 LODE_ORDERS = (4, 6, 8, 10, 12)
 
-#: PME block error model: log ε = a + b·log(h/σ_L) + c·l for the l-block with q = p − l,
-#: the upper envelope of errors measured against converged k-sums for σ_L/r_c = 1/3.5,
-#: 0.5/4 and 2/5 Å (``python benchmarks/bench_lode.py --calibrate``); q > 10 uses q = 10
-LODE_ERROR_FIT: dict[int, tuple[float, float, float]] = {
-    2: (-1.385, 2.019, -0.408), 3: (-3.675, 3.148, -0.272), 4: (-5.064, 4.176, -0.189),
-    5: (-5.704, 5.507, -0.108), 6: (-6.331, 6.655, -0.078), 7: (-6.895, 7.764, -0.037),
-    8: (-7.110, 8.706, -0.037), 9: (-7.478, 10.887, -0.002), 10: (-7.737, 10.261, -0.046),
-}
 #: multipole error model (largest relative RMS error of potential, field, field gradient):
 #: log ε = a + b·log(h/σ_L) per spline order p, upper envelope of the same measurements
 MULTIPOLE_ERROR_FIT: dict[int, tuple[float, float]] = {
     4: (-2.532, 2.094), 6: (-4.169, 4.580), 8: (-4.952, 7.382), 10: (-4.999, 10.316), 12: (-4.428, 14.003),
 }
-#: multiplicative margin on the fitted envelopes
-LODE_ERROR_MARGIN = 1.0
+#: atoms per Å³ assumed by the error and cost models when ``n_atoms`` is not given (water)
+DEFAULT_DENSITY = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +112,8 @@ class LodeParams:
       n_points: radial quadrature nodes of I_nl (k-space routes).  n_table: Hermite
         table size of J_nl (PME).
       estimated_error: predicted relative RMS feature error (None when not estimated).
+        Informative only: it takes no part in equality and hashing, so two params that
+        differ only in the estimate share one compiled function.
     """
 
     method: str
@@ -125,7 +126,7 @@ class LodeParams:
     k_cutoff: float | None = None
     n_points: int | None = None
     n_table: int | None = None
-    estimated_error: float | None = None
+    estimated_error: float | None = dataclasses.field(default=None, compare=False)
 
 
 @jax.tree_util.register_dataclass
@@ -174,7 +175,8 @@ def _periodic_cell(params: LodeParams, cell, kvectors, dtype):
     return jnp.asarray(cell, dtype)
 
 
-def lode_features(positions, species_index, *, sigma, widths, params: LodeParams, cell=None, kvectors=None):
+def lode_features(positions, species_index, *, sigma, widths, params: LodeParams, cell=None, kvectors=None,
+                  atom_mask=None):
     """LODE features for static ``params`` — the pure, jittable functional core.
 
     Args:
@@ -184,6 +186,9 @@ def lode_features(positions, species_index, *, sigma, widths, params: LodeParams
       params: :class:`LodeParams` (static), e.g. from :func:`tune_lode`.
       cell: (3, 3) Å (traced; None for "direct").  kvectors: integer half-space vectors
         for "ksum" (``jaxlr.half_space_kvectors(cell, params.k_cutoff)``).
+      atom_mask: optional (N,) bool, False for padding atoms (same as species index −1):
+        they contribute nothing, get zero features, and may sit anywhere — also on top
+        of each other or of real atoms — with finite values and gradients.
 
     Returns:
       (N, n_species, max_radial, (max_angular+1)²).  Works under jit, grad (positions,
@@ -199,6 +204,7 @@ def lode_features(positions, species_index, *, sigma, widths, params: LodeParams
     dtype = positions.dtype
     sigma = jnp.asarray(sigma, dtype)
     widths = jnp.asarray(widths, dtype)
+    species_index = _masked_index(species_index, atom_mask)
     common = dict(n_species=params.n_species, cutoff=params.cutoff, max_angular=params.max_angular)
     if params.method == "direct":
         return lode_direct(positions, species_index, sigma, widths, exclude_center=params.exclude_center, **common)
@@ -213,7 +219,8 @@ def lode_features(positions, species_index, *, sigma, widths, params: LodeParams
     raise ValueError(f"unknown LODE method {params.method!r}; choose 'ksum', 'pme' or 'direct'.")
 
 
-def multipole_features(positions, species_index, *, sigma, params: LodeParams, cell=None, kvectors=None):
+def multipole_features(positions, species_index, *, sigma, params: LodeParams, cell=None, kvectors=None,
+                       atom_mask=None):
     """Potential, field and field gradient of each species density — jittable core.
 
     Args as :func:`lode_features` (no basis; ``params.cutoff``/``max_radial``/
@@ -222,9 +229,18 @@ def multipole_features(positions, species_index, *, sigma, params: LodeParams, c
     Returns:
       ``(potential (N, A), field (N, A, 3), field_gradient (N, A, 3, 3))``; see
       :class:`LodeMultipoles`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> p = LodeParams("direct", cutoff=1.0, max_radial=1, max_angular=0, n_species=1)
+      >>> pot, field, grad = multipole_features(jnp.array([[0.0, 0, 0], [1.0, 0, 0]]), jnp.array([0, 0]),
+      ...                                       sigma=0.5, params=p)
+      >>> pot.shape, field.shape, grad.shape
+      ((2, 1), (2, 1, 3), (2, 1, 3, 3))
     """
     dtype = positions.dtype
     sigma = jnp.asarray(sigma, dtype)
+    species_index = _masked_index(species_index, atom_mask)
     if params.method == "direct":
         return lode_direct_multipoles(positions, species_index, sigma, n_species=params.n_species,
                                       exclude_center=params.exclude_center)
@@ -239,27 +255,32 @@ def multipole_features(positions, species_index, *, sigma, params: LodeParams, c
 
 
 # ---- tuning (host) -------------------------------------------------------------------------------
-def block_error(order: int, l: int, x: float) -> float:
-    """Estimated relative RMS error of the l-block at spline order p and h/σ_L = x (host)."""
-    q = order - l
-    if q < 2:
-        return math.inf
-    a, b, c = LODE_ERROR_FIT[min(q, max(LODE_ERROR_FIT))]
-    return LODE_ERROR_MARGIN * math.exp(a + b * math.log(x) + c * l)
+def multipole_pme_error(order: int, x: float) -> float:
+    """Estimated error of the PME multipoles (largest relative RMS error of potential, field
+    and field gradient) at spline order p and largest mesh spacing h = x·σ_L (host;
+    :data:`MULTIPOLE_ERROR_FIT`, an upper envelope).
 
-
-def pme_error(order: int, max_angular: int, x: float, multipoles: bool = False) -> float:
-    """Estimated relative RMS error of the PME features, √Σ_l ε_l², or of the multipoles (host)."""
-    if multipoles:
-        a, b = MULTIPOLE_ERROR_FIT[order]
-        return LODE_ERROR_MARGIN * math.exp(a + b * math.log(x))
-    return math.sqrt(sum(block_error(order, l, x) ** 2 for l in range(max_angular + 1)))
+    Example:
+      >>> multipole_pme_error(8, 0.3) < multipole_pme_error(8, 0.5) < multipole_pme_error(6, 0.5)
+      True
+    """
+    if order not in MULTIPOLE_ERROR_FIT:
+        raise ValueError(f"no multipole error fit for spline order {order}; use one of {sorted(MULTIPOLE_ERROR_FIT)}.")
+    a, b = MULTIPOLE_ERROR_FIT[order]
+    return math.exp(a + b * math.log(x))
 
 
 def basis_extent(widths, cutoff: float) -> float:
     """Radius (Å, ≤ cutoff) beyond which every GTO primitive r^n e^{−r²/2σ_n²} is below 1e-8 of
     its maximum (host).  Sets the resolution of the J_nl table: J_nl varies on the scale
-    1/extent in k, so the Hermite step is TABLE_STEP/extent."""
+    1/extent in k, so the Hermite step is TABLE_STEP/extent.
+
+    Example:
+      >>> basis_extent(gto_widths(20.0, 6), 20.0)          # the basis fills the sphere
+      20.0
+      >>> round(basis_extent(gto_widths(4.0, 6), 20.0), 1) < 20.0
+      True
+    """
     w = np.asarray(widths, dtype=np.float64)
     r = np.linspace(0.0, float(cutoff), 4001)[1:]
     extent = 0.0
@@ -284,33 +305,56 @@ def _mesh_kmax(mesh_cell: np.ndarray, shape) -> float:
 def tune_lode(cell, sigma: float, *, cutoff: float, max_radial: int, max_angular: int, n_species: int,
               method: str = "auto", accuracy: float = 1e-6, exclude_center: bool = False,
               mesh=None, order: int | None = None, k_cutoff: float | None = None,
-              n_atoms: int = 1000, multipoles: bool = False, dtype: str = "float64",
+              n_atoms: int | None = None, multipoles: bool = False, dtype: str = "float64",
               radial_widths=None) -> LodeParams:
     """Choose the route and its parameters for a requested feature accuracy (host, numpy).
 
+    ``accuracy`` is the target relative RMS error of all feature components,
+    ‖F − F_ref‖/‖F_ref‖ against converged features (see the module docstring), estimated
+    by :class:`jaxlr.features.lode_error.LodeErrorModel` for atoms at random positions.  The
+    k-sum gets the smallest cutoff whose estimate meets it; PME gets, among the spline
+    orders 4 … 12 (≥ L + 2), the mesh of least estimated cost whose estimate meets it — a
+    search with real-valued mesh sizes, rounded up to FFT-friendly sizes per axis and then
+    coarsened axis by axis while the estimate still meets the target, so the estimate lands
+    within a few tens of percent below the request.  For the multipole variant
+    (``multipoles=True``) the envelope :data:`MULTIPOLE_ERROR_FIT` is used instead.
+
     Args:
       cell: (3, 3) concrete numpy cell, or None (open boundary → "direct").
-      sigma: σ_L in Å (concrete).  cutoff, max_radial, max_angular, n_species: the basis.
-      method: "auto", "ksum", "pme" or "direct".  accuracy: target relative RMS error.
+      sigma: σ_L in Å (concrete, > 0).  cutoff (Å), max_radial, max_angular, n_species:
+        the basis.
+      method: "auto", "ksum", "pme" or "direct".  accuracy: target in (0, 1).
       mesh: (K1, K2, K3) along the cell vectors as given, or a full MeshSpec; order: spline
         order; k_cutoff: 1/Å — fixed values that the search respects.
-      n_atoms: atom count (for the cost model).  multipoles: tune for
-        :func:`lode_multipoles` (derivative order 2 instead of max_angular).
-      radial_widths: concrete basis widths (default ``gto_widths(cutoff, max_radial)``); they
-        set the resolution of the J_nl table.
+      n_atoms: number of real atoms (error and cost models); default: 0.1 atoms/Å³ × V.
+      multipoles: tune for :func:`lode_multipoles` (derivative order 2 instead of max_angular).
+      dtype: "float64" or "float32" (cost model).
+      radial_widths: concrete basis widths in Å (default ``gto_widths(cutoff, max_radial)``).
 
     Returns:
-      :class:`LodeParams`.
+      :class:`LodeParams` (``estimated_error`` holds the model's estimate).  Results are
+      cached: the same arguments return the same params without a new search.
+
+    Raises:
+      ValueError: a bad method, accuracy outside (0, 1), σ or cutoff not positive, bad
+        basis sizes, a degenerate cell, an unsupported spline order.
 
     Example:
       >>> import numpy as np
       >>> p = tune_lode(np.eye(3) * 20.0, 1.0, cutoff=4.0, max_radial=4, max_angular=3, n_species=2,
       ...               accuracy=1e-4)
-      >>> p.method, p.mesh.order >= 5
-      ('pme', True)
+      >>> p.method, p.mesh.order >= 5, 1e-5 < p.estimated_error <= 1e-4
+      ('pme', True, True)
     """
-    L = int(max_angular)
-    base = dict(cutoff=float(cutoff), max_radial=int(max_radial), max_angular=L, n_species=int(n_species),
+    if method not in LODE_METHODS:
+        raise ValueError(f"method must be one of {LODE_METHODS}, got {method!r}.")
+    accuracy = check_accuracy(accuracy, " (a relative RMS feature error)")
+    sigma = _host_positive("sigma", sigma)
+    cutoff = _host_positive("cutoff", cutoff)
+    for name, v, lo in (("max_radial", max_radial, 1), ("max_angular", max_angular, 0), ("n_species", n_species, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer ≥ {lo}, got {v!r}.")
+    base = dict(cutoff=cutoff, max_radial=int(max_radial), max_angular=int(max_angular), n_species=int(n_species),
                 exclude_center=bool(exclude_center))
     if cell is None:
         if method not in ("auto", "direct"):
@@ -319,57 +363,200 @@ def tune_lode(cell, sigma: float, *, cutoff: float, max_radial: int, max_angular
     if method == "direct":
         raise ValueError("method='direct' is the open-boundary route; for a periodic cell use 'ksum' or 'pme'.")
     cell = np.asarray(cell, dtype=np.float64)
-    sigma = float(sigma)
+    check_cell(cell)
+    if order is not None and (isinstance(order, bool) or int(order) != order or order % 2 or not 4 <= order <= 12):
+        raise ValueError(f"order must be an even spline order in 4…12, got {order!r}.")
+    widths = gto_widths(cutoff, max_radial) if radial_widths is None else np.asarray(radial_widths, np.float64)
+    if widths.shape != (int(max_radial),) or not (np.all(np.isfinite(widths)) and np.all(widths > 0)):
+        raise ValueError(f"radial_widths must be ({max_radial},) positive finite widths in Å.")
+    if n_atoms is None:
+        n_atoms = max(1, round(DEFAULT_DENSITY * abs(float(np.linalg.det(cell)))))
+    elif isinstance(n_atoms, bool) or int(n_atoms) != n_atoms or n_atoms < 1:
+        raise ValueError(f"n_atoms must be a positive integer, got {n_atoms!r}.")
+    if mesh is not None and not isinstance(mesh, MeshSpec):
+        mesh = tuple(int(k) for k in mesh)
+    return _tune_periodic(tuple(map(tuple, cell)), sigma, tuple(widths), method, accuracy, mesh,
+                          None if order is None else int(order), None if k_cutoff is None else float(k_cutoff),
+                          int(n_atoms), bool(multipoles), str(dtype), tuple(sorted(base.items())))
+
+
+def _host_positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive finite number (Å), got {value!r}.") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number (Å), got {value!r}.")
+    return v
+
+
+@lru_cache(maxsize=256)
+def _error_model(cell: tuple, sigma: float, widths: tuple, cutoff: float, max_angular: int,
+                 n_atoms: int) -> LodeErrorModel:
+    return LodeErrorModel(np.array(cell), sigma, np.array(widths), cutoff, max_angular, n_atoms)
+
+
+def _smallest(ok, lo: float, hi: float, rtol: float = 1e-3) -> float:
+    """Smallest x in [lo, hi] (to ``rtol``) where the monotone predicate ``ok`` holds (hi if none)."""
+    if ok(lo):
+        return lo
+    if not ok(hi):
+        return hi
+    while hi > lo * (1.0 + rtol):
+        mid = math.sqrt(lo * hi)
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _fft_below(n: int) -> int:
+    """Largest FFT-friendly size below n (0 if none)."""
+    m = n - 1
+    while m >= 1 and fft_friendly(m) != m:
+        m -= 1
+    return m
+
+
+def _pme_rounded(error, order: int, widths: np.ndarray, sigma: float, accuracy: float, x0: float):
+    """First guess of the coarsest mesh meeting ``accuracy``: ``(shape, estimate, x)``.
+
+    Secant steps in log(spacing) with real-valued mesh sizes K_d = w_d/(xσ) (the error
+    is close to a power of x), then FFT-friendly rounding up per axis, refined on the
+    coarsest axis while the estimate still misses.
+    """
+    target = math.log(accuracy)
+    lo, hi = math.log(1e-3), math.log(2.0)
+
+    def at(lx):
+        return math.log(max(error(widths / (math.exp(lx) * sigma)), 1e-300))
+
+    lx = math.log(x0)
+    le = at(lx)
+    slope = 4.0
+    for _ in range(6):
+        if abs(le - target) < 0.1:
+            break
+        nx = min(max(lx + (target - le) / slope, lo), hi)
+        if nx == lx:
+            break
+        ne = at(nx)
+        slope = max((ne - le) / (nx - lx), 0.5)
+        lx, le = nx, ne
+    h = math.exp(lx) * sigma
+    shape = [max(order, fft_friendly(math.ceil(w / h - 1e-9))) for w in widths]
+    e = error(np.asarray(shape, float))
+    for _ in range(12):
+        if e <= accuracy:
+            break
+        d = int(np.argmax(widths / np.asarray(shape)))
+        shape[d] = fft_friendly(shape[d] + 1)
+        e = error(np.asarray(shape, float))
+    return shape, e, math.exp(lx)
+
+
+def _pme_coarsened(error, order: int, widths: np.ndarray, accuracy: float, shape, e):
+    """Coarsen the axes of ``shape`` one FFT-friendly size at a time (finest axis first) while
+    ``error`` stays within ``accuracy``."""
+    shape = list(shape)
+    changed = e <= accuracy
+    while changed:
+        changed = False
+        for d in np.argsort(widths / np.asarray(shape)):
+            smaller = _fft_below(shape[d])
+            if smaller < order:
+                continue
+            trial = list(shape)
+            trial[d] = smaller
+            et = error(np.asarray(trial, float))
+            if et <= accuracy:
+                shape, e, changed = trial, et, True
+    return tuple(int(k) for k in shape), e
+
+
+@lru_cache(maxsize=256)
+def _tune_periodic(cell_t, sigma, widths_t, method, accuracy, mesh, order, k_cutoff, n_atoms, multipoles, dtype,
+                   base_items):
+    """The periodic part of :func:`tune_lode` on hashable arguments (cached)."""
+    base = dict(base_items)
+    cell = np.array(cell_t)
+    widths = np.array(widths_t)
+    cutoff, L = base["cutoff"], base["max_angular"]
     if method == "ksum":
-        kc = float(k_cutoff) if k_cutoff is not None else ksum_cutoff(sigma, accuracy)
-        return LodeParams("ksum", k_cutoff=kc, n_points=radial_points(cutoff, kc), **base)
+        if k_cutoff is not None:
+            kc = k_cutoff
+            estimate = None if multipoles else _error_model(cell_t, sigma, widths_t, cutoff, L, n_atoms).ksum(kc)
+        elif multipoles:
+            kc = ksum_cutoff(sigma, accuracy)
+            estimate = None
+        else:
+            model = _error_model(cell_t, sigma, widths_t, cutoff, L, n_atoms)
+            kc = _smallest(lambda k: model.ksum(k) <= accuracy, 0.1 / sigma, 1.5 * K_NEGLIGIBLE / sigma)
+            estimate = model.ksum(kc)
+        return LodeParams("ksum", k_cutoff=kc, n_points=radial_points(cutoff, kc), estimated_error=estimate, **base)
     # PME
     d_order = 2 if multipoles else L
-    costs = COSTS["float32" if str(dtype) == "float32" else "float64"]
+    costs = COSTS["float32" if dtype == "float32" else "float64"]
+    if order is not None and order < d_order + 2:
+        raise ValueError(f"spline order {order} is too low: derivatives of order {d_order} need order ≥ "
+                         f"{d_order + 2} (≥ {d_order + 4} recommended).")
+    orders = (order,) if order is not None else tuple(p for p in LODE_ORDERS if p >= d_order + 2)
+    if not orders:
+        raise ValueError(f"no supported spline order ≥ {d_order + 2} for max_angular={L}; "
+                         f"the largest is {LODE_ORDERS[-1]} (use method='ksum').")
+    model = None if multipoles else _error_model(cell_t, sigma, widths_t, cutoff, L, n_atoms)
+
+    def estimate(spec_order, mesh_cell, shape):
+        if multipoles:
+            x = float(np.max(perpendicular_widths(mesh_cell) / np.asarray(shape, float))) / sigma
+            return multipole_pme_error(spec_order, x)
+        return model.pme(spec_order, mesh_cell, shape)
+
+    def cost(spec):
+        m = float(np.prod(spec.shape))
+        channels = base["n_species"] * (1 if multipoles else base["max_radial"])
+        per_l = [3] if multipoles else [l + 1 for l in range(L + 1)]
+        return channels * sum(costs["fft"] * m * math.log2(max(m, 2.0)) + 4 * costs["mesh"] * m
+                              + costs["stencil"] * n_atoms * spec.order**3 * k / 2 for k in per_l)
+
+    candidates = []
     if isinstance(mesh, MeshSpec):
-        specs = [mesh]
+        spec = mesh
+        candidates.append((spec, estimate(spec.order, np.asarray(spec.basis) @ cell, spec.shape)))
     else:
-        if mesh is not None:
-            basis = np.eye(3, dtype=np.int64)
-        else:
-            basis = reduced_basis(cell)
-        mesh_cell = basis @ cell
-        widths = perpendicular_widths(mesh_cell)
+        basis = np.eye(3, dtype=np.int64) if mesh is not None else reduced_basis(cell)
         basis_t = tuple(tuple(int(v) for v in row) for row in basis)
-        if order is not None and int(order) < d_order + 2:
-            raise ValueError(f"spline order {order} is too low: derivatives of order {d_order} need order ≥ "
-                             f"{d_order + 2} (≥ {d_order + 4} recommended).")
-        orders = (int(order),) if order is not None else tuple(p for p in LODE_ORDERS if p >= d_order + 2)
-        if not orders:
-            raise ValueError(f"no supported spline order ≥ {d_order + 2} for max_angular={L}; "
-                             f"the largest is {LODE_ORDERS[-1]} (use method='ksum').")
-        specs = []
+        mesh_cell = basis @ cell
+        plane = perpendicular_widths(mesh_cell)
+        x0 = 0.5
         for p in orders:
             if mesh is not None:
-                shape = tuple(int(k) for k in mesh)
+                shape = mesh
+                e = estimate(p, mesh_cell, shape)
+            elif multipoles:
+                x = _bisect(lambda x, p=p: multipole_pme_error(p, x) <= accuracy, 1e-3, 2.0)
+                shape = tuple(max(p, fft_friendly(math.ceil(w / (x * sigma)))) for w in plane)
+                e = estimate(p, mesh_cell, shape)
             else:
-                def err(x, p=p):
-                    return pme_error(p, L, x, multipoles)
-                x = _bisect(lambda x: err(x) <= accuracy, 1e-3, 2.0)
-                shape = tuple(max(p, fft_friendly(math.ceil(w / (x * sigma)))) for w in widths)
-            specs.append(MeshSpec(shape, p, basis=basis_t))
+                shape, e, x0 = _pme_rounded(lambda k, p=p: model.pme(p, mesh_cell, k), p, plane, sigma, accuracy, x0)
+            candidates.append((MeshSpec(tuple(shape), p, basis=basis_t), e))
+        if mesh is None and not multipoles:
+            # coarsen the two cheapest rounded candidates axis by axis (the rounding wastes up to ~2×)
+            ranked = sorted(candidates, key=lambda c: (c[1] > accuracy, cost(c[0])))
+            for spec, e in ranked[:2]:
+                shape, e = _pme_coarsened(lambda k, p=spec.order: model.pme(p, mesh_cell, k), spec.order, plane,
+                                          accuracy, spec.shape, e)
+                candidates.append((spec._replace(shape=shape), e))
     best = None
-    for spec in specs:
-        mesh_cell = np.asarray(spec.basis) @ cell
-        x = float(np.max(perpendicular_widths(mesh_cell) / np.asarray(spec.shape))) / sigma
-        e = pme_error(spec.order, L, x, multipoles)
-        m = float(np.prod(spec.shape))
-        channels = n_species * (1 if multipoles else int(max_radial))
-        per_l = [3] if multipoles else [l + 1 for l in range(L + 1)]
-        cost = channels * sum(costs["fft"] * m * math.log2(max(m, 2.0)) + 4 * costs["mesh"] * m
-                              + costs["stencil"] * n_atoms * spec.order**3 * k / 2 for k in per_l)
-        key = (0 if e <= accuracy * 1.0001 else 1, cost if e <= accuracy * 1.0001 else e)
+    for spec, e in candidates:
+        ok = e <= accuracy * 1.0001
+        key = (0 if ok else 1, cost(spec) if ok else e)
         if best is None or key < best[0]:
             best = (key, spec, e)
     _, spec, e = best
     k_top = min(_mesh_kmax(np.asarray(spec.basis) @ cell, spec.shape), K_NEGLIGIBLE / sigma)
-    extent = basis_extent(gto_widths(cutoff, max_radial) if radial_widths is None else radial_widths, cutoff)
-    n_table = int(math.ceil(k_top * extent / TABLE_STEP)) + 2
+    n_table = int(math.ceil(k_top * basis_extent(widths, cutoff) / TABLE_STEP)) + 2
     return LodeParams("pme", mesh=spec, n_points=radial_points(cutoff, k_top), n_table=n_table,
                       estimated_error=e, **base)
 
@@ -449,8 +636,11 @@ def _prepare(positions, species, cell, sigma, method, accuracy, species_list, at
     return positions, index, channels, cell, sigma_np, accuracy, dtype
 
 
-def _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, n, multipoles, **basis):
-    """Tuned :class:`LodeParams` from concrete inputs (the cell and σ_L decide the mesh / k-cutoff)."""
+def _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, index, multipoles, **basis):
+    """Tuned :class:`LodeParams` from concrete inputs (the cell and σ_L decide the mesh / k-cutoff;
+    the number of real atoms enters the error and cost models)."""
+    idx = concrete_value(index)
+    n = int(index.shape[0]) if idx is None else max(1, int(np.sum(idx >= 0)))
     cell_np = None if cell is None else concrete_value(cell)
     if cell is not None and (cell_np is None or sigma_np is None):
         raise ValueError("the cell or sigma is traced (inside jit): pass params=... (e.g. result.params of an "
@@ -512,8 +702,9 @@ def lode(positions, species, *, cell=None, cutoff: float, max_radial: int, max_a
         functions n_max.  max_angular: L (features for l = 0 … L).
       sigma: σ_L in Å, width of the atom Gaussians (traced: differentiable).
       method: "auto" (direct when open, PME when periodic), "ksum", "pme" or "direct".
-      accuracy: target relative RMS feature error in (0, 1) (k-space routes; see the
-        module docstring).
+      accuracy: target relative RMS error of all feature components, ‖F − F_ref‖/‖F_ref‖,
+        in (0, 1) (k-space routes; achieved within a factor 3, typically 0.4–1.7×, see
+        the module docstring).
       species_list: atomic numbers of the channels, in order (default: sorted unique
         species of the real atoms); needed when ``species`` is traced.
       exclude_center: leave out the atom's own Gaussian (its periodic images stay).
@@ -562,7 +753,7 @@ def lode(positions, species, *, cell=None, cutoff: float, max_radial: int, max_a
     basis = dict(cutoff=cutoff_v, max_radial=int(max_radial), max_angular=int(max_angular),
                  n_species=len(channels), exclude_center=bool(exclude_center))
     if params is None:
-        params = _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, positions.shape[0],
+        params = _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, index,
                              False, radial_widths=concrete_value(widths), **basis)
     else:
         _check_params(params, cell, **basis)
@@ -605,7 +796,7 @@ def lode_multipoles(positions, species, *, cell=None, sigma, method: str = "auto
     basis = dict(cutoff=1.0, max_radial=1, max_angular=0, n_species=len(channels),
                  exclude_center=bool(exclude_center))
     if params is None:
-        params = _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, positions.shape[0],
+        params = _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, index,
                              True, **basis)
     else:
         _check_params(params, cell, n_species=len(channels), exclude_center=bool(exclude_center))

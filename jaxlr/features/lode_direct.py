@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf, erfc
 
 from .harmonics import real_spherical_harmonics
-from .lode_ksum import l_of_lm
+from .lode_ksum import l_of_lm, species_onehot
 from .lode_kspace import radial_evaluator, self_projection
 
 __all__ = ["lode_direct", "lode_direct_multipoles", "pair_radial_functions"]
@@ -144,6 +144,14 @@ def pair_radial_functions(r, sigma, widths, *, cutoff: float, max_angular: int, 
     return phi
 
 
+def _masked_index(species_index, atom_mask):
+    """Species index with masked atoms (``atom_mask`` False) set to −1 (padding)."""
+    species_index = jnp.asarray(species_index)
+    if atom_mask is None:
+        return species_index
+    return jnp.where(jnp.asarray(atom_mask, bool), species_index, -1)
+
+
 def _row_blocks(n: int, n_cols: int) -> int:
     return max(1, min(n, BLOCK_PAIRS // max(1, n_cols)))
 
@@ -158,7 +166,7 @@ def _blocked_rows(fn, n: int, block: int, dtype):
 
 
 def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cutoff: float,
-                max_angular: int, exclude_center: bool = False):
+                max_angular: int, exclude_center: bool = False, atom_mask=None):
     """Open-boundary LODE features ⟨a n l m|V_i⟩ by real-space quadrature (jittable).
 
     Args:
@@ -166,6 +174,11 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
       sigma: σ_L in Å (traced).  widths: (n_max,) GTO widths in Å (traced).
       n_species, cutoff (r_c, Å), max_angular (L): static.
       exclude_center: leave out the atom's own Gaussian.
+      atom_mask: optional (N,) bool, True for real atoms (combined with
+        ``species_index ≥ 0``).  Masked atoms contribute nothing and get zero features;
+        every pair that does not count is evaluated on a stand-in distance and direction
+        (double ``where``), so values and derivatives stay finite wherever the padding
+        atoms sit — on top of each other or of real atoms included.
 
     Returns:
       (N, n_species, n_max, (L+1)²) features (e/Å · Å^{3/2}; no k_e factor).
@@ -183,7 +196,8 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
     L = max_angular
     lidx = l_of_lm(L)
     sigma = jnp.asarray(sigma, dtype)
-    onehot = (species_index[:, None] == jnp.arange(n_species)[None, :]).astype(dtype)
+    species_index = _masked_index(species_index, atom_mask)
+    onehot = species_onehot(species_index, n_species, dtype)
     valid = species_index >= 0
     n_max = widths.shape[0]
     phi0 = jnp.zeros((n_max, L + 1), dtype).at[:, 0].set(
@@ -194,16 +208,19 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
     def rows(idx):
         ok = idx >= 0
         i = jnp.where(ok, idx, 0)
-        rij = positions[None, :, :] - positions[i][:, None, :]          # (B, N, 3)
+        use = ok[:, None] & valid[i][:, None] & valid[None, :]
+        if exclude_center:
+            use = use & (cols[None, :] != i[:, None])
+        # pairs that do not count (padding, or the other end of a padding row) see a
+        # stand-in unit vector; coincident real pairs take the own-Gaussian limit
+        rij = jnp.where(use[..., None], positions[None, :, :] - positions[i][:, None, :],
+                        jnp.asarray([0.0, 0.0, 1.0], dtype))           # (B, N, 3)
         d2 = jnp.sum(rij * rij, axis=-1)
         apart = d2 > 0
         d = jnp.sqrt(jnp.where(apart, d2, 1.0))
         phi = pair_radial_functions(d, sigma, widths, cutoff=cutoff, max_angular=L, radial=radial)
         phi = jnp.where(apart[..., None, None], phi, phi0)               # coincident: own-Gaussian limit
         y = real_spherical_harmonics(rij, L)                             # (B, N, LM)
-        use = ok[:, None] & valid[i][:, None] & valid[None, :]
-        if exclude_center:
-            use = use & (cols[None, :] != i[:, None])
         weight = jnp.where(use[..., None], onehot[None], jnp.zeros((), dtype))  # (B, N, A)
         return jnp.einsum("bjnq,bjq,bja->banq", phi[..., lidx], y, weight)
 
@@ -240,19 +257,33 @@ def _f_derivatives(y):
     return (jnp.where(small, f_s, f_l), jnp.where(small, d1_s, d1_l), jnp.where(small, d2_s, d2_l))
 
 
-def lode_direct_multipoles(positions, species_index, sigma, *, n_species: int, exclude_center: bool = False):
+def lode_direct_multipoles(positions, species_index, sigma, *, n_species: int, exclude_center: bool = False,
+                           atom_mask=None):
     """Potential, field and field gradient of each species density at each atom (open boundary).
 
     ``V_a(R_i) = Σ_{j∈a} erf(r_ij/√2σ)/r_ij``, ``E = −∇V_a``, ``field_gradient = ∂E_α/∂x_β``.
     With v(s) = g(s²): ∇V = Σ_j 2g'(u)(R_i − R_j), ∇∇V = Σ_j [2g'(u)·1 + 4g''(u) r r^T].
 
+    Args:
+      positions: (N, 3) Å.  species_index: (N,) int, −1 for padding.  sigma: σ_L in Å
+        (traced).  n_species (static).  exclude_center: leave out the own Gaussian.
+      atom_mask: optional (N,) bool, True for real atoms (as in :func:`lode_direct`).
+
     Returns:
       ``(potential (N, A), field (N, A, 3), field_gradient (N, A, 3, 3))`` in e/Å, e/Å², e/Å³.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> pot, field, grad = lode_direct_multipoles(jnp.array([[0.0, 0, 0], [4.0, 0, 0]]), jnp.array([0, 0]),
+      ...                                           0.5, n_species=1, exclude_center=True)
+      >>> round(float(pot[0, 0]), 6), round(float(field[0, 0, 0]), 6)   # 1/r, −1/r²
+      (0.25, -0.0625)
     """
     dtype = positions.dtype
     n = positions.shape[0]
     sigma = jnp.asarray(sigma, dtype)
-    onehot = (species_index[:, None] == jnp.arange(n_species)[None, :]).astype(dtype)
+    species_index = _masked_index(species_index, atom_mask)
+    onehot = species_onehot(species_index, n_species, dtype)
     valid = species_index >= 0
     cols = jnp.arange(n)
     s2 = 2.0 * sigma * sigma
@@ -261,13 +292,14 @@ def lode_direct_multipoles(positions, species_index, sigma, *, n_species: int, e
     def rows(idx):
         ok = idx >= 0
         i = jnp.where(ok, idx, 0)
-        rij = positions[None, :, :] - positions[i][:, None, :]          # R_j − R_i
-        u = jnp.sum(rij * rij, axis=-1)
-        f, d1, d2 = _f_derivatives(u / s2)
-        g, g1, g2 = norm * f, norm * d1 / s2, norm * d2 / (s2 * s2)
         use = ok[:, None] & valid[i][:, None] & valid[None, :]
         if exclude_center:
             use = use & (cols[None, :] != i[:, None])
+        rij = jnp.where(use[..., None], positions[None, :, :] - positions[i][:, None, :],
+                        jnp.zeros((), dtype))                           # R_j − R_i (0 if unused)
+        u = jnp.sum(rij * rij, axis=-1)
+        f, d1, d2 = _f_derivatives(u / s2)
+        g, g1, g2 = norm * f, norm * d1 / s2, norm * d2 / (s2 * s2)
         weight = jnp.where(use[..., None], onehot[None], jnp.zeros((), dtype))
         pot = jnp.einsum("bj,bja->ba", g, weight)
         field = jnp.einsum("bj,bjx,bja->bax", 2.0 * g1, rij, weight)      # −∇V = Σ 2g' (R_j − R_i)

@@ -88,27 +88,31 @@ def spherical_bessel_reduced(z, max_l: int):
       >>> [round(float(v), 6) for v in g]
       [1.0, 0.333333, 0.066667]
     """
-    z = jnp.asarray(z)
+    return _bessel_reduced(jnp.asarray(z), max_l, jnp)
+
+
+def _bessel_reduced(z, max_l: int, xp):
+    """:func:`spherical_bessel_reduced` for the array module ``xp`` (jax.numpy, or numpy on the host)."""
     # upward recurrence on a clamped argument (valid for z ≥ 1; selected only above the switch)
-    zr = jnp.where(z < 1.0, 1.0, z)
+    zr = xp.where(z < 1.0, 1.0, z)
     inv2 = 1.0 / (zr * zr)
-    rec = [jnp.sin(zr) / zr]
+    rec = [xp.sin(zr) / zr]
     if max_l >= 1:
-        rec.append((rec[0] - jnp.cos(zr)) * inv2)
+        rec.append((rec[0] - xp.cos(zr)) * inv2)
     for l in range(1, max_l):
         rec.append(((2 * l + 1) * rec[l] - rec[l - 1]) * inv2)
-    rec = jnp.stack(rec, axis=-1)
+    rec = xp.stack(rec, axis=-1)
     # power series for all l at once (Horner, vectorised over l; each l on its own safe argument)
     ls = np.arange(max_l + 1)
     switch = np.array([_switch(l) for l in ls])
     terms = max(_series_terms(l) for l in ls)
-    small = z[..., None] < jnp.asarray(switch, z.dtype)
-    x = -0.5 * jnp.square(jnp.where(small, z[..., None], 0.0))
-    acc = jnp.ones_like(x)
+    small = z[..., None] < xp.asarray(switch, z.dtype)
+    x = -0.5 * xp.square(xp.where(small, z[..., None], 0.0))
+    acc = xp.ones_like(x)
     for k in range(terms, 0, -1):          # host coefficients cast to the input dtype
-        acc = 1.0 + x * acc * jnp.asarray(1.0 / (k * (2 * ls + 2 * k + 1)), x.dtype)
-    norm = jnp.asarray([1.0 / _double_factorial_odd(l) for l in ls], x.dtype)
-    return jnp.where(small, acc * norm, rec)
+        acc = 1.0 + x * acc * xp.asarray(1.0 / (k * (2 * ls + 2 * k + 1)), x.dtype)
+    norm = xp.asarray([1.0 / _double_factorial_odd(l) for l in ls], x.dtype)
+    return xp.where(small, acc * norm, rec)
 
 
 def spherical_bessel(z, max_l: int):
@@ -136,6 +140,10 @@ def radial_points(cutoff: float, k_max: float) -> int:
     j_l(kr) makes about k_max·r_c/π half-oscillations on [0, r_c]; Gauss–Legendre resolves
     them to round-off with ≈ k_max·r_c/2 + 40 nodes (checked against twice as many in the
     tests).
+
+    Example:
+      >>> radial_points(4.0, 9.0)
+      58
     """
     return int(math.ceil(0.5 * float(k_max) * float(cutoff))) + 40
 
@@ -178,6 +186,13 @@ def radial_nodes(widths, *, cutoff: float, n_points: int, radial=None):
     """Gauss–Legendre nodes r_q (Q,) and weighted basis values w_q R_n(r_q) (Q, n_max) on [0, r_c].
 
     ``radial``: optional :func:`radial_evaluator` of the same widths (reused transform).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxlr.features.radial import gto_widths
+      >>> r, wr = radial_nodes(jnp.asarray(gto_widths(3.0, 2)), cutoff=3.0, n_points=20)
+      >>> r.shape, wr.shape
+      ((20,), (20, 2))
     """
     nodes, weights = radial_quadrature(cutoff, n_points)
     r = jnp.asarray(nodes, widths.dtype)
@@ -186,7 +201,15 @@ def radial_nodes(widths, *, cutoff: float, n_points: int, radial=None):
 
 
 def projected_bessel(k, nodes, max_angular: int, derivative: bool = False):
-    """J_nl(k) from precomputed :func:`radial_nodes` ``(r, w R)``: (..., n_max, L+1) (and dJ/dk)."""
+    """J_nl(k) from precomputed :func:`radial_nodes` ``(r, w R)``: (..., n_max, L+1) (and dJ/dk).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxlr.features.radial import gto_widths
+      >>> nodes = radial_nodes(jnp.asarray(gto_widths(3.0, 2)), cutoff=3.0, n_points=40)
+      >>> projected_bessel(jnp.array([0.0, 1.0]), nodes, 2).shape
+      (2, 2, 3)
+    """
     r, basis = nodes
     k = jnp.asarray(k, basis.dtype)
     rl = _powers(r, max_angular + 2)                                                # (Q, L+3)
@@ -235,6 +258,14 @@ def radial_integral_table(nodes, k_top, *, max_angular: int, n_table: int):
     Returns:
       ``(values, derivatives)``, each (n_table, n_max, L+1); feed them to
       :func:`interpolate_radial_integral` together with the same ``k_top`` (traced).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxlr.features.radial import gto_widths
+      >>> nodes = radial_nodes(jnp.asarray(gto_widths(3.0, 2)), cutoff=3.0, n_points=40)
+      >>> values, derivatives = radial_integral_table(nodes, 5.0, max_angular=1, n_table=64)
+      >>> values.shape, derivatives.shape
+      ((64, 2, 2), (64, 2, 2))
     """
     grid = jnp.linspace(0.0, 1.0, n_table, dtype=nodes[1].dtype) * k_top
     return projected_bessel(grid, nodes, max_angular, derivative=True)
@@ -245,6 +276,12 @@ def hermite_basis(k, k_top, n_table: int):
 
     The weights multiply (f_i, Δ f'_i, f_{i+1}, Δ f'_{i+1}); Δ = k_top/(n_table−1) is
     folded into the derivative weights.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> i, w = hermite_basis(jnp.array(2.5), 10.0, 11)      # k = 2.5 lies in [2, 3]: halfway
+      >>> int(i), [round(float(v), 4) for v in w]
+      (2, [0.5, 0.125, 0.5, -0.125])
     """
     step = k_top / (n_table - 1)
     t = k / step
@@ -265,6 +302,13 @@ def interpolate_radial_integral(table, index, weights):
 
     Returns:
       J at the points of ``index`` (same shape).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> grid = jnp.linspace(0.0, 1.0, 11)
+      >>> i, w = hermite_basis(jnp.array(0.55), 1.0, 11)        # cubic f = k³ is reproduced
+      >>> round(float(interpolate_radial_integral((grid**3, 3 * grid**2), i, w)), 6)
+      0.166375
     """
     values, derivatives = table
     return (weights[..., 0] * values[index] + weights[..., 1] * derivatives[index]

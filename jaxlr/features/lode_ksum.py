@@ -35,27 +35,70 @@ from ..ewald import screened_inverse_square
 from .harmonics import solid_harmonics
 from .lode_kspace import projected_bessel, radial_evaluator, radial_nodes, self_projection
 
-__all__ = ["lode_ksum", "lode_ksum_multipoles", "ksum_cutoff", "l_of_lm", "self_multipoles"]
+__all__ = ["lode_ksum", "lode_ksum_multipoles", "ksum_cutoff", "l_of_lm", "self_multipoles", "species_onehot",
+           "finish_features", "finish_multipoles"]
 
 
 def l_of_lm(max_angular: int) -> np.ndarray:
-    """The l of each flat (l, m) column: [0, 1, 1, 1, 2, …], length (L+1)²."""
+    """The l of each flat (l, m) column: [0, 1, 1, 1, 2, …], length (L+1)².
+
+    Example:
+      >>> l_of_lm(2).tolist()
+      [0, 1, 1, 1, 2, 2, 2, 2, 2]
+    """
     return np.repeat(np.arange(max_angular + 1), 2 * np.arange(max_angular + 1) + 1)
 
 
 def ksum_cutoff(sigma: float, accuracy: float) -> float:
-    """k-space cutoff (1/Å) of the k-sum for a target relative feature error (host rule).
+    """A conservative k-space cutoff (1/Å) of the k-sum for a target relative error (host rule).
 
     The terms beyond k_c are bounded by e^{−σ_L²k_c²/2}/k_c² times the slowly varying
-    I_nl(k); ``k_c = √(2 ln(1/accuracy) + 2)/σ_L`` keeps the relative RMS error below
-    ``accuracy`` (tested against a converged sum).
+    I_nl(k); ``k_c = √(2 ln(1/accuracy) + 2)/σ_L`` keeps the relative error below
+    ``accuracy`` whatever the basis — typically 10–1000× below it.  The feature tuner uses
+    the sharper :meth:`jaxlr.features.lode_error.LodeErrorModel.ksum` instead; this rule
+    serves the multipole k-sum and converged references.
+
+    Example:
+      >>> round(ksum_cutoff(1.0, 1e-6), 4)
+      5.4434
     """
-    return math.sqrt(2.0 * math.log(1.0 / float(accuracy)) + 2.0) / float(sigma)
+    sigma, accuracy = float(sigma), float(accuracy)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive width in Å, got {sigma!r}.")
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"accuracy must lie in (0, 1), got {accuracy!r}.")
+    return math.sqrt(2.0 * math.log(1.0 / accuracy) + 2.0) / sigma
 
 
-def _species_onehot(species_index, n_species: int, dtype):
-    """(N, A) one-hot of the species index; rows of padding atoms (index −1) are zero."""
-    return (species_index[:, None] == jnp.arange(n_species)[None, :]).astype(dtype)
+def species_onehot(species_index, n_species: int, dtype):
+    """(N, A) one-hot of the species index; rows of padding atoms (index −1) are zero.
+
+    Example:
+      >>> species_onehot(jnp.array([1, -1, 0]), 2, jnp.float32).tolist()
+      [[0.0, 1.0], [0.0, 0.0], [1.0, 0.0]]
+    """
+    return (jnp.asarray(species_index)[:, None] == jnp.arange(n_species)[None, :]).astype(dtype)
+
+
+def finish_features(values, species_index, onehot, own, exclude_center: bool):
+    """Subtract each atom's own-Gaussian projection (if asked) and zero the padding rows.
+
+    ``values`` (N, A, n_max, (L+1)²); ``onehot`` (N, A) from :func:`species_onehot`;
+    ``own`` (n_max,) the l = 0 projection of an atom's own Gaussian
+    (:func:`jaxlr.features.lode_kspace.self_projection`, only used with ``exclude_center``).
+    Shared by the k-sum and PME routes (the open-boundary route leaves the pair out instead).
+
+    Example:
+      >>> v = jnp.ones((2, 1, 3, 4))
+      >>> out = finish_features(v, jnp.array([0, -1]), jnp.array([[1.0], [0.0]]), jnp.full(3, 0.5), True)
+      >>> out[0, 0, :, 0].tolist(), float(out[1].sum())
+      ([0.5, 0.5, 0.5], 0.0)
+    """
+    dtype = values.dtype
+    if exclude_center:
+        values = values.at[..., 0].add(-onehot[:, :, None] * own[None, None, :])
+    valid = (species_index >= 0)[:, None, None, None]
+    return jnp.where(valid, values, jnp.zeros((), dtype))
 
 
 def _structure(positions, onehot, k):
@@ -111,7 +154,7 @@ def lode_ksum(positions, species_index, cell, sigma, widths, kvectors, *, n_spec
     even = jnp.asarray(lidx % 2 == 0)
     recip = 2.0 * math.pi * jnp.linalg.inv(cell).T
     volume = jnp.abs(jnp.linalg.det(cell))
-    onehot = _species_onehot(species_index, n_species, dtype)
+    onehot = species_onehot(species_index, n_species, dtype)
     sigma = jnp.asarray(sigma, dtype)
     radial = radial_evaluator(jnp.asarray(widths, dtype), cutoff)
     nodes = radial_nodes(jnp.asarray(widths, dtype), cutoff=cutoff, n_points=n_points, radial=radial)
@@ -131,17 +174,20 @@ def lode_ksum(positions, species_index, cell, sigma, widths, kvectors, *, n_spec
 
     init = jnp.zeros((positions.shape[0], n_species, n_max, (L + 1) ** 2), dtype)
     values, _ = jax.lax.scan(chunk, init, jnp.asarray(kvectors))
-    if exclude_center:
-        own = self_projection(sigma, widths, cutoff=cutoff, radial=radial)
-        values = values.at[..., 0].add(-onehot[:, :, None] * own[None, None, :])
-    valid = (species_index >= 0)[:, None, None, None]
-    return jnp.where(valid, values, jnp.zeros((), dtype))
+    own = self_projection(sigma, widths, cutoff=cutoff, radial=radial) if exclude_center else None
+    return finish_features(values, species_index, onehot, own, exclude_center)
 
 
 def self_multipoles(sigma, dtype):
     """Potential and field gradient of an atom's own unit Gaussian at its centre.
 
     V_self = √(2/π)/σ;  the field vanishes;  −∂²V/∂x∂x = √(2/π)/(3σ³) · 1 (3×3 identity).
+    Units e/Å and e/Å³ for σ in Å.
+
+    Example:
+      >>> v, g = self_multipoles(1.0, jnp.float32)
+      >>> round(v, 6), round(float(g[0, 0]), 6)
+      (0.797885, 0.265962)
     """
     v = math.sqrt(2.0 / math.pi) / sigma
     return v, v / (3.0 * sigma**2) * jnp.eye(3, dtype=dtype)
@@ -152,6 +198,12 @@ def finish_multipoles(pot, field, grad, species_index, onehot, sigma, exclude_ce
 
     ``pot`` (N, A), ``field`` (N, A, 3), ``grad`` (N, A, 3, 3); ``onehot`` (N, A) species
     indicator; padding atoms have ``species_index < 0``.  Shared by the k-sum and PME routes.
+
+    Example:
+      >>> pot, field, grad = finish_multipoles(jnp.ones((2, 1)), jnp.ones((2, 1, 3)), jnp.ones((2, 1, 3, 3)),
+      ...                                      jnp.array([0, -1]), jnp.array([[1.0], [0.0]]), 1.0, False)
+      >>> pot.tolist(), float(grad[1].sum())
+      ([[1.0], [0.0]], 0.0)
     """
     if exclude_center:
         v, g = self_multipoles(sigma, pot.dtype)
@@ -177,11 +229,20 @@ def lode_ksum_multipoles(positions, species_index, cell, sigma, kvectors, *, n_s
     Returns:
       ``(potential (N, A), field (N, A, 3), field_gradient (N, A, 3, 3))`` in e/Å, e/Å²,
       e/Å³ (multiply by k_e = 14.399645 eV·Å/e² for V, V/Å, V/Å²).
+
+    Example:
+      >>> import numpy as np, jaxlr
+      >>> cell = np.eye(3) * 6.0
+      >>> kv = jnp.asarray(jaxlr.half_space_kvectors(cell, ksum_cutoff(1.0, 1e-6)))
+      >>> pot, field, grad = lode_ksum_multipoles(jnp.array([[0.0, 0, 0], [3.0, 3, 3]]), jnp.array([0, 0]),
+      ...                                         jnp.asarray(cell), 1.0, kv, n_species=1)
+      >>> pot.shape, field.shape, grad.shape
+      ((2, 1), (2, 1, 3), (2, 1, 3, 3))
     """
     dtype = positions.dtype
     recip = 2.0 * math.pi * jnp.linalg.inv(cell).T
     volume = jnp.abs(jnp.linalg.det(cell))
-    onehot = _species_onehot(species_index, n_species, dtype)
+    onehot = species_onehot(species_index, n_species, dtype)
     sigma = jnp.asarray(sigma, dtype)
     n = positions.shape[0]
 

@@ -50,9 +50,9 @@ import jax.numpy as jnp
 
 from ..ewald import screened_inverse_square
 from ..pme import MeshSpec, spread_charges
-from ..splines import bspline_weights
+from ..splines import alias_sum_u, alias_sum_u2, bspline_weights
 from .harmonics import solid_harmonics
-from .lode_ksum import finish_multipoles
+from .lode_ksum import finish_features, finish_multipoles, species_onehot
 from .lode_kspace import (hermite_basis, interpolate_radial_integral, radial_evaluator, radial_integral_table,
                           radial_nodes, self_projection)
 
@@ -66,7 +66,18 @@ BLOCK_POINTS = 1 << 18
 
 
 def check_spec(spec: MeshSpec, max_derivative: int) -> None:
-    """Refuse meshes the LODE route cannot use (structural, before tracing)."""
+    """Refuse meshes the LODE route cannot use (structural, before tracing): a ValueError
+    unless the spline order is even, ≥ 4 and ≥ ``max_derivative`` + 2, every mesh dimension
+    is at least the order, and the influence is "optimal" or "spme".
+
+    Example:
+      >>> import jaxlr
+      >>> check_spec(jaxlr.MeshSpec((16, 16, 16), 6), 3)      # fine: returns None
+      >>> check_spec(jaxlr.MeshSpec((16, 16, 16), 4), 3)
+      Traceback (most recent call last):
+      ...
+      ValueError: spline order 4 is too low for derivatives of order 3 (max_angular or the multipole order); use order ≥ 5 (≥ 7 recommended).
+    """
     if spec.order % 2 or spec.order < 4:
         raise ValueError(f"the PME spline order must be even and ≥ 4, got {spec.order}.")
     if spec.order < max_derivative + 2:
@@ -195,25 +206,14 @@ def _solid_derivatives(fields, starts, weights, spec: MeshSpec, operators):
     return _at_atoms(fields, starts, weights, spec, fn)
 
 
-@lru_cache(maxsize=None)
-def _bspline_at_integers(order: int) -> np.ndarray:
-    """M_p(k) for k = 0 … p by the B-spline recursion as a table (exact to round-off, O(p²))."""
-    vals = np.array([1.0, 0.0])                      # M_1 on [0, 1): M_1(0) = 1, M_1(1) = 0
-    for q in range(2, order + 1):
-        k = np.arange(q + 1, dtype=np.float64)
-        prev = np.concatenate([vals, [0.0]])         # M_{q−1}(k), k = 0 … q
-        shifted = np.concatenate([[0.0], vals])      # M_{q−1}(k − 1)
-        vals = (k * prev + (q - k) * shifted) / (q - 1)
-    return vals
-
-
 @lru_cache(maxsize=64)
 def _deconvolution(spec: MeshSpec):
     """D(m) on the rfft half mesh (host, float64) and the integer frequencies (m1, m2, m3).
 
     ``"optimal"``: Û²(m/K)/(Σ_a Û²(m/K + a))² per axis (principal image of the optimal
     influence function; Σ_a Û² = Σ_n M_{2p}(p + n) cos(2πmn/K) exactly);
-    ``"spme"``: 1/(Σ_a Û(m/K + a))² with Σ_a Û = Σ_n M_p(p/2 + n) cos(2πmn/K).
+    ``"spme"``: 1/(Σ_a Û(m/K + a))² with Σ_a Û = Σ_n M_p(p/2 + n) cos(2πmn/K) — the
+    closed-form alias sums of :mod:`jaxlr.splines` (shared with :mod:`jaxlr.pme`).
     """
     p = spec.order
     k1, k2, k3 = spec.shape
@@ -221,15 +221,9 @@ def _deconvolution(spec: MeshSpec):
     factors = []
     for m, k in zip(ms, spec.shape):
         if spec.influence == "spme":
-            vals = _bspline_at_integers(p)
-            den = sum(v * np.cos(2 * np.pi * m * (j - p / 2) / k) for j, v in enumerate(vals) if v)
-            factors.append(1.0 / den**2)
+            factors.append(1.0 / alias_sum_u(m, k, p) ** 2)
         else:
-            vals = _bspline_at_integers(2 * p)
-            den = sum(v * np.cos(2 * np.pi * m * (j - p) / k) for j, v in enumerate(vals) if v)
-            x = m / k
-            u2 = np.sinc(x) ** (2 * p)
-            factors.append(u2 / den**2)
+            factors.append(np.sinc(m / k) ** (2 * p) / alias_sum_u2(m, k, p) ** 2)
     d = factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :]
     return ms, d
 
@@ -248,6 +242,12 @@ def solid_operator(bmat, l: int):
     """Coefficients c[β, m] with S_lm(B z) = Σ_β c[β, m] z^β, |β| = l (traced in B).
 
     Returns ``(monomials (n_β, 3) numpy int, coefficients (n_β, 2l+1))``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> mons, coef = solid_operator(jnp.eye(3), 1)      # S_1m(z) = √(3/4π) (z_y, z_z, z_x)
+      >>> mons.tolist(), [abs(round(float(c), 5)) for c in coef[0]]
+      ([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [0.0, 0.0, 0.4886])
     """
     mons, z, fit = _monomial_fit(l)
     y = solid_harmonics(jnp.asarray(z, bmat.dtype) @ bmat.T, l)[:, l * l:]
@@ -341,12 +341,9 @@ def make_lode_pme(spec: MeshSpec, *, n_species: int, cutoff: float, max_angular:
 
         out = jax.lax.map(channel, jnp.arange(n_species * n_max))               # (A·n, N, (L+1)²)
         result = out.reshape(n_species, n_max, n, (L + 1) ** 2).transpose(2, 0, 1, 3)
-        onehot = (species_index[:, None] == jnp.arange(n_species)[None, :]).astype(dtype)
-        if exclude_center:
-            own = self_projection(sigma, widths, cutoff=cutoff, radial=radial)
-            result = result.at[..., 0].add(-onehot[:, :, None] * own[None, None, :])
-        valid = (species_index >= 0)[:, None, None, None]
-        return jnp.where(valid, result, jnp.zeros((), dtype))
+        onehot = species_onehot(species_index, n_species, dtype)
+        own = self_projection(sigma, widths, cutoff=cutoff, radial=radial) if exclude_center else None
+        return finish_features(result, species_index, onehot, own, exclude_center)
 
     return features
 
@@ -358,7 +355,14 @@ def make_lode_pme_multipoles(spec: MeshSpec, *, n_species: int, exclude_center: 
     Shapes (N, A), (N, A, 3), (N, A, 3, 3); e/Å, e/Å², e/Å³.  Field E = −∇V_a, field
     gradient ∂E_α/∂x_β = −∂_α∂_β V_a (k = 0 dropped: uniform background per species).
     One inverse FFT per species; derivatives of the B-spline interpolation up to order 2
-    (spline order ≥ 4).
+    (spline order ≥ 4).  Arguments as :func:`make_lode_pme` (no basis).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxlr
+      >>> f = make_lode_pme_multipoles(jaxlr.MeshSpec((16, 16, 16), 6), n_species=1)
+      >>> pot, field, grad = f(jnp.array([[0.0, 0, 0], [3.0, 3, 3]]), jnp.array([0, 0]), jnp.eye(3) * 6.0, 1.0)
+      >>> pot.shape, field.shape, grad.shape
+      ((2, 1), (2, 1, 3), (2, 1, 3, 3))
     """
     check_spec(spec, 2)
     n_total = float(np.prod(spec.shape))
@@ -385,7 +389,7 @@ def make_lode_pme_multipoles(spec: MeshSpec, *, n_species: int, exclude_center: 
 
         pot, field, grad = jax.lax.map(species, jnp.arange(n_species))
         pot, field, grad = pot.T, field.transpose(1, 0, 2), grad.transpose(1, 0, 2, 3)
-        onehot = (species_index[:, None] == jnp.arange(n_species)[None, :]).astype(dtype)
+        onehot = species_onehot(species_index, n_species, dtype)
         return finish_multipoles(pot, field, grad, species_index, onehot, sigma, exclude_center)
 
     return multipoles

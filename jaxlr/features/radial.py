@@ -130,15 +130,17 @@ def _inv_sqrtm_jvp(primals, tangents):
     return out, dout
 
 
-def _primitives(r, widths):
-    """g_n(r) = r^n exp(−r²/2σ_n²) for r (...,) and widths (n_max,) → (..., n_max)."""
+def _primitives(r, widths, xp=jnp):
+    """g_n(r) = r^n exp(−r²/2σ_n²) for r (...,) and widths (n_max,) → (..., n_max).
+
+    ``xp`` is the array module (jax.numpy; numpy for the host error model)."""
     # integer powers by repeated products: finite values and derivatives at r = 0
     # (a float power r ** n has a NaN derivative there)
-    powers = [jnp.ones_like(r)]
+    powers = [xp.ones_like(r)]
     for _ in range(1, widths.shape[0]):
         powers.append(powers[-1] * r)
     r_ = r[..., None]
-    return jnp.stack(powers, axis=-1) * jnp.exp(-(r_ * r_) / (2.0 * widths * widths))
+    return xp.stack(powers, axis=-1) * xp.exp(-(r_ * r_) / (2.0 * widths * widths))
 
 
 def radial_transform(widths, cutoff: float):

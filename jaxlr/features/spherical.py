@@ -22,11 +22,13 @@ with
 
   with ``w = cutoff_width``: value and first derivative are continuous at r_c − w and r_c,
   so features and forces are continuous when neighbours cross the cutoff;
-* ``w_c = center_atom_weight``: the central atom's own Gaussian (only l = 0, a constant).
-  Default 0 (excluded): it carries no structural information.  featomic's
-  ``SphericalExpansion`` includes it by default (``center_atom_weight=1``); pass
-  ``center_atom_weight=1.0`` to match.  (The LODE features follow DESIGN.md instead and
-  include the centre by default: there it contributes the potential of its own charge.)
+* ``w_c = center_atom_weight``: the weight of the central atom's own Gaussian (only
+  l = 0, the same constant for every atom of a species).  Default 1 (included), the
+  convention of featomic's ``SphericalExpansion`` and of the LODE features
+  (:mod:`jaxlr.features.lode`, where all atoms count, the centre included), so that the
+  multi-scale products ρ_i ⊗ V_i see the same atoms.  Pass ``center_atom_weight=0.0`` to
+  leave the centre out (it carries no structural information; the descriptors of
+  :mod:`jaxlr.models` do so for their SOAP invariants).
 
 The angular integral is analytic (plane-wave/Bessel expansion of the Gaussian)::
 
@@ -147,8 +149,8 @@ def scaled_modified_spherical_bessel(z, max_angular: int):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> scaled_modified_spherical_bessel(jnp.array(0.0), 2)   # i_l(0) = δ_l0
-      Array([1., 0., 0.], dtype=float32)
+      >>> [float(v) for v in scaled_modified_spherical_bessel(jnp.array(0.0), 2)]   # i_l(0) = δ_l0
+      [1.0, 0.0, 0.0]
     """
     z = jnp.asarray(z)
     if not jnp.issubdtype(z.dtype, jnp.floating):
@@ -311,7 +313,7 @@ def _interpolate(table, dist, cutoff: float, n_spline: int):
 # --------------------------------------------------------------------------------------
 def spherical_expansion_terms(positions, species_index, neighbors: Neighbors, *, cell=None,
                               n_species: int, cutoff: float, max_radial: int, max_angular: int,
-                              sigma, widths=None, cutoff_width=0.5, center_atom_weight=0.0,
+                              sigma, widths=None, cutoff_width=0.5, center_atom_weight=1.0,
                               n_quadrature: int = DEFAULT_QUADRATURE,
                               n_spline: int | None = DEFAULT_SPLINE):
     """Spherical expansion coefficients ⟨a n l m|ρ_i⟩ — the pure, jittable core.
@@ -336,7 +338,8 @@ def spherical_expansion_terms(positions, species_index, neighbors: Neighbors, *,
       widths: (max_radial,) GTO widths σ_n in Å (traced); default
         :func:`jaxlr.features.radial.gto_widths`.
       cutoff_width: w in Å of the shifted-cosine switch (traced), 0 < w ≤ r_c.
-      center_atom_weight: weight of the centre's own Gaussian (traced); default 0.
+      center_atom_weight: weight of the centre's own Gaussian (traced); default 1 (included,
+        featomic's convention); 0 leaves the centre out.
       n_quadrature: Gauss–Legendre nodes of the radial integral (static).
       n_spline: intervals of the quintic Hermite table of the radial integrals on
         [0, r_c] (static); None evaluates the quadrature for every pair instead (exact,
@@ -471,7 +474,7 @@ def _static_int(name, value, minimum):
 
 def spherical_expansion(positions, species, *, cell=None, cutoff: float, max_radial: int,
                         max_angular: int, sigma, species_list=None, widths=None,
-                        cutoff_width=0.5, center_atom_weight=0.0,
+                        cutoff_width=0.5, center_atom_weight=1.0,
                         n_quadrature: int = DEFAULT_QUADRATURE,
                         n_spline: int | None = DEFAULT_SPLINE,
                         neighbors: Neighbors | None = None) -> SphericalExpansion:
@@ -501,8 +504,8 @@ def spherical_expansion(positions, species, *, cell=None, cutoff: float, max_rad
         values of ``species``.  Every entry of ``species`` must appear in it.
       widths: (max_radial,) GTO widths σ_n, Å; default ``gto_widths(cutoff, max_radial)``.
       cutoff_width: width w of the cosine switch, 0 < w ≤ cutoff (Å); default 0.5.
-      center_atom_weight: weight of the central atom's own Gaussian; default 0 (featomic
-        uses 1).
+      center_atom_weight: weight of the central atom's own Gaussian; default 1 (included,
+        as in featomic and the LODE features); 0 leaves it out.
       n_quadrature: Gauss–Legendre nodes of the radial integral (default 48).
       n_spline: intervals of the radial-integral interpolation table (default 128), or
         None for the exact per-pair quadrature.

@@ -22,7 +22,9 @@ from ..features.lode import LodeParams, lode_features, tune_lode
 from ..features.radial import gto_widths
 from ..features.spherical import spherical_expansion_terms
 from ..pme import MeshSpec
-from .electrostatics import mesh_spacing, periodic_cells, shape_for_spacing
+from ..system import perpendicular_widths
+from ..tuning import fft_friendly
+from .electrostatics import periodic_cells
 
 __all__ = ["LocalSpec", "LodeSpec", "local_invariants", "multiscale_invariants", "far_padding", "plan_lode",
            "lode_params"]
@@ -82,9 +84,10 @@ def local_invariants(s, spec: LocalSpec, n_species: int):
 
     D = S·n + (S·n)(S·n + 1)/2·(L + 1) with S species, n = max_radial, L = max_angular.
     """
+    # centre left out, as before the library default became 1 (trained models stay unchanged)
     c = spherical_expansion_terms(s.positions, s.species, s.neighbors, cell=s.cell, n_species=n_species,
                                   cutoff=spec.cutoff, max_radial=spec.max_radial, max_angular=spec.max_angular,
-                                  sigma=spec.sigma)
+                                  sigma=spec.sigma, center_atom_weight=0.0)
     n = c.shape[0]
     k = n_species * spec.max_radial
     p = power_spectrum(c).reshape(n, k, k, spec.max_angular + 1)
@@ -108,27 +111,58 @@ def lode_params(spec: LodeSpec, n_species: int, periodic: bool) -> LodeParams:
 def plan_lode(spec: LodeSpec, n_species: int, cells, accuracy: float = 1e-4) -> LodeSpec:
     """Fix the PME mesh of ``spec`` for a family of cells (host).
 
-    The mesh (along the cell vectors as given) is the finest that any cell needs for
-    ``accuracy``; the k-space tables are sized for the cell whose mesh reaches the
+    The mesh (along the cell vectors as given) has, along every axis, the finest plane
+    spacing that any cell needs for ``accuracy``; the k-space tables are sized for the cell whose mesh reaches the
     largest |k|.  Open boundaries (``cells`` all None) return ``spec`` unchanged.
+
+    Tuning one cell takes tens of milliseconds, so a large family (e.g. 2,000 boxes of
+    different sizes) is planned on at most :data:`PLAN_CELLS` representatives
+    (:func:`representative_cells`): the widest and the narrowest along each axis, the
+    largest and smallest volume, and cells spread evenly over the volumes in between.
+    The widest cells need the most mesh points at a given spacing, the narrowest reach
+    the largest |k| on the common mesh; the spread catches the tuner's rounding, which
+    is not monotonic in the cell size.
     """
     cells = periodic_cells(cells)
     if cells is None:
         return spec
+    widest = np.max([perpendicular_widths(c) for c in cells], axis=0)
+    cells = representative_cells(cells)
     kw = dict(cutoff=spec.cutoff, max_radial=spec.max_radial, max_angular=spec.max_angular, n_species=n_species,
               method="pme")
-    shapes = []
+    spacing = np.inf
     for c in cells:
         p = tune_lode(c, spec.sigma, accuracy=accuracy, order=spec.order, **kw)
-        shapes.append(p.mesh.shape if p.mesh.basis == ((1, 0, 0), (0, 1, 0), (0, 0, 1)) else
-                      shape_for_spacing(c, mesh_spacing(c, p.mesh)))
-    shape = tuple(int(max(s[d] for s in shapes)) for d in range(3))
+        planes = perpendicular_widths(np.asarray(p.mesh.basis, dtype=np.float64) @ c) / np.asarray(p.mesh.shape)
+        spacing = min(spacing, float(np.min(planes)))
+    # the finest plane spacing any cell needs, along every axis of the widest extents
+    shape = tuple(fft_friendly(int(np.ceil(w / spacing - 1e-9))) for w in widest)
     best = None
     for c in cells:
         p = tune_lode(c, spec.sigma, mesh=shape, order=spec.order, **kw)
         if best is None or p.n_table > best.n_table or p.n_points > best.n_points:
             best = p
     return dataclasses.replace(spec, mesh=shape, n_points=int(best.n_points), n_table=int(best.n_table))
+
+
+#: most cells :func:`plan_lode` tunes for one family
+PLAN_CELLS = 24
+
+
+def representative_cells(cells: list, limit: int = PLAN_CELLS) -> list:
+    """Up to ``limit`` distinct cells of a family: the widest/narrowest per axis, the
+    largest/smallest volume, and cells evenly spaced in volume order (host)."""
+    widths = np.array([perpendicular_widths(c) for c in cells])
+    volumes = np.array([abs(np.linalg.det(c)) for c in cells])
+    picks = [int(np.argmax(volumes)), int(np.argmin(volumes))]
+    for d in range(3):
+        picks += [int(np.argmax(widths[:, d])), int(np.argmin(widths[:, d]))]
+    by_volume = np.argsort(volumes, kind="stable")
+    picks += [int(by_volume[k]) for k in np.linspace(0, len(cells) - 1, max(limit - len(picks), 0)).round().astype(int)]
+    unique = {}
+    for i in picks:
+        unique.setdefault(np.round(cells[i], 10).tobytes(), cells[i])
+    return list(unique.values())[:limit]
 
 
 def multiscale_invariants(s, spec: LodeSpec, n_species: int):
