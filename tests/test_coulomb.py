@@ -563,7 +563,7 @@ def test_forces_and_stress_finite_differences(method):
             assert abs(float(stress[b, a]) - fd_s) <= 1e-8 * f0
 
 
-@pytest.mark.parametrize("method", ["ewald", "pme"])
+@pytest.mark.parametrize("method", ["ewald", pytest.param("pme", marks=pytest.mark.slow)])
 def test_check_grads_first_order(method):
     """jax.test_util.check_grads, order 1, forward and reverse, w.r.t. every traced input
     (direct: covered by the order-2 check, which includes order 1)."""
@@ -586,7 +586,7 @@ def test_check_grads_second_order(method):
     check_grads(jax.jit(f), args, order=2, modes=("fwd", "rev"))
 
 
-@pytest.mark.parametrize("method", METHODS3)
+@pytest.mark.parametrize("method", ["direct", "ewald", pytest.param("pme", marks=pytest.mark.slow)])
 def test_second_derivatives_finite_differences(method):
     """Hessian-vector products (forward over reverse) w.r.t. positions and ∂F/∂q (reverse
     over reverse, what training on forces needs) against 5-point differences of forces."""
@@ -790,7 +790,8 @@ def test_padding_invariance(method):
     assert np.all(np.asarray(pad_terms[2])[24:] == 0.0)
 
 
-@pytest.mark.parametrize("method", ["direct", pytest.param("ewald", marks=pytest.mark.slow), "pme"])
+@pytest.mark.parametrize("method", ["direct", pytest.param("ewald", marks=pytest.mark.slow),
+                                    pytest.param("pme", marks=pytest.mark.slow)])
 def test_jit_equals_eager(method):
     """coulomb_terms evaluated op by op (no jit) equals the jitted evaluation (1e-12)."""
     d = deriv_system(method)

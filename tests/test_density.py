@@ -521,6 +521,7 @@ def test_rotation_translation_permutation():
     np.testing.assert_allclose(alpha_rot, rot @ alpha @ rot.T, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_periodic_pme_solve_matches_ewald():
     cell = np.eye(3) * 5.5
     pos = np.concatenate([WATER + 0.5, WATER @ random_rotation(2).T + np.array([2.9, 3.0, 2.6])])

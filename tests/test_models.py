@@ -52,7 +52,9 @@ def variables_for(name, pot, batch):
     return _VARS[key]
 
 
-@pytest.mark.parametrize("name", list(HYPER))
+# the lode, density and latent cases (~15 s each) run with -m slow; local and qeq by default
+@pytest.mark.parametrize("name", [n if n in ("local", "qeq") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in HYPER])
 def test_padding_invariance_and_shapes(name):
     """Padding atoms contribute nothing wherever they sit; shapes and constraints hold."""
     q = 1.0 if name in CHARGED else 0.0
@@ -87,7 +89,7 @@ def test_padding_slots_do_not_matter():
     np.testing.assert_allclose(o1.forces, o2.forces[:, :b1.n_atoms], atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["lode", "qeq"])
+@pytest.mark.parametrize("name", [pytest.param("lode", marks=pytest.mark.slow), "qeq"])
 def test_invariances(name):
     from jaxlr.models.testing import single_structure_batch
     q = 1.0 if name in CHARGED else 0.0
@@ -109,7 +111,7 @@ def test_invariances(name):
         np.testing.assert_allclose(np.asarray(o1.charges)[0, perm], np.asarray(o2.charges)[0, :n], atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["qeq", "density"])
+@pytest.mark.parametrize("name", ["qeq", pytest.param("density", marks=pytest.mark.slow)])
 def test_forces_are_minus_gradient(name):
     pot, batch = make(name, total_charge=1.0)
     v = variables_for(name, pot, batch)
