@@ -135,18 +135,22 @@ def _alias_spacing(mesh_cell: np.ndarray, shape) -> float:
     return float(max(widths.max(), 1.0 / shortest))
 
 
-def _bisect(ok, good: float, bad: float) -> float:
+def _bisect(ok, good: float, bad: float, rtol: float | None = None) -> float:
     """Boundary of a monotone predicate by bisection in log space (host).
 
     ``ok`` holds at ``good`` and fails at ``bad`` (if it fails at ``good``, ``good`` is
     returned as the best effort; if it holds at ``bad``, ``bad``).  Returns the x nearest
     to ``bad`` where ``ok`` still holds: the smallest cutoff, the largest mesh spacing.
+    With ``rtol`` the search stops once good/bad is within a factor 1 + rtol (for
+    expensive predicates); otherwise it runs 80 halvings of the log interval.
     """
     if not ok(good):
         return good
     if ok(bad):
         return bad
     for _ in range(80):
+        if rtol is not None and max(good, bad) <= min(good, bad) * (1.0 + rtol):
+            break
         mid = math.sqrt(good * bad)
         if ok(mid):
             good = mid

@@ -396,21 +396,6 @@ def _error_model(cell: tuple, sigma: float, widths: tuple, cutoff: float, max_an
     return LodeErrorModel(np.array(cell), sigma, np.array(widths), cutoff, max_angular, n_atoms)
 
 
-def _smallest(ok, lo: float, hi: float, rtol: float = 1e-3) -> float:
-    """Smallest x in [lo, hi] (to ``rtol``) where the monotone predicate ``ok`` holds (hi if none)."""
-    if ok(lo):
-        return lo
-    if not ok(hi):
-        return hi
-    while hi > lo * (1.0 + rtol):
-        mid = math.sqrt(lo * hi)
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def _fft_below(n: int) -> int:
     """Largest FFT-friendly size below n (0 if none)."""
     m = n - 1
@@ -492,7 +477,7 @@ def _tune_periodic(cell_t, sigma, widths_t, method, accuracy, mesh, order, k_cut
             estimate = None
         else:
             model = _error_model(cell_t, sigma, widths_t, cutoff, L, n_atoms)
-            kc = _smallest(lambda k: model.ksum(k) <= accuracy, 0.1 / sigma, 1.5 * K_NEGLIGIBLE / sigma)
+            kc = _bisect(lambda k: model.ksum(k) <= accuracy, 1.5 * K_NEGLIGIBLE / sigma, 0.1 / sigma, rtol=1e-3)
             estimate = model.ksum(kc)
         return LodeParams("ksum", k_cutoff=kc, n_points=radial_points(cutoff, kc), estimated_error=estimate, **base)
     # PME
