@@ -165,6 +165,21 @@ def _blocked_rows(fn, n: int, block: int, dtype):
     return jax.tree_util.tree_map(lambda a: a.reshape((n_blocks * block,) + a.shape[2:])[:n], out)
 
 
+def _row_pairs(idx, valid, exclude_center: bool):
+    """Atoms ``i`` of a block of rows and the (B, N) mask of the pairs (i, j) that count.
+
+    ``idx`` (B,) row indices, −1 for the padding rows of the last block (mapped to atom 0
+    with no pair counting); ``valid`` (N,) real atoms.  With ``exclude_center`` the pair
+    (i, i) does not count.
+    """
+    ok = idx >= 0
+    i = jnp.where(ok, idx, 0)
+    use = ok[:, None] & valid[i][:, None] & valid[None, :]
+    if exclude_center:
+        use = use & (jnp.arange(valid.shape[0])[None, :] != i[:, None])
+    return i, use
+
+
 def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cutoff: float,
                 max_angular: int, exclude_center: bool = False, atom_mask=None):
     """Open-boundary LODE features ⟨a n l m|V_i⟩ by real-space quadrature (jittable).
@@ -202,15 +217,10 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
     n_max = widths.shape[0]
     phi0 = jnp.zeros((n_max, L + 1), dtype).at[:, 0].set(
         self_projection(sigma, widths, cutoff=cutoff) * math.sqrt(4.0 * math.pi))
-    cols = jnp.arange(n)
     radial = radial_evaluator(jnp.asarray(widths, dtype), cutoff)
 
     def rows(idx):
-        ok = idx >= 0
-        i = jnp.where(ok, idx, 0)
-        use = ok[:, None] & valid[i][:, None] & valid[None, :]
-        if exclude_center:
-            use = use & (cols[None, :] != i[:, None])
+        i, use = _row_pairs(idx, valid, exclude_center)
         # pairs that do not count (padding, or the other end of a padding row) see a
         # stand-in unit vector; coincident real pairs take the own-Gaussian limit
         rij = jnp.where(use[..., None], positions[None, :, :] - positions[i][:, None, :],
@@ -285,16 +295,11 @@ def lode_direct_multipoles(positions, species_index, sigma, *, n_species: int, e
     species_index = _masked_index(species_index, atom_mask)
     onehot = species_onehot(species_index, n_species, dtype)
     valid = species_index >= 0
-    cols = jnp.arange(n)
     s2 = 2.0 * sigma * sigma
     norm = 1.0 / (math.sqrt(2.0) * sigma)
 
     def rows(idx):
-        ok = idx >= 0
-        i = jnp.where(ok, idx, 0)
-        use = ok[:, None] & valid[i][:, None] & valid[None, :]
-        if exclude_center:
-            use = use & (cols[None, :] != i[:, None])
+        i, use = _row_pairs(idx, valid, exclude_center)
         rij = jnp.where(use[..., None], positions[None, :, :] - positions[i][:, None, :],
                         jnp.zeros((), dtype))                           # R_j − R_i (0 if unused)
         u = jnp.sum(rij * rij, axis=-1)
