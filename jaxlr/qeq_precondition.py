@@ -28,13 +28,14 @@ An earlier additive form, D⁻¹ − D^{−½} S D^{−½}, had to be capped bel
 longest waves partly uncorrected.
 
 PCG iterations on random Gaussian-charge systems at 0.1 atoms/Å³ (accuracy and
-tolerance 1e-6), N = 1,000 / 4,000 / 16,000 / 64,000:
+tolerance 1e-6), N = 1,000 / 4,000 / 16,000 / 64,000, from ``python
+benchmarks/bench_qeq.py`` (the capped form: the same script before this change):
 
 | preconditioner | iterations |
 |---|---|
 | this one | 19 / 21 / 26 / 31 (∝ N^0.12) |
 | capped additive form | 24 / 33 / 50 / – |
-| Jacobi | 44 / 62 / 96 / – |
+| Jacobi | 43 / 62 / 96 / 148 |
 
 Cost: two spreads, two FFT pairs and two gathers on a mesh of ~3 Å spacing, much less
 than one PME matvec.

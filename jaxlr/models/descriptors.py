@@ -151,7 +151,21 @@ PLAN_CELLS = 24
 
 def representative_cells(cells: list, limit: int = PLAN_CELLS) -> list:
     """Up to ``limit`` distinct cells of a family: the widest/narrowest per axis, the
-    largest/smallest volume, and cells evenly spaced in volume order (host)."""
+    largest/smallest volume, and cells evenly spaced in volume order (host).
+
+    Args:
+      cells: list of (3, 3) arrays in Å (rows are lattice vectors).  limit: at most this
+        many cells are returned (≥ 8 keeps all the extremes).
+
+    Returns:
+      list of distinct (3, 3) cells, a subset of ``cells``.
+
+    Example:
+      >>> import numpy as np
+      >>> cells = [np.eye(3) * a for a in (10.0, 12.0, 14.0, 12.0)]
+      >>> [float(c[0, 0]) for c in representative_cells(cells)]
+      [14.0, 10.0, 12.0]
+    """
     widths = np.array([perpendicular_widths(c) for c in cells])
     volumes = np.array([abs(np.linalg.det(c)) for c in cells])
     picks = [int(np.argmax(volumes)), int(np.argmin(volumes))]
