@@ -572,7 +572,7 @@ def test_check_grads_first_order(method):
 
 
 @pytest.mark.parametrize("method", [
-    "direct",
+    pytest.param("direct", marks=pytest.mark.slow),  # ~10 s; second derivatives stay in the default run
     pytest.param("ewald", marks=pytest.mark.slow),   # ~20 s of compilation
     pytest.param("pme", marks=pytest.mark.slow),     # ~35 s of compilation
 ])

@@ -281,6 +281,7 @@ def test_charge_gradients_match_finite_differences(periodic):
         assert abs(float(jnp.sum(g * d)) - float(fd)) < 1e-6 * max(1.0, abs(float(fd))), (k, g, fd)
 
 
+@pytest.mark.slow   # ~15 s; ∂E*/∂χ through the front door and charge gradients stay in the default run
 def test_energy_gradients_and_second_derivatives():
     R, chi, J, sig = _molecule(12, n=7)
     R, chi, J, sig = (jnp.asarray(x) for x in (R, chi, J, sig))
