@@ -261,7 +261,7 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
         background (otherwise a net charge raises ``ValueError``).
       smearing, cutoff, mesh, order, k_cutoff: override the tuned parameters (Å, Å,
         (K1, K2, K3) along the cell vectors as given — or a full :class:`MeshSpec`, e.g.
-        ``result.params.mesh`` of an earlier call —, even spline order, 1/Å).
+        ``result.params.mesh`` of an earlier call —, spline order 4–8, 1/Å).
       neighbors: a prebuilt :class:`jaxlr.Neighbors` (full list, cutoff ≥ ``cutoff``).
       want_stress: compute the stress (periodic only).
 

@@ -5,7 +5,7 @@ The reciprocal (long-range) Ewald energy of point charges,
     E_rec = (KE / 2V) Σ_{k≠0} (4π/k²) exp(−k² s²/2) |S(k)|²,   S(k) = Σ_j q_j exp(i k·R_j),
 
 is approximated on a K1×K2×K3 mesh in fractional coordinates: charges are spread with
-cardinal B-splines of even order p (:mod:`jaxlr.splines`), the mesh is Fourier
+cardinal B-splines of order p (:mod:`jaxlr.splines`), the mesh is Fourier
 transformed, multiplied by an influence function G(m) and transformed back; the mesh
 potential is interpolated at the atoms with the same B-splines.  With
 ``Q̂ = FFT(spread charges)``,  ``E_rec = ½ Σ_m G(m) |Q̂(m)|²``.
@@ -52,7 +52,9 @@ from .units import KE
 __all__ = ["MeshSpec", "influence_function", "make_reciprocal_energy", "pme_reciprocal_energy",
            "spread_charges"]
 
-SUPPORTED_ORDERS = (2, 4, 6, 8, 10, 12)
+#: spline orders of the mesh.  Odd orders need the optimal influence function: the
+#: SPME b-factor of an odd-order spline vanishes at the Nyquist frequency of even meshes.
+SUPPORTED_ORDERS = (2, 3, 4, 5, 6, 7, 8, 10, 12)
 
 
 class MeshSpec(NamedTuple):
@@ -60,7 +62,8 @@ class MeshSpec(NamedTuple):
 
     Attributes:
       shape: mesh points along the three cell vectors (K1, K2, K3).
-      order: B-spline order p (even: 4, 6, 8, … ).
+      order: B-spline order p: 2 … 12; odd orders (3, 5, 7) only with the optimal
+        influence function.
       influence: ``"optimal"`` or ``"spme"``.
       aliases: alias shells per axis in the numerator of the optimal influence function.
       basis: integer unimodular 3×3 matrix T (tuple of tuples); the mesh runs along the
@@ -172,9 +175,9 @@ _GATHER_DIMS = jax.lax.GatherDimensionNumbers(
     offset_dims=(1, 2, 3), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
 
 
-#: stencil points (atoms × p³) handled per block, so that a block's weights and mesh
-#: values stay in cache; larger systems are processed block by block
-BLOCK_POINTS = 1 << 17
+#: stencil points (atoms × p³) handled per block; larger systems are processed block by
+#: block (2-core CPU: 2^19 is 20 % faster than 2^17 at 4,000 atoms and no slower at 64,000)
+BLOCK_POINTS = 1 << 19
 
 
 def _atom_blocks(frac, charges, order):
@@ -233,13 +236,23 @@ def _interpolate(mesh, frac, spec: MeshSpec):
         starts, w, dw = _stencil(f, spec)
         vals = jax.lax.gather(padded, starts, _GATHER_DIMS, slice_sizes=(p, p, p),
                               mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)  # (n, p, p, p)
-        vz = jnp.einsum("nabc,nc->nab", vals, w[:, 2])
-        dvz = jnp.einsum("nabc,nc->nab", vals, dw[:, 2])
-        vyz = jnp.einsum("nab,nb->na", vz, w[:, 1])
-        phi = jnp.einsum("na,na->n", vyz, w[:, 0])
-        gx = jnp.einsum("na,na->n", vyz, dw[:, 0])
-        gy = jnp.einsum("nab,na,nb->n", vz, w[:, 0], dw[:, 1])
-        gz = jnp.einsum("nab,na,nb->n", dvz, w[:, 0], w[:, 1])
+        # contract with the atoms along the last (contiguous) axis: the p-term sums
+        # become elementwise vector operations, about twice as fast on CPU as batched
+        # small contractions over the (n, p, p, p) layout
+        vals = jnp.transpose(vals.reshape(f.shape[0], p**3)).reshape(p, p, p, f.shape[0])
+        w = jnp.transpose(w, (1, 2, 0))  # (3, p, n)
+        dw = jnp.transpose(dw, (1, 2, 0))
+
+        def contract(x, weights):  # Σ_j x[j] weights[j] over the leading axis
+            return sum(x[j] * weights[j] for j in range(p))
+
+        vz = contract(jnp.moveaxis(vals, 2, 0), w[2])  # (p, p, n): z summed
+        dvz = contract(jnp.moveaxis(vals, 2, 0), dw[2])
+        vyz = contract(jnp.moveaxis(vz, 1, 0), w[1])  # (p, n)
+        phi = contract(vyz, w[0])
+        gx = contract(vyz, dw[0])
+        gy = contract(contract(jnp.moveaxis(vz, 1, 0), dw[1]), w[0])
+        gz = contract(contract(jnp.moveaxis(dvz, 1, 0), w[1]), w[0])
         return phi, jnp.stack([gx, gy, gz], axis=-1) * kvec
 
     n = frac.shape[0]
@@ -271,6 +284,9 @@ def make_reciprocal_energy(spec: MeshSpec):
         raise ValueError(f"every mesh dimension must be at least the spline order {spec.order}, got {spec.shape}.")
     if spec.influence not in ("optimal", "spme"):
         raise ValueError(f"influence must be 'optimal' or 'spme', got {spec.influence!r}.")
+    if spec.influence == "spme" and spec.order % 2:
+        raise ValueError(f"influence='spme' needs an even spline order, got {spec.order} "
+                         "(use the default influence='optimal').")
     _, _, _, wt_np = _host_tables(spec)
     n_total = float(np.prod(spec.shape))
 

@@ -12,13 +12,15 @@ Error model (random-charge approximation, RMS force error per atom):
 The relative error is ΔF / F₀ with F₀ the RMS force scale of uncorrelated charges,
 F₀² = (1/N) Σ_i KE² q_i² Σ_j q_j²/r_ij⁴ (short-range sum + continuum tail), which equals
 the RMS force of a random system and stays meaningful for symmetric crystals whose
-forces vanish.  The error budget is split evenly between real and reciprocal space and
-the candidate (s, p) of least estimated cost is chosen; cost constants were measured on
+forces vanish.  For every smearing, a few shares of the squared error budget
+(:data:`BUDGET_SHARES`) are tried for the real-space cutoff, the rest of the budget goes to
+reciprocal space, and the candidate (s, share, p) of least estimated cost is chosen; cost constants were measured on
 a 2-core CPU (:data:`COSTS`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -29,14 +31,16 @@ from .system import cell_volume, perpendicular_widths, reduced_basis
 __all__ = ["ORDERS", "fft_friendly", "force_scale", "real_space_error", "ewald_kspace_error",
            "pme_mesh_error", "tune_coulomb", "PME_ERROR_FIT", "COSTS"]
 
-ORDERS = (4, 6, 8)
-_TUNED_ORDERS = (4, 6, 8)
+ORDERS = (4, 5, 6, 7, 8)
+_TUNED_ORDERS = (4, 5, 6, 7, 8)
 KE_ = 14.399645
 
 #: log c_p(x) = a0 + a1 log x + a2 (log x)², x = h/s, per spline order (fit to measured errors)
 PME_ERROR_FIT: dict[int, tuple[float, float, float]] = {
     4: (-3.2864, 3.9416, 0.2156),
+    5: (-4.0848, 5.6092, 0.3892),
     6: (-4.5683, 6.8673, 0.3661),
+    7: (-4.9861, 8.2716, 0.3656),
     8: (-5.2532, 9.4811, 0.3029),
 }
 #: the fit is multiplied by this margin (skewed cells measured up to 1.5× above the fit)
@@ -44,15 +48,30 @@ PME_ERROR_MARGIN = 1.5
 _FIT_MIN_X = 0.15
 
 #: estimated seconds per unit of work for energy + forces on a 2-core CPU, per dtype:
-#: a neighbour slot of the real-space sum, a B-spline stencil point (spread + gather),
+#: a neighbour slot of the real-space sum (slots per atom: :func:`expected_capacity`), a B-spline stencil point (spread + gather),
 #: a mesh point × log2(mesh size) of the FFT pair, a mesh point of elementwise work,
 #: a k-vector × atom of the Ewald sum (``benchmarks/calibrate_costs.py`` measures them)
 COSTS = {
-    "float32": {"pair": 10e-9, "stencil": 6e-9, "fft": 0.33e-9, "mesh": 1.6e-9, "kvec": 4e-9},
-    "float64": {"pair": 25e-9, "stencil": 8e-9, "fft": 0.45e-9, "mesh": 2.5e-9, "kvec": 8e-9},
+    "float32": {"pair": 5e-9, "stencil": 3.7e-9, "fft": 0.45e-9, "mesh": 0.5e-9, "kvec": 4e-9},
+    "float64": {"pair": 10e-9, "stencil": 3.9e-9, "fft": 0.9e-9, "mesh": 0.5e-9, "kvec": 8e-9},
 }
-#: neighbour slots per pair inside the cutoff (capacity padding of the dense full list)
-_SLOT_OVERHEAD = 1.4
+#: real-space shares of the squared force-error budget that the tuner tries
+BUDGET_SHARES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def expected_capacity(mean: float, n: int) -> int:
+    """Slots per row that :func:`jaxlr.neighbor_list` will give N random atoms (host).
+
+    The neighbour counts are about Poisson with the given mean; the dense list is as wide
+    as the largest of N counts (the 1 − 1/N quantile, normal approximation with a
+    skewness term) plus the list's own ~10 % rounding.
+    """
+    if mean <= 0.0:
+        return 8
+    two_log_n = 2.0 * math.log(max(n, 2))
+    z = math.sqrt(max(two_log_n - math.log(2.0 * math.pi * two_log_n), 0.0))
+    largest = mean + z * math.sqrt(mean) + (z * z - 1.0) / 6.0
+    return int(8 * math.ceil(1.1 * largest / 8))
 
 
 def fft_friendly(n: int) -> int:
@@ -227,7 +246,10 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
     # static choices (mesh, capacity) and the compiled function is reused
     f0 = 10.0 ** (math.floor(20.0 * math.log10(f0)) / 20.0)
     target = accuracy * f0
-    budget = target / math.sqrt(2.0)
+    # fractions of the squared error budget tried for the real-space sum; the rest is
+    # left to reciprocal space (a cheap real-space sum takes a small share and lets the
+    # mesh be coarser, and vice versa)
+    shares = BUDGET_SHARES if cutoff is None else (1.0,)
     gamma_max = float(math.sqrt(2.0) * np.max(sigma)) if sigma is not None else 0.0
     spacing = (volume / n) ** (1.0 / 3.0)
     pair_density = n / volume
@@ -242,11 +264,16 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
     methods = ("ewald", "pme") if method == "auto" else (method,)
     for meth in methods:
         orders = ((int(order),) if order is not None else _TUNED_ORDERS) if meth == "pme" else (None,)
-        for s in s_grid:
-            rc = float(cutoff) if cutoff is not None else _real_cutoff(q2, n, volume, s, gamma_max, budget)
+        for s, share in itertools.product(s_grid, shares):
+            rc = (float(cutoff) if cutoff is not None
+                  else _real_cutoff(q2, n, volume, s, gamma_max, target * math.sqrt(share)))
             e_real = _real_error(q2, n, volume, rc, s, gamma_max)
-            pairs = 4.0 / 3.0 * math.pi * rc**3 * pair_density
-            cost_real = costs["pair"] * n * pairs * _SLOT_OVERHEAD
+            slots = expected_capacity(4.0 / 3.0 * math.pi * rc**3 * pair_density, n)
+            cost_real = costs["pair"] * n * slots
+            # what the real-space sum leaves of the error budget goes to reciprocal space
+            # (at least 30 % of it, so that a fixed, too short cutoff cannot ask for a
+            # huge mesh; such candidates miss the target and rank by their error)
+            budget = max(math.sqrt(max(target**2 - e_real**2, 0.0)), 0.3 * target)
             for p in orders:
                 if meth == "ewald":
                     kc = (float(k_cutoff) if k_cutoff is not None else _bisect(

@@ -252,7 +252,8 @@ for _name in REF_SYSTEMS:
 def test_pme_matches_reference(name, accuracy):
     """PME meets the requested RMS force accuracy (relative to F₀) within a factor 3.
 
-    Measured ratios achieved/requested are 0.6–0.8 for every system and accuracy.  The
+    Measured ratios achieved/requested are 0.30–0.96 over every system and accuracy
+    (spline orders 4–8, odd ones included; 0.30 is Gaussian charges at 1e-6).  The
     other quantities are not what the tuner controls; their bounds are stated in the units
     that a force error ε·F₀ implies (a = mean atomic spacing; errors of N atoms add up
     like a random walk): potentials ε·F₀·a/q_rms (RMS), energy ε·F₀·a·√N, stress
@@ -954,7 +955,7 @@ BAD_INPUTS = {
     "sigma-zero": (_with(sigma=_set("sigma", 1, 0.0)), "positive"),
     "sigma-negative": (_with(sigma=_set("sigma", 4, -0.5)), "positive"),
     "net-charge": (_with(charges=lambda kw: kw["charges"] + 0.1), "net charge"),
-    "order-5": (_with(order=5, method="pme"), "order"),
+    "order-9": (_with(order=9, method="pme"), "order"),
     "order-3": (_with(order=3, method="pme"), "order"),
     "accuracy-zero": (_with(accuracy=0.0), "accuracy"),
     "accuracy-negative": (_with(accuracy=-1e-4), "accuracy"),
