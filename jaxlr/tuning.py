@@ -13,9 +13,9 @@ The relative error is ΔF / F₀ with F₀ the RMS force scale of uncorrelated c
 F₀² = (1/N) Σ_i KE² q_i² Σ_j q_j²/r_ij⁴ (short-range sum + continuum tail), which equals
 the RMS force of a random system and stays meaningful for symmetric crystals whose
 forces vanish.  For every smearing, a few shares of the squared error budget
-(:data:`BUDGET_SHARES`) are tried for the real-space cutoff, the rest of the budget goes to
-reciprocal space, and the candidate (s, share, p) of least estimated cost is chosen; cost constants were measured on
-a 2-core CPU (:data:`COSTS`).
+(:data:`BUDGET_SHARES`) are tried for the real-space cutoff and the rest of the budget
+goes to reciprocal space; the candidate (s, share, p) of least estimated cost is chosen.
+Cost constants were measured on a 2-core CPU (:data:`COSTS`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ PME_ERROR_MARGIN = 1.5
 _FIT_MIN_X = 0.15
 
 #: estimated seconds per unit of work for energy + forces on a 2-core CPU, per dtype:
-#: a neighbour slot of the real-space sum (slots per atom: :func:`expected_capacity`), a B-spline stencil point (spread + gather),
-#: a mesh point × log2(mesh size) of the FFT pair, a mesh point of elementwise work,
-#: a k-vector × atom of the Ewald sum (``benchmarks/calibrate_costs.py`` measures them)
+#: a neighbour slot of the real-space sum (slots per atom: :func:`expected_capacity`),
+#: a B-spline stencil point (spread + gather), a mesh point × log2(mesh size) of the FFT
+#: pair, a mesh point of elementwise work, a k-vector × atom of the Ewald sum
+#: (``benchmarks/calibrate_costs.py`` measures them; rounded over repeated runs)
 COSTS = {
     "float32": {"pair": 5e-9, "stencil": 3.7e-9, "fft": 0.45e-9, "mesh": 0.5e-9, "kvec": 4e-9},
     "float64": {"pair": 10e-9, "stencil": 3.9e-9, "fft": 0.9e-9, "mesh": 0.5e-9, "kvec": 8e-9},
