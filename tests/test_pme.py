@@ -193,7 +193,7 @@ def test_optimal_not_worse_than_spme():
             assert f_opt <= 1.05 * f_spme
 
 
-@pytest.mark.parametrize("k", [21, 24])
+@pytest.mark.parametrize("k", [21, pytest.param(24, marks=pytest.mark.slow)])
 def test_higher_order_is_more_accurate(k):
     """The force error falls by > 3× at every step of the spline order 3 → 8, odd orders
     included, on an odd mesh and on an even one (whose Nyquist plane is where an odd-order
