@@ -55,15 +55,6 @@ def rel_err(f, ref):
     return float(np.sqrt(np.mean(np.sum((f - ref) ** 2, 1)) / np.mean(np.sum(ref**2, 1))))
 
 
-def median_time(fn, min_calls=5, min_total=0.3, max_calls=50):
-    times = []
-    while len(times) < max_calls and (len(times) < min_calls or sum(times) < min_total):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def jaxlr_runner(pos, q, cell, request, dtype):
     """Tuned jaxlr PME energy+forces: returns (fn, params, compile_s)."""
     params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=request, dtype=dtype)
@@ -90,11 +81,13 @@ def jaxlr_runner(pos, q, cell, request, dtype):
 
 
 def interleaved_medians(fns, min_rounds=7, min_total=1.0, max_rounds=41):
-    """Median time of each function when they are called in turn, round after round.
+    """Median time (s) of each function of the dict ``fns`` (name → warmed-up callable that
+    blocks until its result is ready) when they are called in turn, round after round.
 
     On a shared machine the load drifts over seconds; timing every library within the
     same rounds exposes all of them to the same drift, so the ratios are fairer than
-    those of medians taken one library after another.
+    those of medians taken one library after another.  At least ``min_rounds`` rounds,
+    more until ``min_total`` seconds were timed, at most ``max_rounds``.
     """
     times = {k: [] for k in fns}
     rounds = 0
@@ -116,7 +109,7 @@ def best_jaxlr(pos, q, cell, ref, target, dtype):
         if err <= target:
             return dict(method="jaxlr-pme", params=f"{params.mesh.shape} p={params.mesh.order} "
                         f"rc={params.cutoff:.2f} s={params.smearing:.2f}",
-                        median_s=median_time(fn), compile_s=compile_s, err=err, fn=fn)
+                        median_s=None, compile_s=compile_s, err=err, fn=fn)  # timed in shared rounds
         request *= 0.5 * target / err
     return None
 

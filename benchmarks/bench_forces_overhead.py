@@ -10,8 +10,6 @@ Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000]
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 
@@ -20,20 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
 from jaxlr.system import random_ionic_system  # noqa: E402
-
-
-def interleaved_medians(fns, rounds=25):
-    """Median time of each function, calling them in turn round after round, so a shared
-    machine's drifting load affects both the same way (a warm-up call first)."""
-    for fn in fns:
-        jax.block_until_ready(fn())
-    times = [[] for _ in fns]
-    for _ in range(rounds):
-        for t, fn in zip(times, fns):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            t.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+from bench_coulomb import interleaved_medians  # noqa: E402  (same folder)
 
 
 def main(argv=None):
@@ -52,7 +37,12 @@ def main(argv=None):
                       mesh=p.mesh)
             energy = jax.jit(lambda r, q: jaxlr.coulomb_energy(r, q, **kw))
             terms = jax.jit(lambda r, q: jaxlr.coulomb_terms(r, q, want_stress=False, **kw)[:3])
-            te, tf = interleaved_medians([lambda: energy(r, qq), lambda: terms(r, qq)])
+            fns = {"energy": lambda: jax.block_until_ready(energy(r, qq)),
+                   "terms": lambda: jax.block_until_ready(terms(r, qq))}
+            for fn in fns.values():  # compile and warm up
+                fn()
+            t = interleaved_medians(fns, min_rounds=25, max_rounds=25)
+            te, tf = t["energy"], t["terms"]
             print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * te:.1f} | {1e3 * tf:.1f} | {tf / te:.2f} |", flush=True)
 
 

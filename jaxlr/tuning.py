@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from .neighbors import _round_capacity
 from .pme import MeshSpec
 from .system import cell_volume, perpendicular_widths, reduced_basis
 
@@ -71,8 +72,7 @@ def expected_capacity(mean: float, n: int) -> int:
         return 8
     two_log_n = 2.0 * math.log(max(n, 2))
     z = math.sqrt(max(two_log_n - math.log(2.0 * math.pi * two_log_n), 0.0))
-    largest = mean + z * math.sqrt(mean) + (z * z - 1.0) / 6.0
-    return int(8 * math.ceil(1.1 * largest / 8))
+    return _round_capacity(mean + z * math.sqrt(mean) + (z * z - 1.0) / 6.0)
 
 
 def fft_friendly(n: int) -> int:
