@@ -97,39 +97,47 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
 
 
 def _terms(positions, charges, sigma, cell, smearing, nbrs, need):
-    """:func:`_block_terms` over all rows, in cache-sized blocks under ``lax.map``."""
+    """:func:`_block_terms` over all rows, in cache-sized blocks under ``lax.fori_loop``."""
     n_atoms = positions.shape[0]
     if nbrs is None:
         rows = jnp.arange(n_atoms)
         return _block_terms(positions, charges, sigma, cell, smearing, rows, None,
                             ~jnp.eye(n_atoms, dtype=bool), None, need)
     capacity = nbrs.idx.shape[1]
-    block = max(1, BLOCK_SLOTS // max(capacity, 1))
+    block = min(n_atoms, max(1, BLOCK_SLOTS // max(capacity, 1)))
     if n_atoms * capacity <= SINGLE_PASS_SLOTS:
         return _block_terms(positions, charges, sigma, cell, smearing, jnp.arange(n_atoms), nbrs.idx,
                             nbrs.mask, nbrs.shifts, need)
+    # blocks are read in place with dynamic slices (no padded copies of the list); the last
+    # block is shifted back to end at row N and its rows that the previous block already
+    # summed are masked out, so every pair is counted once
     n_blocks = -(-n_atoms // block)
-    pad = n_blocks * block - n_atoms
+    probe = jax.eval_shape(lambda: _block_terms(
+        positions, charges, sigma, cell, smearing, jnp.arange(block), nbrs.idx[:block], nbrs.mask[:block],
+        None if nbrs.shifts is None else nbrs.shifts[:block], need))
+    init = {key: (jnp.zeros((n_atoms,) + val.shape[1:], val.dtype) if key in ("phi", "pos", "sigma")
+                  else jnp.zeros(val.shape, val.dtype)) for key, val in probe.items()}
 
-    def blocks(x):
-        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-        return x.reshape((n_blocks, block) + x.shape[1:])
+    def body(k, acc):
+        start = jnp.minimum(k * block, n_atoms - block)
+        rows = start + jnp.arange(block)
+        fresh = rows >= k * block
 
-    rows = blocks(jnp.arange(n_atoms))  # padded rows: atom 0 with every slot masked
-    args = (rows, blocks(nbrs.idx), blocks(nbrs.mask),
-            None if nbrs.shifts is None else blocks(nbrs.shifts))
+        def take(x):
+            return jax.lax.dynamic_slice_in_dim(x, start, block, axis=0)
 
-    def one(a):
-        return _block_terms(positions, charges, sigma, cell, smearing, a[0], a[1], a[2], a[3], need)
+        out = _block_terms(positions, charges, sigma, cell, smearing, rows, take(nbrs.idx),
+                           take(nbrs.mask) & fresh[:, None], None if nbrs.shifts is None else take(nbrs.shifts),
+                           need)
+        new = {}
+        for key, val in out.items():
+            if key in ("phi", "pos", "sigma"):
+                new[key] = jax.lax.dynamic_update_slice_in_dim(acc[key], take(acc[key]) + val, start, axis=0)
+            else:
+                new[key] = acc[key] + val
+        return new
 
-    out = jax.lax.map(one, args)
-    result = {}
-    for key, val in out.items():
-        if key in ("phi", "pos", "sigma"):
-            result[key] = val.reshape((n_blocks * block,) + val.shape[2:])[:n_atoms]
-        else:
-            result[key] = jnp.sum(val, axis=0)
-    return result
+    return jax.lax.fori_loop(0, n_blocks, body, init)
 
 
 def _energy(positions, charges, sigma, cell, smearing, nbrs):
