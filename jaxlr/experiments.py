@@ -112,12 +112,16 @@ def point_charge_curves(n_structures: int = 2000, n_test: int = 500, train_sizes
     return out
 
 
-def _dimer_data():
+def _dimer_data(fragments: bool = True):
+    """(dimers, monomers, both); ``fragments=False`` drops the dimers' fragment charges
+    (one global constraint, total charge 0, instead of ±1 per monomer)."""
     from .datasets import dimer_monomers, load_charged_dimers
     from .train.data import Dataset
 
     dimers = load_charged_dimers()
     monomers = dimer_monomers(dimers)
+    if not fragments:
+        dimers = Dataset([s.replace(fragments=None, fragment_charges=None) for s in dimers])
     return dimers, monomers, Dataset(list(dimers) + list(monomers))
 
 
@@ -159,16 +163,17 @@ def dimer_ridge(models=None, log=None) -> dict:
 
 
 def train_dimer_model(model: str = "qeq", *, epochs: int = 60, run_dir=None, progress=True, seed: int = 0,
-                      **hyper):
+                      fragments: bool = True, **hyper):
     """Train a network model on the energies of the near dimers (< 6 Å) and their monomers.
 
-    The monomers carry their own total charges (±1), the dimers fragment charges, so a
-    charge-aware model sees both charge states.  Returns the :class:`jaxlr.train.loop.FitResult`.
+    The monomers carry their own total charges (±1), the dimers fragment charges (or, with
+    ``fragments=False``, only their total charge 0), so a charge-aware model sees both
+    charge states.  Returns the :class:`jaxlr.train.loop.FitResult`.
     """
     from .train.data import Dataset
     from .train.loop import fit
 
-    dimers, monomers, _ = _dimer_data()
+    dimers, monomers, _ = _dimer_data(fragments)
     near, _ = _split(dimers)
     near_idx = set(np.flatnonzero(near).tolist())
     train = Dataset([dimers[int(k)] for k in sorted(near_idx)]
@@ -180,11 +185,13 @@ def train_dimer_model(model: str = "qeq", *, epochs: int = 60, run_dir=None, pro
                seed=seed, run_dir=run_dir, progress=progress)
 
 
-def dimer_binding(potential, variables) -> dict:
-    """Binding energies E(dimer) − E(A) − E(B) predicted for all dimers; RMSE near and far."""
+def dimer_binding(potential, variables, fragments: bool = True) -> dict:
+    """Binding energies E(dimer) − E(A) − E(B) predicted for all dimers; RMSE near and far.
+
+    ``fragments`` as in :func:`train_dimer_model` (how the dimers are constrained)."""
     from .train.data import BatchLoader
 
-    dimers, monomers, both = _dimer_data()
+    dimers, monomers, both = _dimer_data(fragments)
     loader = BatchLoader(both, potential.species, cutoff=potential.cutoff, batch_size=32, targets=())
     energy = np.zeros(len(both))
     for atoms, _, idx in loader.epoch(None, with_indices=True):
