@@ -32,7 +32,7 @@ __all__ = ["coulomb_matrix"]
 
 
 def coulomb_matrix(positions, *, cell=None, sigma=None, smearing=None, neighbors: Neighbors | None = None,
-                   kvectors=None, background: bool = False):
+                   kvectors=None, background: bool = False, atom_mask=None):
     """Dense (N, N) Coulomb matrix C (eV/e²) with ``E_coul = ½ qᵀ C q``.
 
     Args:
@@ -46,6 +46,10 @@ def coulomb_matrix(positions, *, cell=None, sigma=None, smearing=None, neighbors
       kvectors: (n_chunks, chunk, 3) half-space integer k-vectors
         (:func:`jaxlr.half_space_kvectors`), periodic only.
       background: include the neutralising-background term (charged periodic cells).
+      atom_mask: (N,) bool, False for padding atoms, or None (all real).  Rows and columns
+        of padding atoms are exactly zero, whatever their positions and widths (they may
+        coincide with each other or with real atoms, and have σ = 0), and they pass no
+        gradient to positions, σ or the cell.
 
     Returns:
       C (N, N), symmetric.  Differentiable in positions, cell, sigma and smearing.
@@ -59,15 +63,21 @@ def coulomb_matrix(positions, *, cell=None, sigma=None, smearing=None, neighbors
     """
     dtype = positions.dtype
     n = positions.shape[0]
+    live_atoms = None if atom_mask is None else jnp.asarray(atom_mask, bool)
+    if live_atoms is not None and sigma is not None:
+        sigma = jnp.where(live_atoms, sigma, 1.0)  # padding widths may be 0: keep kernels finite
     if cell is None:
         d = positions[None, :, :] - positions[:, None, :]
         r2 = jnp.sum(d * d, axis=-1)
         off = ~jnp.eye(n, dtype=bool)
+        if live_atoms is not None:
+            off = off & live_atoms[:, None] & live_atoms[None, :]
         r = jnp.sqrt(jnp.where(off, r2, 1.0))
         gamma = None if sigma is None else jnp.sqrt(sigma[:, None] ** 2 + sigma[None, :] ** 2)
         mat = jnp.where(off, KE * pair_kernel(r, gamma, None), 0.0)
         if sigma is not None:
-            mat = mat + jnp.diag(KE * self_kernel(sigma, None, dtype))
+            diag = KE * self_kernel(sigma, None, dtype)
+            mat = mat + jnp.diag(diag if live_atoms is None else jnp.where(live_atoms, diag, 0.0))
         return mat
 
     smearing = jnp.asarray(smearing, dtype)
@@ -98,4 +108,6 @@ def coulomb_matrix(positions, *, cell=None, sigma=None, smearing=None, neighbors
         if sigma is not None:
             hess = hess - 2.0 * (sigma[:, None] ** 2 + sigma[None, :] ** 2)
         mat = mat - (math.pi * KE / volume) * hess
+    if live_atoms is not None:
+        mat = jnp.where(live_atoms[:, None] & live_atoms[None, :], mat, 0.0)
     return mat

@@ -123,6 +123,14 @@ def _coulomb_potential_fn(positions, sigma, cell, smearing, neighbors, kvectors,
     return potential
 
 
+def _padding_safe_sigma(sigma, atom_mask):
+    """Widths with padding atoms set to 1 Å: they carry no charge, and any positive width
+    keeps their kernels finite even when they coincide (σ = 0 padding would give 0/0)."""
+    if atom_mask is None:
+        return sigma
+    return jnp.where(jnp.asarray(atom_mask, bool), sigma, 1.0)
+
+
 def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smearing=None, neighbors=None,
               kvectors=None, method: str = "direct", mesh: MeshSpec | None = None, background: bool = False,
               fragments=None, fragment_charges=None, atom_mask=None, solver: str = "dense",
@@ -138,7 +146,8 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
       fragments: (N,) int labels in [0, F) (−1: padding atom), or None for one fragment.
       fragment_charges: (F,) total charge of each fragment (e); None means neutral, one
         fragment.  F is taken from its shape (static).
-      atom_mask: (N,) bool, False for padding atoms (zero charge, no influence).
+      atom_mask: (N,) bool, False for padding atoms (zero charge, no influence; their
+        positions may coincide and their widths may be 0).
       solver: "dense" or "pcg" (static).  tol: relative residual of the PCG solve.
       maxiter: PCG iteration cap (static).  guess: (N,) warm start for PCG.
       preconditioner: optional ``r ↦ Δz`` long-range correction for PCG
@@ -158,6 +167,7 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
     """
     dtype = positions.dtype
     n = positions.shape[0]
+    sigma = _padding_safe_sigma(sigma, atom_mask)
     chi = jnp.asarray(electronegativity, dtype)
     hard = jnp.asarray(hardness, dtype)
     if fragment_charges is None:
@@ -173,7 +183,7 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
         if method not in ("direct", "ewald"):
             raise ValueError(f"the dense Qeq solver builds the Coulomb matrix by 'direct' or 'ewald' sums, "
                              f"not {method!r}.")
-        A = coulomb_matrix(**kwargs) + jnp.diag(hard)
+        A = coulomb_matrix(**kwargs, atom_mask=atom_mask) + jnp.diag(hard)
         if live is not None:
             A = live[:, None] * A * live[None, :] + jnp.diag(1.0 - live)
 
@@ -233,6 +243,7 @@ def qeq_energy(positions, electronegativity, hardness, sigma, *, cell=None, smea
     dtype = positions.dtype
     if fragment_charges is None:
         fragment_charges = jnp.zeros((1,), dtype)
+    sigma = _padding_safe_sigma(sigma, atom_mask)
 
     def solve(R, chi, hard, sig, c, s, qf):
         q, lam, _ = qeq_solve(R, chi, hard, sig, cell=c, smearing=s, fragments=fragments, fragment_charges=qf,

@@ -17,6 +17,7 @@ from scipy.special import erf
 
 import jaxlr
 from jaxlr.constraints import solve_dense
+from jaxlr.coulomb_matrix import coulomb_matrix
 from jaxlr.qeq import DENSE_LIMIT, qeq_energy, qeq_solve
 
 KE = 14.399645
@@ -484,3 +485,54 @@ def test_empty_fragment_is_harmless(solver):
 
     np.testing.assert_allclose(charges(chi), one, atol=1e-12)
     assert np.all(np.isfinite(jax.jacobian(charges)(chi)))
+
+
+def test_coulomb_matrix_atom_mask_open_boundary():
+    """Padding atoms may coincide with each other and with real atoms and have σ = 0: with
+    ``atom_mask`` their rows and columns are exactly zero, the real block equals the
+    unpadded matrix, and energies, forces and σ-gradients stay finite (debug_nans is on)."""
+    R, chi, J, sig = _molecule(40, n=5)
+    pad_R = np.concatenate([R, np.zeros((2, 3)), R[:1]])   # two at the origin, one on atom 0
+    mask = np.arange(8) < 5
+    q = np.array([0.3, -0.5, 0.4, -0.1, -0.1, 0.0, 0.0, 0.0])
+    for sigma, pad_sigma in ((None, None), (sig, np.concatenate([sig, np.zeros(3)]))):
+        C = coulomb_matrix(jnp.asarray(pad_R), sigma=None if sigma is None else jnp.asarray(pad_sigma),
+                           atom_mask=jnp.asarray(mask))
+        ref = coulomb_matrix(jnp.asarray(R), sigma=None if sigma is None else jnp.asarray(sigma))
+        np.testing.assert_allclose(np.asarray(C[:5, :5]), np.asarray(ref), rtol=1e-14)
+        assert np.all(np.asarray(C[5:]) == 0.0) and np.all(np.asarray(C[:, 5:]) == 0.0)
+
+        def energy(pos, s):
+            return 0.5 * q @ coulomb_matrix(pos, sigma=s, atom_mask=jnp.asarray(mask)) @ q
+
+        s_in = None if sigma is None else jnp.asarray(pad_sigma)
+        g = jax.grad(energy)(jnp.asarray(pad_R), s_in)
+        g_ref = jax.grad(lambda pos: 0.5 * q[:5] @ coulomb_matrix(
+            pos, sigma=None if sigma is None else jnp.asarray(sigma)) @ q[:5])(jnp.asarray(R))
+        np.testing.assert_allclose(np.asarray(g[:5]), np.asarray(g_ref), rtol=1e-12, atol=1e-12)
+        assert np.all(np.asarray(g[5:]) == 0.0)
+        if sigma is not None:
+            gs = jax.grad(energy, argnums=1)(jnp.asarray(pad_R), s_in)
+            assert np.all(np.isfinite(np.asarray(gs))) and np.all(np.asarray(gs[5:]) == 0.0)
+
+
+def test_dense_qeq_padding_coincident_with_zero_width():
+    """Open-boundary dense Qeq with padding atoms sitting on a real atom, σ = 0 and J = 0:
+    the real atoms' charges, energy and forces equal the unpadded ones."""
+    R, chi, J, sig = _molecule(41, n=6)
+    pad_R = np.concatenate([R, R[:2]])
+    mask = np.arange(8) < 6
+    ext = (lambda x, v: jnp.asarray(np.concatenate([x, np.full(2, v)])))
+
+    def run(pos, chi_, J_, sig_, m):
+        q, _, _ = qeq_solve(pos, chi_, J_, sig_, atom_mask=m, tol=1e-12)
+        e, g = jax.value_and_grad(lambda p: qeq_energy(p, chi_, J_, sig_, atom_mask=m, tol=1e-12))(pos)
+        return q, e, g
+
+    q, e, g = run(jnp.asarray(pad_R), ext(chi, 0.0), ext(J, 0.0), ext(sig, 0.0), jnp.asarray(mask))
+    q0, e0, g0 = run(jnp.asarray(R), jnp.asarray(chi), jnp.asarray(J), jnp.asarray(sig), None)
+    np.testing.assert_allclose(np.asarray(q[:6]), np.asarray(q0), atol=1e-11)
+    assert np.all(np.asarray(q[6:]) == 0.0)
+    np.testing.assert_allclose(float(e), float(e0), rtol=1e-11)
+    np.testing.assert_allclose(np.asarray(g[:6]), np.asarray(g0), rtol=1e-9, atol=1e-10)
+    assert np.all(np.asarray(g[6:]) == 0.0)
