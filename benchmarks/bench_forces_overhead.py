@@ -4,7 +4,10 @@ For random neutral ±1 charges at 0.1 atoms/Å³, times the jitted energy alone 
 energy + forces (+ potentials) of :func:`jaxlr.coulomb_terms`, with tuned parameters at a
 relative force accuracy of 1e-4 (float32) and 1e-6 (float64).  The custom derivative
 rules reuse the mesh potential and the pair kernels.  The two functions are called in
-turn, 25 rounds, and each one's median is reported.
+turn, 25 rounds, and each one's median is reported.  The last column is the scratch
+memory XLA reserves for one energy + forces call (``memory_analysis().temp_size_in_bytes``):
+with glibc, buffers above about 32 MB are returned to the system after every call, and
+each call then pays page faults again.
 
 Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000]
 """
@@ -26,8 +29,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000])
     args = ap.parse_args(argv)
-    print("| N | dtype | accuracy | energy ms | energy+forces ms | ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| N | dtype | accuracy | energy ms | energy+forces ms | ratio | E+F scratch MB |")
+    print("|---|---|---|---|---|---|---|")
     for n in args.sizes:
         pos, q, cell = random_ionic_system(n)
         if n > SORT_ABOVE:  # jaxlr.coulomb evaluates large systems in a spatially sorted order
@@ -50,7 +53,9 @@ def main(argv=None):
                 fn()
             t = interleaved_medians(fns, min_rounds=25, max_rounds=25)
             te, tf = t["energy"], t["terms"]
-            print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * te:.1f} | {1e3 * tf:.1f} | {tf / te:.2f} |", flush=True)
+            scratch = terms.lower(r, qq, c, s, nbrs).compile().memory_analysis().temp_size_in_bytes
+            print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * te:.1f} | {1e3 * tf:.1f} | {tf / te:.2f} | "
+                  f"{scratch / 1e6:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
