@@ -7,7 +7,8 @@
    500; relative RMSE = RMSE / std(E_test); ridge λ by 5-fold CV on the training rows.
 2. Charged dimers (bundled charge-charge.xyz): trained below 6 Å, binding-energy RMSE on
    the dimers from 6 Å: local ridge, multi-scale LODE ridge (binding energies fitted
-   directly), and Qeq and latent-charge networks trained on dimer + monomer energies.
+   directly), and latent-charge, Qeq and density (multipolar Qeq) networks trained on dimer
+   + monomer energies.
 3. The Qeq model: charges of the same geometry in two charge states, and the binding
    energy of a dimer pulled apart against k_e q_A q_B / r.
 
@@ -48,7 +49,8 @@ def main():
     ridge = ex.dimer_ridge(log=print)
     nets = {}
     qeq_fit = None
-    for model, label in (("latent", "latent-charge network"), ("qeq", "Qeq network")):
+    for model, label in (("latent", "latent-charge network"), ("qeq", "Qeq network"),
+                         ("density", "density network")):
         t = time.perf_counter()
         res = ex.train_dimer_model(model, epochs=epochs, progress=False)
         b = ex.dimer_binding(res.potential, res.variables)

@@ -11,7 +11,7 @@ Units: Å, eV, e; ``KE`` = 14.399645 eV·Å/e².  Enable float64 in your scripts
 """
 
 from .batch import Batch, pad_batch
-from .constraints import SolverInfo, implicit_solve, solve_dense, solve_pcg
+from .constraints import SolverInfo, dense_kkt_solve, implicit_solve, solve_dense, solve_pcg, spd_solve
 from .coulomb import METHODS, CoulombParams, CoulombResult, coulomb, coulomb_energy, coulomb_terms
 from .coulomb_matrix import coulomb_matrix
 from . import features, models, train
@@ -73,6 +73,7 @@ __all__ = [
     "from_jax_md",
     "gto_widths",
     "half_space_kvectors",
+    "dense_kkt_solve",
     "implicit_solve",
     "influence_function",
     "lode",
@@ -99,6 +100,7 @@ __all__ = [
     "self_kernel",
     "solve_dense",
     "solve_pcg",
+    "spd_solve",
     "spherical_expansion",
     "spherical_expansion_terms",
     "train",

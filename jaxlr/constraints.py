@@ -24,9 +24,12 @@ This module holds two solvers of that system, both plain jittable functions of a
   costs one ``matvec``.  Convergence is judged on the projected residual
   ``‖A x − b − B λ‖`` relative to its value at the starting point of the constraint set.
 
-Neither is differentiated directly: :mod:`jaxlr.qeq` wraps them in
+Neither is differentiated directly: :func:`implicit_solve` wraps them in
 ``jax.lax.custom_linear_solve`` so that derivatives follow by the implicit function
-theorem (one more solve of the same system), never by unrolling iterations.
+theorem (one more solve of the same system), never by unrolling iterations
+(:func:`solve_dense` is the wrapped :func:`dense_kkt_solve`).  The dense factorisations run
+one system at a time under ``vmap``: batched LAPACK calls on the CPU can deadlock XLA's
+thread pool when two of them run at once.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.custom_batching import sequential_vmap
 
-__all__ = ["SolverInfo", "implicit_solve", "kkt_matvec", "solve_dense", "solve_pcg"]
+__all__ = ["SolverInfo", "dense_kkt_solve", "implicit_solve", "kkt_matvec", "solve_dense", "solve_pcg",
+           "spd_solve"]
 
 
 class SolverInfo(NamedTuple):
@@ -80,6 +85,50 @@ def _empty_columns(B):
     return jnp.diag((jnp.sum(B * B, axis=0) == 0).astype(B.dtype))
 
 
+def _dense_kkt(A, b, B, c):
+    """The Cholesky solve of :func:`solve_dense` for one system (not differentiable in reverse mode)."""
+    n = A.shape[0]
+    # shift by α B Bᵀ: same minimiser on the constraint set, and positive definite
+    # although A itself may not be (periodic Coulomb matrices are only definite on
+    # neutral charge vectors); α on the scale of A keeps the conditioning
+    alpha = jnp.maximum(jnp.trace(A) / n, jnp.finfo(A.dtype).tiny)
+    chol = jnp.linalg.cholesky(A + alpha * (B @ B.T))
+    # one triangular solve pair for b and the constraint columns together
+    sol = jax.scipy.linalg.cho_solve((chol, True), jnp.concatenate([(b + alpha * (B @ c))[:, None], B], axis=1))
+    y0, Y = sol[:, 0], sol[:, 1:]
+    schur = B.T @ Y + _empty_columns(B)
+    lam = jnp.linalg.solve(schur, c - B.T @ y0)
+    x = y0 + Y @ lam
+    ok = jnp.all(jnp.isfinite(chol))
+    res = _relative_residual(A @ x - b - B @ lam, b, A @ x)
+    return x, lam, SolverInfo(converged=ok, iterations=jnp.zeros((), jnp.int32), residual=res)
+
+
+# Batched LAPACK calls on the CPU split large batches over XLA's intra-op thread pool and
+# block a pool thread until the pieces finish; two such calls running at once (independent
+# solves of one program, or consecutive programs under asynchronous dispatch) can block
+# every pool thread and hang the process (seen on a 2-core machine during training).
+# Looping over the batch keeps every LAPACK call unbatched, so it runs inline on its thread.
+_dense_kkt_sequential = sequential_vmap(_dense_kkt)
+
+
+def dense_kkt_solve(A, b, B, c):
+    """Solve one constrained problem by Cholesky factorisation: the solver of :func:`solve_dense`.
+
+    Same arguments and returns as :func:`solve_dense`.  Use it as the ``solver`` of
+    :func:`implicit_solve`, which supplies the derivatives: it runs forward and under
+    ``vmap`` (one system after another: batched LAPACK calls can deadlock XLA's CPU thread
+    pool) but is not differentiable in reverse mode by itself.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x, lam, info = dense_kkt_solve(2.0 * jnp.eye(2), jnp.array([1.0, -1.0]), jnp.ones((2, 1)), jnp.zeros(1))
+      >>> [round(float(v), 6) for v in x]
+      [0.5, -0.5]
+    """
+    return _dense_kkt_sequential(A, b, B, c)
+
+
 def solve_dense(A, b, B, c):
     """Exact solution of the constrained quadratic problem by Cholesky factorisation.
 
@@ -90,7 +139,10 @@ def solve_dense(A, b, B, c):
 
     Returns:
       ``(x (n,), lam (m,), info)`` with ``A x − b = B lam``; ``info.converged`` is False
-      when the factorisation failed (A indefinite on the constraint space).
+      when the factorisation failed (A indefinite on the constraint space).  Derivatives
+      with respect to A, b, B and c (forward and reverse mode) follow from the implicit
+      function theorem (:func:`implicit_solve`).  Under ``vmap`` the systems are factorised
+      one after another (see :data:`dense_kkt_solve`).  O(n³).
 
     Example:
       >>> import jax.numpy as jnp
@@ -99,26 +151,26 @@ def solve_dense(A, b, B, c):
       >>> [round(float(v), 6) for v in x], round(float(lam[0]), 6) + 0.0
       ([0.5, -0.5], 0.0)
     """
-    n = A.shape[0]
-    # shift by α B Bᵀ: same minimiser on the constraint set, and positive definite
-    # although A itself may not be (periodic Coulomb matrices are only definite on
-    # neutral charge vectors); α on the scale of A keeps the conditioning
-    alpha = jax.lax.stop_gradient(jnp.maximum(jnp.trace(A) / n, jnp.finfo(A.dtype).tiny))
-    shifted = A + alpha * (B @ B.T)
-    chol = jnp.linalg.cholesky(shifted)
+    return implicit_solve(lambda v: A @ v, b, B, c, lambda bb, cc: dense_kkt_solve(A, bb, B, cc))
 
-    def cho_solve(rhs):
-        return jax.scipy.linalg.cho_solve((chol, True), rhs)
 
-    y0 = cho_solve(b + alpha * (B @ c))
-    Y = cho_solve(B)
-    schur = B.T @ Y + _empty_columns(B)
-    lam = jnp.linalg.solve(schur, c - B.T @ y0)
-    x = y0 + Y @ lam
-    ok = jnp.all(jnp.isfinite(chol))
-    res = _relative_residual(A @ x - b - B @ lam, b, A @ x)
-    info = SolverInfo(converged=ok, iterations=jnp.zeros((), jnp.int32), residual=res)
-    return x, lam, info
+def spd_solve(A, b):
+    """x = A⁻¹ b for a symmetric positive-definite A (n, n) and b (n,) or (n, k), by Cholesky.
+
+    Differentiable (implicitly, through ``jax.lax.custom_linear_solve``) and safe under
+    ``vmap`` like :func:`solve_dense` (the systems are factorised one after another).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> [round(float(v), 6) for v in spd_solve(jnp.array([[4.0, 0.0], [0.0, 2.0]]), jnp.array([1.0, 1.0]))]
+      [0.25, 0.5]
+    """
+    return jax.lax.custom_linear_solve(lambda v: A @ v, b, lambda _, r: _cholesky_solve(A, r), symmetric=True)
+
+
+@sequential_vmap
+def _cholesky_solve(A, r):
+    return jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(A), True), r)
 
 
 def _relative_residual(r, b, ax):

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 from scipy.special import erfc as _erfc
 
-from .constraints import implicit_solve, solve_dense, solve_pcg
+from .constraints import dense_kkt_solve, implicit_solve, solve_pcg
 from .ewald import half_space_kvectors
 from .multipoles import _shells, make_pme_matvec, multipole_matrix, pair_blocks
 from .neighbors import Neighbors, neighbor_list
@@ -394,7 +394,7 @@ def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None,
 
     if solver == "dense":
         def solve(b, c):
-            return solve_dense(amat, b, constraint, c)
+            return dense_kkt_solve(amat, b, constraint, c)
     elif solver == "pcg":
         start = None if x0 is None else jnp.asarray(x0, dtype).reshape(-1)
 

@@ -21,7 +21,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from .constraints import solve_dense
+from .constraints import solve_dense, spd_solve
 from .density import GaussianBasis, _check_shape, _finite, _s_slots, _validated_widths, per_atom_widths
 from .multipoles import density_potentials, multipole_matrix, pair_blocks
 from .system import check_positions, concrete_value
@@ -91,8 +91,7 @@ def fit_density(positions, sigma_s, sigma_p, rhs, *, active=None, total_charge=N
     coul = jnp.where(flat[:, None] & flat[None, :], coul, jnp.diag(jnp.where(flat, 0.0, 1.0)))
     v = jnp.where(active, rhs, 0.0).reshape(-1)
     if total_charge is None:
-        chol = jnp.linalg.cholesky(coul)
-        x = jax.scipy.linalg.cho_solve((chol, True), v)
+        x = spd_solve(coul, v)
     else:
         s_active = active & jnp.asarray(_s_slots(ns, n_p))[None, :]
         constraint = s_active.reshape(-1, 1).astype(dtype)

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from . import tuning
-from .constraints import implicit_solve, solve_dense, solve_pcg
+from .constraints import dense_kkt_solve, implicit_solve, solve_pcg
 from .coulomb import CoulombParams, coulomb_energy, coulomb_terms, long_range_energy, sorted_neighbors
 from .coulomb_matrix import coulomb_matrix
 from .ewald import half_space_kvectors
@@ -167,7 +167,7 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
     """
     dtype = positions.dtype
     n = positions.shape[0]
-    sigma = _padding_safe_sigma(sigma, atom_mask)
+    sigma = _padding_safe_sigma(jnp.asarray(sigma, positions.dtype), atom_mask)
     chi = jnp.asarray(electronegativity, dtype)
     hard = jnp.asarray(hardness, dtype)
     if fragment_charges is None:
@@ -191,7 +191,7 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
             return A @ x
 
         def run(bb, cc):
-            return solve_dense(A, bb, B, cc)
+            return dense_kkt_solve(A, bb, B, cc)
     elif solver == "pcg":
         potential = _coulomb_potential_fn(method=method, mesh=mesh, **kwargs)
 
@@ -243,7 +243,7 @@ def qeq_energy(positions, electronegativity, hardness, sigma, *, cell=None, smea
     dtype = positions.dtype
     if fragment_charges is None:
         fragment_charges = jnp.zeros((1,), dtype)
-    sigma = _padding_safe_sigma(sigma, atom_mask)
+    sigma = _padding_safe_sigma(jnp.asarray(sigma, positions.dtype), atom_mask)
 
     def solve(R, chi, hard, sig, c, s, qf):
         q, lam, _ = qeq_solve(R, chi, hard, sig, cell=c, smearing=s, fragments=fragments, fragment_charges=qf,
