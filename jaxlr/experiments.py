@@ -43,7 +43,8 @@ LAMBDAS = tuple(10.0 ** k for k in range(-10, 0))
 
 def _design_in_order(pot, dataset, batch_size=64):
     """Per-structure design rows of a linear potential, in dataset order."""
-    from .train.data import BatchLoader, fit_offsets
+    from .train.batching import BatchLoader
+    from .train.dataset import fit_offsets
 
     pot = pot.adapted_to([s.cell for s in dataset])
     loader = BatchLoader(dataset, pot.species, cutoff=pot.cutoff, batch_size=batch_size, targets=("energy",))
@@ -116,7 +117,7 @@ def _dimer_data(fragments: bool = True):
     """(dimers, monomers, both); ``fragments=False`` drops the dimers' fragment charges
     (one global constraint, total charge 0, instead of ±1 per monomer)."""
     from .datasets import dimer_monomers, load_charged_dimers
-    from .train.data import Dataset
+    from .train.dataset import Dataset
 
     dimers = load_charged_dimers()
     monomers = dimer_monomers(dimers)
@@ -170,7 +171,7 @@ def train_dimer_model(model: str = "qeq", *, epochs: int = 60, run_dir=None, pro
     ``fragments=False``, only their total charge 0), so a charge-aware model sees both
     charge states.  Returns the :class:`jaxlr.train.loop.FitResult`.
     """
-    from .train.data import Dataset
+    from .train.dataset import Dataset
     from .train.loop import fit
 
     dimers, monomers, _ = _dimer_data(fragments)
@@ -189,7 +190,7 @@ def dimer_binding(potential, variables, fragments: bool = True) -> dict:
     """Binding energies E(dimer) − E(A) − E(B) predicted for all dimers; RMSE near and far.
 
     ``fragments`` as in :func:`train_dimer_model` (how the dimers are constrained)."""
-    from .train.data import BatchLoader
+    from .train.batching import BatchLoader
 
     dimers, monomers, both = _dimer_data(fragments)
     loader = BatchLoader(both, potential.species, cutoff=potential.cutoff, batch_size=32, targets=())
@@ -216,7 +217,8 @@ def qeq_checks(potential, variables) -> dict:
     - one dimer pulled apart rigidly to 8…40 Å: E(dimer) − E(A) − E(B) against
       k_e q_A q_B / r (r = centre distance of the fragments' charges).
     """
-    from .train.data import BatchLoader, Dataset
+    from .train.batching import BatchLoader
+    from .train.dataset import Dataset
     from .units import KE
 
     dimers, monomers, _ = _dimer_data()

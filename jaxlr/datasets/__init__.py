@@ -18,7 +18,8 @@ from importlib import resources
 
 import numpy as np
 
-from ..train.data import Dataset, Structure, detect_fragments, read_structures
+from ..train.dataset import Dataset
+from ..train.structures import Structure, detect_fragments, read_structures
 
 __all__ = ["data_path", "load_point_charges", "load_charged_dimers", "dimer_monomers"]
 

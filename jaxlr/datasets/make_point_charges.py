@@ -175,7 +175,7 @@ def main(argv=None) -> None:
 
     # consistency check: the file as read back reproduces the stored energies exactly
     import jaxlr
-    from jaxlr.train.data import read_structures
+    from jaxlr.train.structures import read_structures
 
     for k, s in enumerate(read_structures(args.out, index=":3")):
         res = jaxlr.coulomb(s.positions, s.targets["charges"], cell=s.cell, method="ewald", accuracy=ACCURACY)

@@ -277,7 +277,7 @@ def load_config(path) -> dict:
 # helpers
 # ------------------------------------------------------------------------------------
 def _read(path, data_cfg, name):
-    from .data import Dataset
+    from .dataset import Dataset
 
     if not Path(path).is_file():
         raise ValueError(f"{name} data file {str(path)!r} does not exist.")
@@ -289,7 +289,7 @@ def _read(path, data_cfg, name):
 
 def _check_split(name, ds, species, targets):
     """Species and targets of one split, before anything is compiled."""
-    from .data import check_targets, species_indices
+    from .dataset import check_targets, species_indices
 
     try:
         for k, s in enumerate(ds):
@@ -476,7 +476,7 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
         not a checkpoint folder.
     """
     from .checkpoint import CONFIG_FILE, load
-    from .data import Dataset, check_targets
+    from .dataset import Dataset, check_targets
     from .loop import _metric_targets, evaluate
 
     ckpt = Path(checkpoint_dir)

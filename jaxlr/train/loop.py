@@ -207,7 +207,7 @@ def energy_statistics(dataset, species, offsets=None):
     right size for a sum of n independent atomic contributions.  Falls back to the RMS
     force component × 1 Å (forces only) or 1 eV when the residuals vanish.
     """
-    from .data import species_indices
+    from .dataset import species_indices
 
     structures = list(dataset)
     if offsets is not None and all("energy" in s.targets for s in structures):
@@ -238,7 +238,7 @@ def _metric_targets(potential, dataset, active) -> tuple:
 
 
 def _as_dataset(data, name):
-    from .data import Dataset
+    from .dataset import Dataset
 
     if data is None:
         return None
@@ -266,7 +266,7 @@ def evaluate(potential, variables, dataset, *, targets=None, batch_size: int = 1
       the :class:`jaxlr.train.loss.Metrics` accumulator (``.result()`` for the dict,
       ``.parity()`` with ``keep=True``).
     """
-    from .data import BatchLoader
+    from .batching import BatchLoader
 
     dataset = _as_dataset(dataset, name)
     if targets is None:
@@ -417,7 +417,8 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
       >>> #              run_dir="runs/water")
     """
     from .checkpoint import save
-    from .data import BatchLoader, fit_offsets
+    from .batching import BatchLoader
+    from .dataset import fit_offsets
 
     t_start = time.perf_counter()
     # ---- 1. settings and data checks (host, nothing compiled) -----------------------------
