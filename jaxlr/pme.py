@@ -172,7 +172,7 @@ def _stencil(frac, spec: MeshSpec):
 _SCATTER_DIMS = jax.lax.ScatterDimensionNumbers(
     update_window_dims=(1, 2), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0, 1, 2))
 _GATHER_DIMS = jax.lax.GatherDimensionNumbers(
-    offset_dims=(1, 2, 3), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
+    offset_dims=(0, 1, 2), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
 
 
 #: stencil points (atoms × p³) handled per block; larger systems are processed block by
@@ -234,12 +234,12 @@ def _interpolate(mesh, frac, spec: MeshSpec):
 
     def at(f):
         starts, w, dw = _stencil(f, spec)
+        # windows gathered with the atoms last, (p, p, p, n): the p-term sums below become
+        # elementwise vector operations over atoms, about twice as fast on CPU as batched
+        # small contractions over an (n, p, p, p) layout, and XLA fuses the reordering
+        # into them (an explicit transpose of (n, p, p, p) windows cost 20 % more)
         vals = jax.lax.gather(padded, starts, _GATHER_DIMS, slice_sizes=(p, p, p),
-                              mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)  # (n, p, p, p)
-        # contract with the atoms along the last (contiguous) axis: the p-term sums
-        # become elementwise vector operations, about twice as fast on CPU as batched
-        # small contractions over the (n, p, p, p) layout
-        vals = jnp.transpose(vals.reshape(f.shape[0], p**3)).reshape(p, p, p, f.shape[0])
+                              mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
         w = jnp.transpose(w, (1, 2, 0))  # (3, p, n)
         dw = jnp.transpose(dw, (1, 2, 0))
 
