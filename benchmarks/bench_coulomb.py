@@ -80,14 +80,15 @@ def jaxlr_runner(pos, q, cell, request, dtype):
     return fn, params, time.perf_counter() - t0
 
 
-def interleaved_medians(fns, min_rounds=7, min_total=1.0, max_rounds=41):
-    """Median time (s) of each function of the dict ``fns`` (name → warmed-up callable that
+def interleaved_times(fns, min_rounds=7, min_total=1.0, max_rounds=41):
+    """Times (s) of each function of the dict ``fns`` (name → warmed-up callable that
     blocks until its result is ready) when they are called in turn, round after round.
 
     On a shared machine the load drifts over seconds; timing every library within the
     same rounds exposes all of them to the same drift, so the ratios are fairer than
     those of medians taken one library after another.  At least ``min_rounds`` rounds,
-    more until ``min_total`` seconds were timed, at most ``max_rounds``.
+    more until ``min_total`` seconds were timed, at most ``max_rounds``.  Returns
+    ``{name: [seconds per round]}``.
     """
     times = {k: [] for k in fns}
     rounds = 0
@@ -97,6 +98,12 @@ def interleaved_medians(fns, min_rounds=7, min_total=1.0, max_rounds=41):
             fn()
             times[k].append(time.perf_counter() - t0)
         rounds += 1
+    return times
+
+
+def interleaved_medians(fns, min_rounds=7, min_total=1.0, max_rounds=41):
+    """Median time (s) of each function of ``fns`` over interleaved rounds (:func:`interleaved_times`)."""
+    times = interleaved_times(fns, min_rounds=min_rounds, min_total=min_total, max_rounds=max_rounds)
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -4,12 +4,19 @@ For random neutral ±1 charges at 0.1 atoms/Å³, times the jitted energy alone 
 energy + forces (+ potentials) of :func:`jaxlr.coulomb_terms`, with tuned parameters at a
 relative force accuracy of 1e-4 (float32) and 1e-6 (float64).  The custom derivative
 rules reuse the mesh potential and the pair kernels.  The two functions are called in
-turn, 25 rounds, and each one's median is reported.  The last column is the scratch
+turn, 60 rounds; each one's median and fastest call are reported (on a shared 2-core
+machine the medians of millisecond calls drift by up to 2× between runs; the fastest
+calls are stable to a few per cent).  The last column is the scratch
 memory XLA reserves for one energy + forces call (``memory_analysis().temp_size_in_bytes``):
 with glibc, buffers above about 32 MB are returned to the system after every call, and
 each call then pays page faults again.
 
-Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000]
+With ``--parts`` it also times the two halves on their own, energy and energy + forces
+(gradient with respect to the positions), fastest calls: the real-space pair sum
+(:func:`jaxlr.realspace.real_space_energy`) and the mesh part
+(:func:`jaxlr.pme.pme_reciprocal_energy`).
+
+Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts]
 """
 
 import argparse
@@ -21,15 +28,22 @@ import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
 from jaxlr.coulomb import SORT_ABOVE, spatial_order  # noqa: E402
+from jaxlr.pme import pme_reciprocal_energy  # noqa: E402
+from jaxlr.realspace import real_space_energy  # noqa: E402
 from jaxlr.system import random_ionic_system  # noqa: E402
-from bench_coulomb import interleaved_medians  # noqa: E402  (same folder)
+import statistics  # noqa: E402
+
+from bench_coulomb import interleaved_times  # noqa: E402  (same folder)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000])
+    ap.add_argument("--parts", action="store_true", help="also time real space and mesh separately")
     args = ap.parse_args(argv)
-    print("| N | dtype | accuracy | energy ms | energy+forces ms | ratio | E+F scratch MB |")
+    parts = []
+    print("| N | dtype | accuracy | energy ms median / fastest | energy+forces ms median / fastest "
+          "| ratio of medians / fastest | E+F scratch MB |")
     print("|---|---|---|---|---|---|---|")
     for n in args.sizes:
         pos, q, cell = random_ionic_system(n)
@@ -51,11 +65,37 @@ def main(argv=None):
                    "terms": lambda: jax.block_until_ready(terms(r, qq, c, s, nbrs))}
             for fn in fns.values():  # compile and warm up
                 fn()
-            t = interleaved_medians(fns, min_rounds=25, max_rounds=25)
-            te, tf = t["energy"], t["terms"]
+            t = interleaved_times(fns, min_rounds=60, max_rounds=60)
+            te, tf = statistics.median(t["energy"]), statistics.median(t["terms"])
+            be, bf = min(t["energy"]), min(t["terms"])
             scratch = terms.lower(r, qq, c, s, nbrs).compile().memory_analysis().temp_size_in_bytes
-            print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * te:.1f} | {1e3 * tf:.1f} | {tf / te:.2f} | "
-                  f"{scratch / 1e6:.1f} |", flush=True)
+            print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * te:.1f} / {1e3 * be:.1f} | {1e3 * tf:.1f} / {1e3 * bf:.1f} "
+                  f"| {tf / te:.2f} / {bf / be:.2f} | {scratch / 1e6:.1f} |", flush=True)
+            if args.parts:
+                parts.append((n, dtype, acc, time_parts(r, qq, c, s, nbrs, p.mesh)))
+    if parts:
+        print("\nfastest calls, ms: | N | dtype | accuracy | real E | real E+F | mesh E | mesh E+F |")
+        for n, dtype, acc, t in parts:
+            print(f"| {n} | {dtype} | {acc:.0e} | " + " | ".join(f"{1e3 * t[k]:.2f}" for k in PARTS) + " |")
+
+
+PARTS = ("real E", "real E+F", "mesh E", "mesh E+F")
+
+
+def time_parts(r, q, c, s, nbrs, mesh):
+    """Fastest of 60 interleaved calls of each half, energy and energy + position gradient."""
+    def real(r, q, nb):
+        return real_space_energy(r, q, None, c, s, nb)
+
+    def rec(r, q, nb):
+        return pme_reciprocal_energy(r, q, c, s, mesh)
+
+    jitted = {"real E": jax.jit(real), "real E+F": jax.jit(jax.value_and_grad(real)),
+              "mesh E": jax.jit(rec), "mesh E+F": jax.jit(jax.value_and_grad(rec))}
+    fns = {k: (lambda f=f: jax.block_until_ready(f(r, q, nbrs))) for k, f in jitted.items()}
+    for fn in fns.values():
+        fn()
+    return {k: min(v) for k, v in interleaved_times(fns, min_rounds=60, max_rounds=60).items()}
 
 
 if __name__ == "__main__":
