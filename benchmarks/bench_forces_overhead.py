@@ -20,6 +20,7 @@ Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts]
 """
 
 import argparse
+import statistics
 
 import jax
 
@@ -31,7 +32,6 @@ from jaxlr.coulomb import SORT_ABOVE, spatial_order  # noqa: E402
 from jaxlr.pme import pme_reciprocal_energy  # noqa: E402
 from jaxlr.realspace import real_space_energy  # noqa: E402
 from jaxlr.system import random_ionic_system  # noqa: E402
-import statistics  # noqa: E402
 
 from bench_coulomb import interleaved_times  # noqa: E402  (same folder)
 

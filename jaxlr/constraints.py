@@ -159,12 +159,19 @@ def spd_solve(A, b):
 
     Differentiable (implicitly, through ``jax.lax.custom_linear_solve``) and safe under
     ``vmap`` like :func:`solve_dense` (the systems are factorised one after another).
+    Jittable, so definiteness is not checked: an A that is not positive definite gives
+    NaN (test ``jnp.isfinite``; :func:`solve_dense` reports it in ``info.converged``).
+    Raises ValueError when the shapes do not fit.
 
     Example:
       >>> import jax.numpy as jnp
       >>> [round(float(v), 6) for v in spd_solve(jnp.array([[4.0, 0.0], [0.0, 2.0]]), jnp.array([1.0, 1.0]))]
       [0.25, 0.5]
     """
+    A, b = jnp.asarray(A), jnp.asarray(b)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
+        raise ValueError(f"spd_solve needs A of shape (n, n) and b of shape (n,) or (n, k); "
+                         f"got A {A.shape} and b {b.shape}.")
     return jax.lax.custom_linear_solve(lambda v: A @ v, b, lambda _, r: _cholesky_solve(A, r), symmetric=True)
 
 

@@ -42,11 +42,11 @@ SINGLE_PASS_SLOTS = 6 * BLOCK_SLOTS
 def _row_sums(*terms):
     """Sums over axis 1 of several (B, M) arrays, reduced together in one pass.
 
-    A single variadic reduce lets XLA's CPU backend fuse the elementwise work that
-    produces the terms into the reduction; separate ``jnp.sum`` calls are each handed to
-    a library reduction over materialised operands, which at 4,000 atoms made the
-    energy + forces pass several times slower than the arithmetic.  Derivatives of the
-    sums are plain sums (linear, so reverse mode and higher orders work).
+    XLA's CPU backend fuses one variadic reduce into a single loop over the terms;
+    separate ``jnp.sum`` calls are each handed to a library reduction that reads its own
+    materialised operand (real-space energy + forces at 4,000 atoms in float64: 4.2 ms
+    with separate sums, 3.6 ms with this, ``bench_forces_overhead.py --parts``).
+    Derivatives of the sums are plain sums (linear, so reverse mode and higher orders work).
     """
     if len(terms) == 1:
         return (jnp.sum(terms[0], axis=1),)

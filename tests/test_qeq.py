@@ -473,6 +473,8 @@ def test_dense_solves_are_unbatched_under_vmap():
                 order=2, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
     check_grads(lambda a, v: jnp.sum(jnp.sin(spd_solve(sym(a), v))), (A[0], rhs[0]), order=2,
                 modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="spd_solve needs A of shape"):
+        spd_solve(A[0], rhs[0, :5])
 
     def loss(a, v):
         return jnp.sum(solve_dense(a, v, B[0], c[0])[0] ** 2) + jnp.sum(spd_solve(a, v) ** 2)
