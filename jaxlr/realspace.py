@@ -49,7 +49,7 @@ def _row_sums(*terms):
     Derivatives of the sums are plain sums (linear, so reverse mode and higher orders work).
     """
     if len(terms) == 1:
-        return (jnp.sum(terms[0], axis=1),)
+        return (terms[0] @ jnp.ones(terms[0].shape[1], terms[0].dtype),)
     zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
     return tuple(jax.lax.reduce(terms, zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)), (1,)))
 
@@ -99,7 +99,9 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
     qq = qi[:, None] * qj
     if need_r:
         # w_ij d_ij = dE_pair/dd_ij for the full-list energy ½ Σ q_i q_j K(|d|)
-        w = qq * k_r / jnp.where(r > 0, r, 1.0)  # k_r = 0 at coincident centres
+        # (the charges are multiplied in inside the fused sums, so the gathered neighbour
+        # charges are never materialised)
+        w = qq * (k_r / jnp.where(r > 0, r, 1.0))  # k_r = 0 at coincident centres
         if "pos" in need:
             names += ["pos0", "pos1", "pos2"]
             terms += [w * d[a] for a in range(3)]
