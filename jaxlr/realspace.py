@@ -46,6 +46,10 @@ def _row_sums(*terms):
     separate ``jnp.sum`` calls are each handed to a library reduction that reads its own
     materialised operand (real-space energy + forces at 4,000 atoms in float64: 4.2 ms
     with separate sums, 3.6 ms with this, ``bench_forces_overhead.py --parts``).
+    A single sum is taken as a product with a vector of ones: as a plain ``jnp.sum`` XLA
+    handed it, with the pair kernel fused in, to a single-threaded library (YNN) fusion
+    that evaluated the kernel operation by operation (real-space energy at 4,000 atoms in
+    float64: 14 ms instead of 2.8 ms with the polynomial erfc of :func:`jaxlr.kernels.erfc_exp`).
     Derivatives of the sums are plain sums (linear, so reverse mode and higher orders work).
     """
     if len(terms) == 1:
