@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .ewald import screened_inverse_square
+from .fused import fused_sums
 from .splines import alias_sum_u, alias_sum_u2, bspline_weights
 from .units import KE
 
@@ -225,21 +226,6 @@ def spread_charges(frac, charges, spec: MeshSpec):
     return padded
 
 
-@jax.custom_jvp
-def _major_sums(*terms):
-    """Sums over axis 0 of several arrays of one shape, in one variadic reduce.
-
-    Derivatives are plain sums (linear), so reverse mode and higher orders work.
-    """
-    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
-    return tuple(jax.lax.reduce(terms, zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)), (0,)))
-
-
-@_major_sums.defjvp
-def _major_sums_jvp(primals, tangents):
-    return _major_sums(*primals), tuple(jnp.sum(t, axis=0) for t in tangents)
-
-
 def _interpolate(mesh, frac, spec: MeshSpec):
     """Values φ_i (N,) and fractional gradients ∂φ/∂u_i (N, 3) of a mesh field at the atoms."""
     p = spec.order
@@ -261,28 +247,27 @@ def _interpolate(mesh, frac, spec: MeshSpec):
         vals = jnp.transpose(vals, (3, 1, 2, 0))  # (p_z, p_x, p_y, n)
         w = jnp.transpose(w, (1, 2, 0))  # (3, p, n)
         dw = jnp.transpose(dw, (1, 2, 0))
-        vz, dvz = _major_sums(vals * w[2][:, None, None], vals * dw[2][:, None, None])  # (p_x, p_y, n)
+        vz, dvz = fused_sums(0, vals * w[2][:, None, None], vals * dw[2][:, None, None])  # (p_x, p_y, n)
         vz, dvz = jnp.swapaxes(vz, 0, 1), jnp.swapaxes(dvz, 0, 1)  # (p_y, p_x, n)
-        vyz, vdyz, dvyz = _major_sums(vz * w[1][:, None], vz * dw[1][:, None], dvz * w[1][:, None])  # (p_x, n)
-        phi, gx, gy, gz = _major_sums(vyz * w[0], vyz * dw[0], vdyz * w[0], dvyz * w[0])
+        vyz, vdyz, dvyz = fused_sums(0, vz * w[1][:, None], vz * dw[1][:, None], dvz * w[1][:, None])  # (p_x, n)
+        phi, gx, gy, gz = fused_sums(0, vyz * w[0], vyz * dw[0], vdyz * w[0], dvyz * w[0])
         return phi, jnp.stack([gx, gy, gz], axis=-1) * kvec
 
     n = frac.shape[0]
-    block = max(64, BLOCK_POINTS // p**3)
-    if n <= block:
+    blocks = _atom_blocks(frac, jnp.zeros((n,), frac.dtype), p)
+    if blocks is None:
         return at(_stencil(frac, spec))
-    n_blocks = -(-n // block)
-    frac = jnp.concatenate([frac, jnp.zeros((n_blocks * block - n, 3), frac.dtype)])
+    frac_blocks = blocks[0]  # (n_blocks, block, 3), zero-padded
     if n * 6 * p * frac.dtype.itemsize <= STENCIL_BYTES:
         # weights of all atoms computed at once: inside the block loop XLA fuses the
         # B-spline recursion into the sums and evaluates it again for every window point
         # (4,000 atoms, float64, p = 7: interpolation 3.3 against 4.6 ms)
-        blocks = tuple(a.reshape((n_blocks, block) + a.shape[1:]) for a in _stencil(frac, spec))
-        phi, grad = jax.lax.map(at, blocks)
+        stencil = _stencil(frac_blocks.reshape(-1, 3), spec)
+        phi, grad = jax.lax.map(at, tuple(a.reshape(frac_blocks.shape[:2] + a.shape[1:]) for a in stencil))
     else:
         # beyond STENCIL_BYTES the weights would push the scratch memory of an energy +
         # forces call over glibc's 32 MB threshold (see README): weights per block
-        phi, grad = jax.lax.map(lambda f: at(_stencil(f, spec)), frac.reshape(n_blocks, block, 3))
+        phi, grad = jax.lax.map(lambda f: at(_stencil(f, spec)), frac_blocks)
     return phi.reshape(-1)[:n], grad.reshape(-1, 3)[:n]
 
 

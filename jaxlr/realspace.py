@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from .fused import fused_sums
 from .kernels import pair_kernel, pair_kernel_dr
 from .neighbors import pair_displacements
 from .units import KE
@@ -38,29 +39,23 @@ BLOCK_SLOTS = 131072
 SINGLE_PASS_SLOTS = 6 * BLOCK_SLOTS
 
 
-@jax.custom_jvp
 def _row_sums(*terms):
     """Sums over axis 1 of several (B, M) arrays, reduced together in one pass.
 
-    XLA's CPU backend fuses one variadic reduce into a single loop over the terms;
-    separate ``jnp.sum`` calls are each handed to a library reduction that reads its own
-    materialised operand (real-space energy + forces at 4,000 atoms in float64: 4.2 ms
-    with separate sums, 3.6 ms with this, ``bench_forces_overhead.py --parts``).
+    Several sums go into one variadic reduce (:func:`jaxlr.fused.fused_sums`), which
+    XLA's CPU backend fuses into a single loop; separate ``jnp.sum`` calls are each
+    handed to a library reduction that reads its own materialised operand (real-space
+    energy + forces at 4,000 atoms in float64: 4.2 ms with separate sums, 3.6 ms with
+    this, ``bench_forces_overhead.py --parts``).
     A single sum is taken as a product with a vector of ones: as a plain ``jnp.sum`` XLA
     handed it, with the pair kernel fused in, to a single-threaded library (YNN) fusion
     that evaluated the kernel operation by operation (real-space energy at 4,000 atoms in
     float64: 14 ms instead of 2.8 ms with the polynomial erfc of :func:`jaxlr.kernels.erfc_exp`).
-    Derivatives of the sums are plain sums (linear, so reverse mode and higher orders work).
+    Both forms are linear, so reverse mode and higher orders work.
     """
     if len(terms) == 1:
         return (terms[0] @ jnp.ones(terms[0].shape[1], terms[0].dtype),)
-    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
-    return tuple(jax.lax.reduce(terms, zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)), (1,)))
-
-
-@_row_sums.defjvp
-def _row_sums_jvp(primals, tangents):
-    return _row_sums(*primals), tuple(jnp.sum(t, axis=1) for t in tangents)
+    return fused_sums(1, *terms)
 
 
 def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shifts, need):
