@@ -37,6 +37,11 @@ BLOCK_SLOTS = 131072
 #: block loop costs more than it saves (2-core CPU: at 4,000 atoms × 80 slots one pass
 #: takes 1.5 ms and three blocks 3.8 ms; at 16,000 atoms blocks win)
 SINGLE_PASS_SLOTS = 6 * BLOCK_SLOTS
+#: energies and potentials of point charges alone materialise one (N, M) array of kernel
+#: values instead of about six, so they are summed in one pass while it takes at most this many
+#: bytes (below glibc's 32 MB threshold, see README; 16,000 atoms × 152 slots in float64:
+#: one pass 14 ms, blocks 25 ms, ``bench_forces_overhead.py --parts``)
+SINGLE_PASS_BYTES_ENERGY = 24 << 20
 
 
 def _row_sums(*terms):
@@ -142,12 +147,17 @@ def _terms(positions, charges, sigma, cell, smearing, nbrs, need):
                             ~jnp.eye(n_atoms, dtype=bool), None, need)
     capacity = nbrs.idx.shape[1]
     block = min(n_atoms, max(1, BLOCK_SLOTS // max(capacity, 1)))
-    if n_atoms * capacity <= SINGLE_PASS_SLOTS:
+    if sigma is None and set(need) <= {"q"}:
+        limit = SINGLE_PASS_BYTES_ENERGY // positions.dtype.itemsize
+    else:
+        limit = SINGLE_PASS_SLOTS
+    if n_atoms * capacity <= limit:
         return _block_terms(positions, charges, sigma, cell, smearing, jnp.arange(n_atoms), nbrs.idx,
                             nbrs.mask, nbrs.shifts, need)
-    # blocks are read in place with dynamic slices (no padded copies of the list); the last
-    # block is shifted back to end at row N and its rows that the previous block already
-    # summed are masked out, so every pair is counted once
+    # each block's rows of the list are gathered into a contiguous copy (reading them in
+    # place through dynamic slices made every block about 1.5× slower); the last block is
+    # shifted back to end at row N and its rows that the previous block already summed
+    # are masked out, so every pair is counted once
     n_blocks = -(-n_atoms // block)
     probe = jax.eval_shape(lambda: _block_terms(
         positions, charges, sigma, cell, smearing, jnp.arange(block), nbrs.idx[:block], nbrs.mask[:block],
@@ -163,8 +173,11 @@ def _terms(positions, charges, sigma, cell, smearing, nbrs, need):
         def take(x):
             return jax.lax.dynamic_slice_in_dim(x, start, block, axis=0)
 
-        out = _block_terms(positions, charges, sigma, cell, smearing, rows, take(nbrs.idx),
-                           take(nbrs.mask) & fresh[:, None], None if nbrs.shifts is None else take(nbrs.shifts),
+        def rows_of(x):
+            return x.at[rows].get(mode="promise_in_bounds")
+
+        out = _block_terms(positions, charges, sigma, cell, smearing, rows, rows_of(nbrs.idx),
+                           rows_of(nbrs.mask) & fresh[:, None], None if nbrs.shifts is None else rows_of(nbrs.shifts),
                            need)
         new = {}
         for key, val in out.items():

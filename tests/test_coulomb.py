@@ -1126,10 +1126,11 @@ def test_spatially_sorted_evaluation_matches(monkeypatch):
 
 @pytest.mark.parametrize("gaussian", [False, True], ids=["point", "gaussian"])
 def test_blocked_real_space_equals_single_pass(monkeypatch, gaussian):
-    """Large neighbour lists are summed block by block (dynamic slices of the list, the last
+    """Large neighbour lists are summed block by block (each block's rows gathered, the last
     block shifted back to end at row N with its already-summed rows masked).  With blocks of
     7 rows over 40 atoms (the last block overlaps the previous one by 2 rows) every output —
-    energy, potentials, forces, stress, ∂E/∂σ and ∂E/∂s — equals the single-pass sum."""
+    energy, potentials, forces, stress, ∂E/∂σ and ∂E/∂s, and the energy and potentials
+    alone, which have their own single-pass limit — equals the single-pass sum."""
     realspace = importlib.import_module("jaxlr.realspace")
     pos, q, cell, sig = random_system(83, 40, triclinic=True, gaussian=gaussian)
     nbrs = jaxlr.neighbor_list(pos, 5.0, cell)
@@ -1140,12 +1141,15 @@ def test_blocked_real_space_equals_single_pass(monkeypatch, gaussian):
         def e(r, q, c, sg, s):
             return realspace.real_space_energy(r, q, sg, c, s, nbrs)
         argnums = (0, 1, 2, 3, 4) if gaussian else (0, 1, 2, 4)
-        return jax.jit(jax.value_and_grad(e, argnums=argnums))(r, qq, c, sg, jnp.asarray(1.3))
+        s = jnp.asarray(1.3)
+        return (jax.jit(jax.value_and_grad(e, argnums=argnums))(r, qq, c, sg, s),
+                jax.jit(e)(r, qq, c, sg, s), jax.jit(jax.grad(e, argnums=1))(r, qq, c, sg, s))
 
     single = outputs()
     capacity = nbrs.idx.shape[1]
     monkeypatch.setattr(realspace, "BLOCK_SLOTS", 7 * capacity)
     monkeypatch.setattr(realspace, "SINGLE_PASS_SLOTS", 0)
+    monkeypatch.setattr(realspace, "SINGLE_PASS_BYTES_ENERGY", 0)
     blocked = outputs()
     for a, b in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(single)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(np.max(np.abs(b))))
