@@ -184,16 +184,31 @@ STENCIL_BYTES = 2 << 20
 
 
 def _atom_blocks(frac, charges, order):
-    """Split (frac, charges) into blocks of ≈ BLOCK_POINTS stencil points (zero-charge padding)."""
+    """Zero-charge-padded (frac, charges, n_blocks, block) for blocks of ≈ BLOCK_POINTS stencil points.
+
+    Returns None when all atoms fit in one block.  Block k holds rows ``k·block … k·block +
+    block − 1`` of the padded arrays (:func:`_block_rows`).
+    """
     n = frac.shape[0]
     block = max(64, BLOCK_POINTS // order**3)
     if n <= block:
         return None
     n_blocks = -(-n // block)
     pad = n_blocks * block - n
-    frac = jnp.concatenate([frac, jnp.zeros((pad, 3), frac.dtype)]).reshape(n_blocks, block, 3)
-    charges = jnp.concatenate([charges, jnp.zeros((pad,), charges.dtype)]).reshape(n_blocks, block)
-    return frac, charges
+    frac = jnp.concatenate([frac, jnp.zeros((pad, 3), frac.dtype)])
+    charges = jnp.concatenate([charges, jnp.zeros((pad,), charges.dtype)])
+    return frac, charges, n_blocks, block
+
+
+def _block_rows(x, k, block):
+    """Rows ``k·block … k·block + block − 1`` of x, gathered into a contiguous copy.
+
+    Loops over blocks read their rows this way rather than through the dynamic slices of
+    ``lax.scan``/``lax.map`` over stacked blocks, which XLA's CPU backend fuses into every
+    consumer: spreading and interpolation were 5–17 % slower that way (16,000 atoms in
+    float64, 64,000 in float32).
+    """
+    return x.at[k * block + jnp.arange(block)].get(mode="promise_in_bounds")
 
 
 def spread_charges(frac, charges, spec: MeshSpec):
@@ -216,7 +231,9 @@ def spread_charges(frac, charges, spec: MeshSpec):
     if blocks is None:
         padded = add(padded, frac, charges)
     else:
-        padded, _ = jax.lax.scan(lambda m, fq: (add(m, *fq), None), padded, blocks)
+        frac_pad, q_pad, n_blocks, block = blocks
+        padded = jax.lax.fori_loop(0, n_blocks, lambda k, m: add(
+            m, _block_rows(frac_pad, k, block), _block_rows(q_pad, k, block)), padded)
     # fold the p−1 ghost planes below index 0 onto the top of each axis (periodicity)
     for axis, k in enumerate(spec.shape):
         main = jax.lax.slice_in_dim(padded, p - 1, k + p - 1, axis=axis)
@@ -257,17 +274,19 @@ def _interpolate(mesh, frac, spec: MeshSpec):
     blocks = _atom_blocks(frac, jnp.zeros((n,), frac.dtype), p)
     if blocks is None:
         return at(_stencil(frac, spec))
-    frac_blocks = blocks[0]  # (n_blocks, block, 3), zero-padded
+    frac_pad, _, n_blocks, block = blocks
     if n * 6 * p * frac.dtype.itemsize <= STENCIL_BYTES:
         # weights of all atoms computed at once: inside the block loop XLA fuses the
         # B-spline recursion into the sums and evaluates it again for every window point
         # (4,000 atoms, float64, p = 7: interpolation 3.3 against 4.6 ms)
-        stencil = _stencil(frac_blocks.reshape(-1, 3), spec)
-        phi, grad = jax.lax.map(at, tuple(a.reshape(frac_blocks.shape[:2] + a.shape[1:]) for a in stencil))
+        stencil = _stencil(frac_pad, spec)
+        phi, grad = jax.lax.map(lambda k: at(tuple(_block_rows(a, k, block) for a in stencil)),
+                                jnp.arange(n_blocks))
     else:
         # beyond STENCIL_BYTES the weights would push the scratch memory of an energy +
         # forces call over glibc's 32 MB threshold (see README): weights per block
-        phi, grad = jax.lax.map(lambda f: at(_stencil(f, spec)), frac_blocks)
+        phi, grad = jax.lax.map(lambda k: at(_stencil(_block_rows(frac_pad, k, block), spec)),
+                                jnp.arange(n_blocks))
     return phi.reshape(-1)[:n], grad.reshape(-1, 3)[:n]
 
 
