@@ -153,17 +153,55 @@ def pme_mesh_error(q2: float, n: int, volume: float, spacing: float, smearing: f
     return KE_ * q2 / math.sqrt(n * volume * smearing) * c
 
 
-def _alias_spacing(mesh_cell: np.ndarray, shape) -> float:
+def _max_mesh_spacing(q2: float, n: int, volume: float, smearing: float, order: int, budget: float) -> float:
+    """Largest h in [10⁻³ s, 2 s] with ``pme_mesh_error(h) <= budget`` (host, closed form).
+
+    log c_p is quadratic in log(h/s) on the calibrated range and linear below it, so the
+    boundary is a root of a quadratic (the tuner asks for it about 2,000 times per call;
+    bisection took most of the tuning time).  Gives what :func:`_bisect` would, to
+    rounding: the result is checked and, if rounding put it just past the boundary,
+    found by bisection instead.
+    """
+    def ok(h):
+        return pme_mesh_error(q2, n, volume, h, smearing, order) <= budget
+
+    good, bad = 1e-3 * smearing, 2.0 * smearing
+    if not ok(good) or ok(bad):
+        return good if not ok(good) else bad
+    a0, a1, a2 = PME_ERROR_FIT[order]
+    target = math.log(budget / (PME_ERROR_MARGIN * KE_ * q2 / math.sqrt(n * volume * smearing)))
+    lo = math.log(_FIT_MIN_X)
+    at_lo = a0 + a1 * lo + a2 * lo * lo
+    if target >= at_lo:
+        lx = (-a1 + math.sqrt(a1 * a1 - 4.0 * a2 * (a0 - target))) / (2.0 * a2)
+    else:
+        lx = lo + (target - at_lo) / order
+    h = smearing * math.exp(lx)
+    for _ in range(8):  # rounding may put the root a few ulps past the boundary
+        if ok(h):
+            break
+        h *= 1.0 - 1e-15
+    if good <= h < bad and ok(h) and not ok(h * (1.0 + 1e-12)):
+        return h
+    return _bisect(ok, good, bad)
+
+
+#: nonzero alias offsets (a_1, a_2, a_3) ∈ {−2 … 2}³ searched by :func:`_alias_spacing`
+_ALIAS_OFFSETS = np.array([v for v in np.ndindex(5, 5, 5) if v != (2, 2, 2)], dtype=np.float64) - 2.0
+
+
+def _alias_spacing(mesh_cell: np.ndarray, shape, widths: np.ndarray | None = None) -> float:
     """Effective mesh spacing h = 1/|shortest nonzero alias vector Σ a_d K_d b_d| (Å).
 
     Equals the largest plane spacing width_d/K_d for orthogonal cells; larger for skewed ones.
+    ``widths`` are the perpendicular widths of ``mesh_cell`` if already known.
     """
-    recip = np.linalg.inv(mesh_cell).T * np.asarray(shape, dtype=np.float64)[:, None]
-    widths = perpendicular_widths(mesh_cell) / np.asarray(shape, dtype=np.float64)
-    a = np.array([v for v in np.ndindex(5, 5, 5)]) - 2
-    a = a[np.any(a != 0, axis=1)]
-    shortest = np.min(np.linalg.norm(a @ recip, axis=1))
-    return float(max(widths.max(), 1.0 / shortest))
+    k = np.asarray(shape, dtype=np.float64)
+    if widths is None:
+        widths = perpendicular_widths(mesh_cell)
+    recip = np.linalg.inv(mesh_cell).T * k[:, None]
+    shortest = np.min(np.linalg.norm(_ALIAS_OFFSETS @ recip, axis=1))
+    return float(max((widths / k).max(), 1.0 / shortest))
 
 
 def _bisect(ok, good: float, bad: float, rtol: float | None = None) -> float:
@@ -173,7 +211,8 @@ def _bisect(ok, good: float, bad: float, rtol: float | None = None) -> float:
     returned as the best effort; if it holds at ``bad``, ``bad``).  Returns the x nearest
     to ``bad`` where ``ok`` still holds: the smallest cutoff, the largest mesh spacing.
     With ``rtol`` the search stops once good/bad is within a factor 1 + rtol (for
-    expensive predicates); otherwise it runs 80 halvings of the log interval.
+    expensive predicates); otherwise it halves the log interval until its ends are adjacent
+    floating-point numbers (at most 80 times).
     """
     if not ok(good):
         return good
@@ -183,6 +222,8 @@ def _bisect(ok, good: float, bad: float, rtol: float | None = None) -> float:
         if rtol is not None and max(good, bad) <= min(good, bad) * (1.0 + rtol):
             break
         mid = math.sqrt(good * bad)
+        if mid == good or mid == bad:  # the interval is down to adjacent floats
+            break
         if ok(mid):
             good = mid
         else:
@@ -244,6 +285,12 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
         basis = reduced_basis(cell)
     mesh_cell = basis @ cell
     widths = perpendicular_widths(mesh_cell)
+    spacings = {}  # _alias_spacing per mesh shape: the candidates below share most shapes
+
+    def alias_spacing(shape):
+        if shape not in spacings:
+            spacings[shape] = _alias_spacing(mesh_cell, shape, widths)
+        return spacings[shape]
     basis_t = tuple(tuple(int(v) for v in row) for row in basis)
     if charges is None or positions is None:
         raise ValueError("automatic tuning needs concrete positions and charges; pass smearing, cutoff "
@@ -273,12 +320,17 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
 
     costs = dict(COSTS["float32" if str(dtype) == "float32" else "float64"], **(costs or {}))
     best = None
+    cutoffs = {}
     methods = ("ewald", "pme") if method == "auto" else (method,)
     for meth in methods:
         orders = ((int(order),) if order is not None else _TUNED_ORDERS) if meth == "pme" else (None,)
         for s, share in itertools.product(s_grid, shares):
-            rc = (float(cutoff) if cutoff is not None
-                  else _real_cutoff(q2, n, volume, s, gamma_max, target * math.sqrt(share)))
+            if cutoff is not None:
+                rc = float(cutoff)
+            else:  # the same for both methods
+                if (s, share) not in cutoffs:
+                    cutoffs[(s, share)] = _real_cutoff(q2, n, volume, s, gamma_max, target * math.sqrt(share))
+                rc = cutoffs[(s, share)]
             e_real = _real_error(q2, n, volume, rc, s, gamma_max)
             slots = expected_capacity(4.0 / 3.0 * math.pi * rc**3 * pair_density, n)
             cost_real = costs["pair"] * n * slots
@@ -298,12 +350,11 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
                     if mesh is not None:
                         shape = tuple(int(k) for k in (mesh.shape if isinstance(mesh, MeshSpec) else mesh))
                     else:
-                        x_max = _bisect(lambda h: pme_mesh_error(q2, n, volume, h, s, p) <= budget,
-                                        1e-3 * s, 2.0 * s)
+                        x_max = _max_mesh_spacing(q2, n, volume, s, p, budget)
                         shape = tuple(max(p, fft_friendly(math.ceil(w / x_max))) for w in widths)
-                        while _alias_spacing(mesh_cell, shape) > x_max * 1.0001:
+                        while alias_spacing(shape) > x_max * 1.0001:
                             shape = tuple(fft_friendly(k + 1) for k in shape)
-                    h = _alias_spacing(mesh_cell, shape)
+                    h = alias_spacing(shape)
                     e_rec = pme_mesh_error(q2, n, volume, h, s, p)
                     n_mesh = float(np.prod(shape))
                     cost = (cost_real + costs["stencil"] * n * p**3

@@ -154,6 +154,30 @@ def test_madelung_pme(cid):
     assert abs(energy - c.energy) <= 1e-5 * abs(c.energy)
 
 
+def test_tuner_mesh_spacing_closed_form_equals_bisection():
+    """The tuner's largest admissible mesh spacing, solved in closed form from the fitted
+    error model, is the boundary that bisection finds (to rounding), inside and below the
+    calibrated range of h/s and at both clamps of the search interval."""
+    from jaxlr.tuning import PME_ERROR_FIT, _bisect, _max_mesh_spacing, pme_mesh_error
+
+    rng = np.random.default_rng(5)
+    q2, n, volume = 4000.0, 4000, 40000.0
+    for _ in range(400):
+        s = float(rng.uniform(0.5, 3.0))
+        order = int(rng.choice(sorted(PME_ERROR_FIT)))
+        budget = float(10.0 ** rng.uniform(-12, 2))
+
+        def ok(h):
+            return pme_mesh_error(q2, n, volume, h, s, order) <= budget
+
+        h = _max_mesh_spacing(q2, n, volume, s, order, budget)
+        assert h == pytest.approx(_bisect(ok, 1e-3 * s, 2.0 * s), rel=1e-12)
+        assert ok(h) or h == 1e-3 * s
+        assert h == 2.0 * s or not ok(h * (1.0 + 1e-9))
+    assert _max_mesh_spacing(q2, n, volume, 1.0, 6, 1e6) == 2.0   # everything admissible
+    assert _max_mesh_spacing(q2, n, volume, 1.0, 6, 1e-30) == 1e-3  # nothing: the finest end
+
+
 def _check_front_door_crystal(c, method, accuracy, e_tol):
     res = jaxlr.coulomb(c.positions, c.charges, cell=c.cell, method=method, accuracy=accuracy)
     assert res.params.method == method
