@@ -166,8 +166,10 @@ def _max_mesh_spacing(q2: float, n: int, volume: float, smearing: float, order: 
         return pme_mesh_error(q2, n, volume, h, smearing, order) <= budget
 
     good, bad = 1e-3 * smearing, 2.0 * smearing
-    if not ok(good) or ok(bad):
-        return good if not ok(good) else bad
+    if not ok(good):
+        return good
+    if ok(bad):
+        return bad
     a0, a1, a2 = PME_ERROR_FIT[order]
     target = math.log(budget / (PME_ERROR_MARGIN * KE_ * q2 / math.sqrt(n * volume * smearing)))
     lo = math.log(_FIT_MIN_X)
@@ -190,15 +192,13 @@ def _max_mesh_spacing(q2: float, n: int, volume: float, smearing: float, order: 
 _ALIAS_OFFSETS = np.array([v for v in np.ndindex(5, 5, 5) if v != (2, 2, 2)], dtype=np.float64) - 2.0
 
 
-def _alias_spacing(mesh_cell: np.ndarray, shape, widths: np.ndarray | None = None) -> float:
+def _alias_spacing(mesh_cell: np.ndarray, shape, widths: np.ndarray) -> float:
     """Effective mesh spacing h = 1/|shortest nonzero alias vector Σ a_d K_d b_d| (Å).
 
     Equals the largest plane spacing width_d/K_d for orthogonal cells; larger for skewed ones.
-    ``widths`` are the perpendicular widths of ``mesh_cell`` if already known.
+    ``widths`` are the perpendicular widths of ``mesh_cell``.
     """
     k = np.asarray(shape, dtype=np.float64)
-    if widths is None:
-        widths = perpendicular_widths(mesh_cell)
     recip = np.linalg.inv(mesh_cell).T * k[:, None]
     shortest = np.min(np.linalg.norm(_ALIAS_OFFSETS @ recip, axis=1))
     return float(max((widths / k).max(), 1.0 / shortest))
