@@ -16,7 +16,12 @@ With ``--parts`` it also times the two halves on their own, energy and energy + 
 (:func:`jaxlr.realspace.real_space_energy`) and the mesh part
 (:func:`jaxlr.pme.pme_reciprocal_energy`).
 
-Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts]
+With ``--pieces`` it also times the mesh steps on their own (fastest calls): spreading
+the charges, the forward FFT, the inverse FFT and the interpolation of potentials and
+gradients at the atoms (:mod:`jaxlr.pme` internals), and the interpolation's cost per
+stencil value (atoms × p³).
+
+Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts] [--pieces]
 """
 
 import argparse
@@ -29,6 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
 from jaxlr.coulomb import SORT_ABOVE, spatial_order  # noqa: E402
+from jaxlr import pme  # noqa: E402
 from jaxlr.pme import pme_reciprocal_energy  # noqa: E402
 from jaxlr.realspace import real_space_energy  # noqa: E402
 from jaxlr.system import random_ionic_system  # noqa: E402
@@ -40,8 +46,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000])
     ap.add_argument("--parts", action="store_true", help="also time real space and mesh separately")
+    ap.add_argument("--pieces", action="store_true", help="also time the mesh steps separately")
     args = ap.parse_args(argv)
-    parts = []
+    parts, pieces = [], []
     print("| N | dtype | accuracy | energy ms median / fastest | energy+forces ms median / fastest "
           "| ratio of medians / fastest | E+F scratch MB |")
     print("|---|---|---|---|---|---|---|")
@@ -73,10 +80,19 @@ def main(argv=None):
                   f"| {tf / te:.2f} / {bf / be:.2f} | {scratch / 1e6:.1f} |", flush=True)
             if args.parts:
                 parts.append((n, dtype, acc, time_parts(r, qq, c, s, nbrs, p.mesh)))
+            if args.pieces:
+                pieces.append((n, dtype, p.mesh, time_pieces(r, qq, c, s, p.mesh)))
     if parts:
         print("\nfastest calls, ms: | N | dtype | accuracy | real E | real E+F | mesh E | mesh E+F |")
         for n, dtype, acc, t in parts:
             print(f"| {n} | {dtype} | {acc:.0e} | " + " | ".join(f"{1e3 * t[k]:.2f}" for k in PARTS) + " |")
+    if pieces:
+        print("\nmesh steps, fastest calls, ms: | N | dtype | mesh, order | " + " | ".join(PIECES)
+              + " | interpolation ns per stencil value |")
+        for n, dtype, spec, t in pieces:
+            per_value = 1e9 * t["interpolate"] / (n * spec.order**3)
+            print(f"| {n} | {dtype} | {spec.shape[0]}³, p = {spec.order} | "
+                  + " | ".join(f"{1e3 * t[k]:.2f}" for k in PIECES) + f" | {per_value:.1f} |")
 
 
 PARTS = ("real E", "real E+F", "mesh E", "mesh E+F")
@@ -93,6 +109,28 @@ def time_parts(r, q, c, s, nbrs, mesh):
     jitted = {"real E": jax.jit(real), "real E+F": jax.jit(jax.value_and_grad(real)),
               "mesh E": jax.jit(rec), "mesh E+F": jax.jit(jax.value_and_grad(rec))}
     fns = {k: (lambda f=f: jax.block_until_ready(f(r, q, nbrs))) for k, f in jitted.items()}
+    for fn in fns.values():
+        fn()
+    return {k: min(v) for k, v in interleaved_times(fns, min_rounds=60, max_rounds=60).items()}
+
+
+PIECES = ("spread", "FFT", "inverse FFT", "interpolate")
+
+
+def time_pieces(r, q, c, s, spec):
+    """Fastest of 60 interleaved calls of each mesh step (the steps of :mod:`jaxlr.pme`)."""
+    frac = r @ jnp.linalg.inv(c)
+    spread = jax.jit(lambda f, q: pme.spread_charges(f, q, spec))
+    mesh = spread(frac, q)
+    rfft = jax.jit(jnp.fft.rfftn)
+    qh = rfft(mesh)
+    g = pme.influence_function(c, s, spec)
+    irfft = jax.jit(lambda g, qh: jnp.fft.irfftn(g * qh, s=spec.shape))
+    phi_mesh = irfft(g, qh)
+    interpolate = jax.jit(lambda m, f: pme._interpolate(m, f, spec))
+    calls = {"spread": lambda: spread(frac, q), "FFT": lambda: rfft(mesh), "inverse FFT": lambda: irfft(g, qh),
+             "interpolate": lambda: interpolate(phi_mesh, frac)}
+    fns = {k: (lambda f=f: jax.block_until_ready(f())) for k, f in calls.items()}
     for fn in fns.values():
         fn()
     return {k: min(v) for k, v in interleaved_times(fns, min_rounds=60, max_rounds=60).items()}
