@@ -19,7 +19,16 @@ With ``--parts`` it also times the two halves on their own, energy and energy + 
 With ``--pieces`` it also times the mesh steps on their own (fastest calls): spreading
 the charges, the forward FFT, the inverse FFT and the interpolation of potentials and
 gradients at the atoms (:mod:`jaxlr.pme` internals), and the interpolation's cost per
-stencil value (atoms × p³).
+stencil value (atoms × p³).  It also times a *window gather*: the bare sum of the p³
+mesh values around each atom, with no weights and no derivatives.  An interpolation
+that reads its windows through an XLA gather is not faster than that (gathers of p²
+rows or of flat indices were slower still), so with both ``--parts`` and ``--pieces``
+the script prints a floor for the ratio of energy + forces to energy alone:
+
+    floor = (real E + mesh E + inverse FFT + window gather) / (real E + mesh E),
+
+the ratio even if real-space forces cost nothing and the interpolation cost only its
+gather.
 
 Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts] [--pieces]
 """
@@ -93,6 +102,15 @@ def main(argv=None):
             per_value = 1e9 * t["interpolate"] / (n * spec.order**3)
             print(f"| {n} | {dtype} | {spec.shape[0]}³, p = {spec.order} | "
                   + " | ".join(f"{1e3 * t[k]:.2f}" for k in PIECES) + f" | {per_value:.1f} |")
+    if parts and pieces:
+        print("\nfloor of energy + forces / energy alone: | N | dtype | real E + mesh E ms "
+              "| inverse FFT + window gather ms | floor | measured ratio of the halves |")
+        for (n, dtype, _, tp), (_, _, _, tm) in zip(parts, pieces):
+            energy = tp["real E"] + tp["mesh E"]
+            extra = tm["inverse FFT"] + tm["window gather"]
+            both = tp["real E+F"] + tp["mesh E+F"]
+            print(f"| {n} | {dtype} | {1e3 * energy:.2f} | {1e3 * extra:.2f} | {(energy + extra) / energy:.2f} "
+                  f"| {both / energy:.2f} |")
 
 
 PARTS = ("real E", "real E+F", "mesh E", "mesh E+F")
@@ -114,7 +132,7 @@ def time_parts(r, q, c, s, nbrs, mesh):
     return {k: min(v) for k, v in interleaved_times(fns, min_rounds=60, max_rounds=60).items()}
 
 
-PIECES = ("spread", "FFT", "inverse FFT", "interpolate")
+PIECES = ("spread", "FFT", "inverse FFT", "interpolate", "window gather")
 
 
 def time_pieces(r, q, c, s, spec):
@@ -128,8 +146,22 @@ def time_pieces(r, q, c, s, spec):
     irfft = jax.jit(lambda g, qh: jnp.fft.irfftn(g * qh, s=spec.shape))
     phi_mesh = irfft(g, qh)
     interpolate = jax.jit(lambda m, f: pme._interpolate(m, f, spec))
+    p = spec.order
+    padded = jnp.pad(phi_mesh, [(p - 1, 0)] * 3, mode="wrap")  # the ghost planes of _interpolate
+    blocks = pme._atom_blocks(frac, q, p)
+    if blocks is None:
+        starts, n_blocks, block = pme._stencil(frac, spec)[0], 1, frac.shape[0]
+    else:  # the same blocks of atoms as _interpolate
+        starts, n_blocks, block = pme._stencil(blocks[0], spec)[0], blocks[2], blocks[3]
+
+    def window_sums(m, st):
+        return jax.lax.map(lambda k: jnp.sum(jax.lax.gather(
+            m, pme._block_rows(st, k, block), pme._GATHER_DIMS, slice_sizes=(p, p, p),
+            mode="promise_in_bounds"), axis=(1, 2, 3)), jnp.arange(n_blocks))
+
+    gather = jax.jit(window_sums)
     calls = {"spread": lambda: spread(frac, q), "FFT": lambda: rfft(mesh), "inverse FFT": lambda: irfft(g, qh),
-             "interpolate": lambda: interpolate(phi_mesh, frac)}
+             "interpolate": lambda: interpolate(phi_mesh, frac), "window gather": lambda: gather(padded, starts)}
     fns = {k: (lambda f=f: jax.block_until_ready(f())) for k, f in calls.items()}
     for fn in fns.values():
         fn()
