@@ -70,3 +70,56 @@ def test_ewald_kernel_and_slope_against_mpmath():
                         for x in r])
     np.testing.assert_allclose(kg, kg_ref, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(dkg, dkg_ref, rtol=1e-11, atol=1e-300)
+
+
+def _erf_over_r_reference(r, w):
+    """erf(r/√2w)/r and its r-derivative in 40-digit arithmetic (limits at r = 0)."""
+    with mp.workdps(40):
+        c = mp.sqrt(2 / mp.pi) / w
+        if r == 0:
+            return c, mp.mpf(0)
+        r = mp.mpf(r)
+        value = mp.erf(r / (mp.sqrt(2) * w)) / r
+        return value, (c * mp.exp(-r * r / (2 * w * w)) - value) / r
+
+
+def test_gaussian_kernels_against_mpmath_near_zero_and_far():
+    """Open-boundary and Ewald Gaussian kernels and slopes from r = 0 to the far field.
+
+    The grid crosses the series/erfc switch (x = r/√2w = 0.5) of both widths from either
+    side, and the near/far switch of the Ewald form.
+    """
+    g, s = 0.7, 1.3
+    edges = [0.5 * math.sqrt(2.0) * w * f for w in (g, s) for f in (1 - 1e-12, 1.0, 1 + 1e-12)]
+    r = np.unique(np.concatenate([[0.0, 1e-9, 1e-5, 1e-3, 0.02], edges, np.linspace(0.0, 9.0, 451)]))
+    ref = {w: [_erf_over_r_reference(x, w) for x in r] for w in (g, s)}
+    k_open = np.array([float(v) for v, _ in ref[g]])
+    d_open = np.array([float(d) for _, d in ref[g]])
+    k_ewald = np.array([float(a[0] - b[0]) for a, b in zip(ref[g], ref[s])])
+    d_ewald = np.array([float(a[1] - b[1]) for a, b in zip(ref[g], ref[s])])
+    rr, gg = jnp.asarray(r), jnp.full(r.shape, g)
+    k, dk = pair_kernel_dr(rr, gg, None)
+    np.testing.assert_allclose(k, k_open, rtol=1e-14)
+    np.testing.assert_allclose(dk, d_open, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(pair_kernel(rr, gg, None), k, rtol=1e-15)
+    k, dk = pair_kernel_dr(rr, gg, s)
+    # far out the Ewald kernel is tiny: relative accuracy there is the erfc-difference form's
+    np.testing.assert_allclose(k, k_ewald, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(dk, d_ewald, rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(pair_kernel(rr, gg, s), k, rtol=1e-15)
+    # float32: a few ulps of the largest value everywhere
+    for smear, k_ref, d_ref in ((None, k_open, d_open), (s, k_ewald, d_ewald)):
+        k32, dk32 = pair_kernel_dr(jnp.asarray(r, jnp.float32), jnp.full(r.shape, g, jnp.float32), smear)
+        assert k32.dtype == jnp.float32
+        assert np.max(np.abs(np.asarray(k32, np.float64) - k_ref)) < 3e-6 * np.max(np.abs(k_ref))
+        assert np.max(np.abs(np.asarray(dk32, np.float64) - d_ref)) < 3e-6 * np.max(np.abs(d_ref))
+
+
+def test_gaussian_kernel_second_derivatives_are_finite_at_zero():
+    """Gradients through the series branch at r = 0 (coincident Gaussians) stay finite and exact."""
+    g = jnp.asarray(0.8)
+    d2 = jax.grad(jax.grad(lambda r: pair_kernel(r, g, None)))(jnp.asarray(0.0))
+    # erf(x)/r = (C/g)(1 − x²/3 + …), x = r/√2g: second derivative −(C/g)/(3 g²) at 0
+    np.testing.assert_allclose(d2, -math.sqrt(2 / math.pi) / 0.8 / (3 * 0.8**2), rtol=1e-14)
+    dsig = jax.grad(lambda w: pair_kernel(jnp.asarray(0.0), w, 1.5))(g)
+    np.testing.assert_allclose(dsig, -math.sqrt(2 / math.pi) / 0.8**2, rtol=1e-14)
