@@ -69,9 +69,9 @@ from functools import lru_cache
 import numpy as np
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import erfc
 
 from .ewald import structure_tables
+from .kernels import erfc_exp
 from .neighbors import Neighbors, pair_displacements
 from .pme import MeshSpec, _interpolate, influence_function
 from .units import KE
@@ -113,11 +113,13 @@ def _closed(u, w, small):
     """Closed-form pieces at a safe u (w² where the series is used: never u = 0).
 
     Returns (u_c, r_c, erfc(r_c/√2w), G = √(2/π)/w e^{−u_c/2w²}); f = (1 − erfc)/r and
-    f' = (G − f)/(2u), f'' = −(G/2w² + 3f')/(2u).
+    f' = (G − f)/(2u), f'' = −(G/2w² + 3f')/(2u).  The erfc and the exponential share one
+    exponential (:func:`jaxlr.kernels.erfc_exp`).
     """
     uc = jnp.where(small, w * w, u)
     r = jnp.sqrt(uc)
-    return uc, r, erfc(r / (_SQRT2 * w)), (_C / w) * jnp.exp(-uc / (2.0 * w * w))
+    ec, e = erfc_exp(r / (_SQRT2 * w))
+    return uc, r, ec, (_C / w) * e
 
 
 def _closed_derivs(uc, w, f0, g):
