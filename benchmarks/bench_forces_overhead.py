@@ -30,11 +30,19 @@ the script prints a floor for the ratio of energy + forces to energy alone:
 the ratio even if real-space forces cost nothing and the interpolation cost only its
 gather.
 
-Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts] [--pieces]
+With ``--profile`` it also prints, from a ``jax.profiler`` trace of ten interpolation
+calls, the XLA operations that take most of the interpolation's time.
+
+Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts] [--pieces] [--profile]
 """
 
 import argparse
+import collections
+import glob
+import gzip
+import json
 import statistics
+import tempfile
 
 import jax
 
@@ -56,8 +64,9 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000])
     ap.add_argument("--parts", action="store_true", help="also time real space and mesh separately")
     ap.add_argument("--pieces", action="store_true", help="also time the mesh steps separately")
+    ap.add_argument("--profile", action="store_true", help="XLA operations of the interpolation")
     args = ap.parse_args(argv)
-    parts, pieces = [], []
+    parts, pieces, profiles = [], [], []
     print("| N | dtype | accuracy | energy ms median / fastest | energy+forces ms median / fastest "
           "| ratio of medians / fastest | E+F scratch MB |")
     print("|---|---|---|---|---|---|---|")
@@ -91,6 +100,8 @@ def main(argv=None):
                 parts.append((n, dtype, acc, time_parts(r, qq, c, s, nbrs, p.mesh)))
             if args.pieces:
                 pieces.append((n, dtype, p.mesh, time_pieces(r, qq, c, s, p.mesh)))
+            if args.profile:
+                profiles.append((n, dtype, profile_interpolation(r, qq, c, p.mesh)))
     if parts:
         print("\nfastest calls, ms: | N | dtype | accuracy | real E | real E+F | mesh E | mesh E+F |")
         for n, dtype, acc, t in parts:
@@ -111,6 +122,33 @@ def main(argv=None):
             both = tp["real E+F"] + tp["mesh E+F"]
             print(f"| {n} | {dtype} | {1e3 * energy:.2f} | {1e3 * extra:.2f} | {(energy + extra) / energy:.2f} "
                   f"| {both / energy:.2f} |")
+
+
+    for n, dtype, ops in profiles:
+        print(f"\ninterpolation, {n} atoms, {dtype}: XLA operations by time, ms per call (profiler on)")
+        for name, ms in ops:
+            print(f"  {ms:8.3f}  {name}")
+
+
+def profile_interpolation(r, q, c, spec, calls=10, top=4):
+    """The ``top`` XLA operations of :func:`jaxlr.pme._interpolate` by time per call."""
+    frac = r @ jnp.linalg.inv(c)
+    mesh = jax.jit(lambda f, q: pme.spread_charges(f, q, spec))(frac, q)
+    interpolate = jax.jit(lambda m, f: pme._interpolate(m, f, spec))
+    jax.block_until_ready(interpolate(mesh, frac))
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for _ in range(calls):
+                jax.block_until_ready(interpolate(mesh, frac))
+        with gzip.open(glob.glob(f"{folder}/**/*.json.gz", recursive=True)[0]) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    total = collections.Counter()
+    for e in events:
+        # XLA's operations are named after their HLO instructions (fusions, gathers, FFTs)
+        if e.get("ph") == "X" and any(k in e["name"] for k in ("fusion", "gather", "scatter", "fft", "reduce")):
+            total[e["name"]] += e["dur"] / 1e3 / calls
+    return total.most_common(top)
 
 
 PARTS = ("real E", "real E+F", "mesh E", "mesh E+F")
