@@ -64,10 +64,21 @@ def test_bspline_weights(order):
               - 8 * cardinal_bspline(x - h, order) + cardinal_bspline(x - 2 * h, order)) / (12 * h)
         inner = (t > 3e-3) & (t < 1 - 3e-3)  # stay away from the knots for the finite difference
         np.testing.assert_allclose(dw[inner], fd[inner], rtol=0, atol=1e-9)
-    # float32 weights keep the partition of unity to float32 precision
+    # float32 weights keep the partition of unity to float32 precision, and each weight is
+    # within a few ulps of the exact value at the float32 offset
+    t32 = np.asarray(jnp.asarray(t, dtype=jnp.float32), np.float64)
     w32, dw32 = bspline_weights(jnp.asarray(t, dtype=jnp.float32), order)
     assert w32.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(w32).sum(axis=1), 1.0, atol=1e-6)
+    exact32 = cardinal_bspline(t32[:, None] + np.arange(order)[None, :], order)
+    np.testing.assert_allclose(np.asarray(w32, np.float64), exact32, rtol=0, atol=5e-8)
+
+
+def test_bspline_weights_order_one():
+    """Order 1 (the box function, used for derivative weights of low orders): weight 1, slope 0."""
+    w, dw = bspline_weights(jnp.asarray([0.0, 0.3, 0.999]), 1)
+    np.testing.assert_array_equal(np.asarray(w), 1.0)
+    np.testing.assert_array_equal(np.asarray(dw), 0.0)
 
 
 @pytest.mark.parametrize("order", (4, 6, 8))
