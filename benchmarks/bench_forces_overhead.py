@@ -186,7 +186,7 @@ def time_pieces(r, q, c, s, spec):
     interpolate = jax.jit(lambda m, f: pme._interpolate(m, f, spec))
     p = spec.order
     padded = jnp.pad(phi_mesh, [(p - 1, 0)] * 3, mode="wrap")  # the ghost planes of _interpolate
-    blocks = pme._atom_blocks(frac, q, p)
+    blocks = pme._atom_blocks(frac, q, p, pme.INTERP_BLOCK_POINTS)
     if blocks is None:
         starts, n_blocks, block = pme._stencil(frac, spec)[0], 1, frac.shape[0]
     else:  # the same blocks of atoms as _interpolate

@@ -176,21 +176,25 @@ _GATHER_DIMS = jax.lax.GatherDimensionNumbers(
     offset_dims=(1, 2, 3), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
 
 
-#: stencil points (atoms × p³) handled per block; larger systems are processed block by
+#: stencil points (atoms × p³) spread per block; larger systems are processed block by
 #: block (2-core CPU: 2^19 is 20 % faster than 2^17 at 4,000 atoms and no slower at 64,000)
 BLOCK_POINTS = 1 << 19
+#: stencil points interpolated per block: blocks of 2^17 points, with XLA materialising each
+#: block's gathered windows, interpolated 1.6–3× faster than one fused pass over 2^19
+#: (4,000 and 16,000 atoms, float32 and float64, ``bench_forces_overhead.py --pieces``)
+INTERP_BLOCK_POINTS = 1 << 17
 #: interpolation computes the B-spline weights of all atoms in one pass up to this size
 STENCIL_BYTES = 2 << 20
 
 
-def _atom_blocks(frac, charges, order):
-    """Zero-charge-padded (frac, charges, n_blocks, block) for blocks of ≈ BLOCK_POINTS stencil points.
+def _atom_blocks(frac, charges, order, points=BLOCK_POINTS):
+    """Zero-charge-padded (frac, charges, n_blocks, block) for blocks of ≈ ``points`` stencil points.
 
     Returns None when all atoms fit in one block.  Block k holds rows ``k·block … k·block +
     block − 1`` of the padded arrays (:func:`_block_rows`).
     """
     n = frac.shape[0]
-    block = max(64, BLOCK_POINTS // order**3)
+    block = max(64, points // order**3)
     if n <= block:
         return None
     n_blocks = -(-n // block)
@@ -252,40 +256,47 @@ def _interpolate(mesh, frac, spec: MeshSpec):
     padded = mesh[wrap[0][:, None, None], wrap[1][None, :, None], wrap[2][None, None, :]]
     kvec = jnp.asarray(spec.shape, mesh.dtype)
 
-    def at(stencil):
+    def at(stencil, blocked):
         starts, w, dw = stencil
         # windows gathered as (n, p, p, p) and read with the atoms last: every separable
-        # stage sums over the *major* axis of an atoms-minor array, a reduction that XLA's
-        # CPU backend vectorises along the atoms, and the gather is fused into the first
-        # stage, so the windows are never materialised (4,000 atoms, float64, p = 7: 25 %
-        # faster than elementwise sums over gathered (p, p, p, n) windows)
+        # stage sums over the *major* axis of an atoms-minor array
         vals = jax.lax.gather(padded, starts, _GATHER_DIMS, slice_sizes=(p, p, p),
                               mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
         vals = jnp.transpose(vals, (3, 1, 2, 0))  # (p_z, p_x, p_y, n)
         w = jnp.transpose(w, (1, 2, 0))  # (3, p, n)
         dw = jnp.transpose(dw, (1, 2, 0))
-        vz, dvz = fused_sums(0, vals * w[2][:, None, None], vals * dw[2][:, None, None])  # (p_x, p_y, n)
+        if blocked:
+            # inside the block loop XLA materialises the gathered windows (atoms minor) and
+            # sums the first stage as p multiply-adds of whole (p_x, p_y, n) slices; a
+            # variadic reduce with the gather fused in took 2–4 ns per stencil value, most
+            # of the interpolation (``bench_forces_overhead.py --profile``)
+            vz = sum(vals[c] * w[2][c] for c in range(p))  # (p_x, p_y, n)
+            dvz = sum(vals[c] * dw[2][c] for c in range(p))
+        else:
+            # one block: XLA fuses the gather into whichever form the first stage takes;
+            # the variadic reduce is then the faster one
+            vz, dvz = fused_sums(0, vals * w[2][:, None, None], vals * dw[2][:, None, None])
         vz, dvz = jnp.swapaxes(vz, 0, 1), jnp.swapaxes(dvz, 0, 1)  # (p_y, p_x, n)
         vyz, vdyz, dvyz = fused_sums(0, vz * w[1][:, None], vz * dw[1][:, None], dvz * w[1][:, None])  # (p_x, n)
         phi, gx, gy, gz = fused_sums(0, vyz * w[0], vyz * dw[0], vdyz * w[0], dvyz * w[0])
         return phi, jnp.stack([gx, gy, gz], axis=-1) * kvec
 
     n = frac.shape[0]
-    blocks = _atom_blocks(frac, jnp.zeros((n,), frac.dtype), p)
+    blocks = _atom_blocks(frac, jnp.zeros((n,), frac.dtype), p, INTERP_BLOCK_POINTS)
     if blocks is None:
-        return at(_stencil(frac, spec))
+        return at(_stencil(frac, spec), False)
     frac_pad, _, n_blocks, block = blocks
     if n * 6 * p * frac.dtype.itemsize <= STENCIL_BYTES:
         # weights of all atoms computed at once: inside the block loop XLA fuses the
         # B-spline polynomials into the sums and evaluates them again for every window point
         # (4,000 atoms, float64, p = 7: interpolation 3.3 against 4.6 ms)
         stencil = _stencil(frac_pad, spec)
-        phi, grad = jax.lax.map(lambda k: at(tuple(_block_rows(a, k, block) for a in stencil)),
+        phi, grad = jax.lax.map(lambda k: at(tuple(_block_rows(a, k, block) for a in stencil), True),
                                 jnp.arange(n_blocks))
     else:
         # beyond STENCIL_BYTES the weights would push the scratch memory of an energy +
         # forces call over glibc's 32 MB threshold (see README): weights per block
-        phi, grad = jax.lax.map(lambda k: at(_stencil(_block_rows(frac_pad, k, block), spec)),
+        phi, grad = jax.lax.map(lambda k: at(_stencil(_block_rows(frac_pad, k, block), spec), True),
                                 jnp.arange(n_blocks))
     return phi.reshape(-1)[:n], grad.reshape(-1, 3)[:n]
 

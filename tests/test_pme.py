@@ -250,6 +250,7 @@ def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch, stencil_b
 
     single = outputs()
     monkeypatch.setattr(pme, "BLOCK_POINTS", 64 * 5**3)
+    monkeypatch.setattr(pme, "INTERP_BLOCK_POINTS", 64 * 5**3)
     monkeypatch.setattr(pme, "STENCIL_BYTES", stencil_bytes)
     blocked = outputs()
     for a, b in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(single)):
