@@ -33,10 +33,12 @@ def _is_zero(t) -> bool:
 
 #: neighbour slots processed per block: intermediates of one block stay in cache
 BLOCK_SLOTS = 131072
-#: lists with at most this many slots in all are summed in one pass: below it the
-#: block loop costs more than it saves (2-core CPU: at 4,000 atoms × 80 slots one pass
-#: takes 1.5 ms and three blocks 3.8 ms; at 16,000 atoms blocks win)
-SINGLE_PASS_SLOTS = 6 * BLOCK_SLOTS
+#: lists whose (N, M) array of kernel values takes at most this many bytes are summed
+#: in one pass: below it the block loop costs more than it saves (2-core CPU: at 4,000
+#: atoms × 80 slots one pass takes 1.5 ms and three blocks 3.8 ms; 16,000 atoms × 80
+#: slots in float32: energy + forces 20–22 against 24 ms; 8,000 × 152 in float64,
+#: past the limit, 45 against 31 ms)
+SINGLE_PASS_BYTES = 6 << 20
 #: energies and potentials of point charges alone materialise one (N, M) array of kernel
 #: values instead of about six, so they are summed in one pass while it takes at most this many
 #: bytes (below glibc's 32 MB threshold, see README; 16,000 atoms × 152 slots in float64:
@@ -149,8 +151,14 @@ def _terms(positions, charges, sigma, cell, smearing, nbrs, need):
     block = min(n_atoms, max(1, BLOCK_SLOTS // max(capacity, 1)))
     if sigma is None and set(need) <= {"q"}:
         limit = SINGLE_PASS_BYTES_ENERGY // positions.dtype.itemsize
+    elif sigma is not None and set(need) - {"q"}:
+        # derivatives of Gaussian kernels materialise about twice as many arrays: the
+        # float64 slot count in any dtype (8,000 atoms × 168 slots in float32: energy +
+        # forces + σ-gradient blocked 43 ms, one pass 53 ms; the energy alone one pass
+        # 6.3 ms, blocked 16 ms)
+        limit = SINGLE_PASS_BYTES // 8
     else:
-        limit = SINGLE_PASS_SLOTS
+        limit = SINGLE_PASS_BYTES // positions.dtype.itemsize
     if n_atoms * capacity <= limit:
         return _block_terms(positions, charges, sigma, cell, smearing, jnp.arange(n_atoms), nbrs.idx,
                             nbrs.mask, nbrs.shifts, need)

@@ -1172,7 +1172,7 @@ def test_blocked_real_space_equals_single_pass(monkeypatch, gaussian):
     single = outputs()
     capacity = nbrs.idx.shape[1]
     monkeypatch.setattr(realspace, "BLOCK_SLOTS", 7 * capacity)
-    monkeypatch.setattr(realspace, "SINGLE_PASS_SLOTS", 0)
+    monkeypatch.setattr(realspace, "SINGLE_PASS_BYTES", 0)
     monkeypatch.setattr(realspace, "SINGLE_PASS_BYTES_ENERGY", 0)
     blocked = outputs()
     for a, b in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(single)):
