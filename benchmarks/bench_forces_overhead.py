@@ -122,8 +122,6 @@ def main(argv=None):
             both = tp["real E+F"] + tp["mesh E+F"]
             print(f"| {n} | {dtype} | {1e3 * energy:.2f} | {1e3 * extra:.2f} | {(energy + extra) / energy:.2f} "
                   f"| {both / energy:.2f} |")
-
-
     for n, dtype, ops in profiles:
         print(f"\ninterpolation, {n} atoms, {dtype}: XLA operations by time, ms per call (profiler on)")
         for name, ms in ops:

@@ -48,6 +48,14 @@ _ERFC_POLY = {
 }
 
 
+def _horner(coefs, y):
+    """Σ_k coefs[k] y^k by Horner's rule (coefs: Python floats, lowest power first)."""
+    out = jnp.zeros_like(y) + coefs[-1]
+    for coef in coefs[-2::-1]:
+        out = out * y + coef
+    return out
+
+
 @jax.custom_jvp
 def erfc_exp(x):
     """``(erfc(x), exp(−x²))`` for x ≥ 0 from one exponential (jittable, differentiable).
@@ -74,10 +82,7 @@ def erfc_exp(x):
     x = jnp.asarray(x)
     coef = _ERFC_POLY["double" if x.dtype == jnp.float64 else "single"]
     t = _ERFC_SCALE / (_ERFC_SCALE + x)
-    u = 2.0 * t - 1.0
-    poly = coef[-1]
-    for c in coef[-2::-1]:
-        poly = poly * u + c
+    poly = _horner(coef, 2.0 * t - 1.0)
     e = jnp.exp(-x * x)
     return t * e * poly, e
 
@@ -93,12 +98,13 @@ def _erfc_exp_jvp(primals, tangents):
 #: is 1 − erfc(x) from :func:`erfc_exp`, whose exponential the slope reuses
 _SERIES_X = 0.5
 _C = math.sqrt(2.0 / math.pi)
-#: Taylor coefficients of erf(x)/x · √π/2 = Σ_n (−1)^n x^{2n} / (n! (2n + 1)); at x = 0.5 the
-#: first omitted term is 5e-18 (float64, 12 terms) and 3e-8 (float32, 6 terms)
-_ERF_SERIES = {
-    "double": tuple((-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(12)),
-    "single": tuple((-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(6)),
-}
+#: Taylor coefficients of erf(x)/x · √π/2 = Σ_n (−1)^n x^{2n} / (n! (2n + 1)) in x², and
+#: of its x²-derivative.  Below x = 0.5 the kernels here sum the first 12 (float64) or 6
+#: (float32) terms, whose first omitted terms are 5e-18 and 3e-8; :mod:`jaxlr.multipoles`
+#: sums all 16 for four derivatives
+_ERF_SERIES = tuple((-1.0) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(16))
+_ERF_SERIES_D1 = tuple(n * a for n, a in enumerate(_ERF_SERIES))[1:]
+_ERF_TERMS = {"double": 12, "single": 6}
 
 
 def _erf_over_r(r, width):
@@ -114,11 +120,9 @@ def _erf_over_r(r, width):
     small = x < _SERIES_X
     xs = jnp.where(small, x, 0.0)
     x2 = xs * xs
-    coef = _ERF_SERIES["double" if x2.dtype == jnp.float64 else "single"]
-    series, dseries = coef[-1], 0.0
-    for n in range(len(coef) - 2, -1, -1):  # Horner for S(x²) and its x²-derivative
-        dseries = dseries * x2 + series
-        series = series * x2 + coef[n]
+    terms = _ERF_TERMS["double" if x2.dtype == jnp.float64 else "single"]
+    series = _horner(_ERF_SERIES[:terms], x2)  # S(x²)
+    dseries = _horner(_ERF_SERIES_D1[:terms - 1], x2)  # S'(x²)
     a = _C / width  # limit at r = 0: √(2/π)/w
     r_safe = jnp.where(small, 1.0, r)
     ec, e = erfc_exp(jnp.where(small, 1.0, x))

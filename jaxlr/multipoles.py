@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 
 from .ewald import structure_tables
-from .kernels import erfc_exp
+from .kernels import _ERF_SERIES, _ERF_SERIES_D1, _horner, erfc_exp
 from .neighbors import Neighbors, pair_displacements
 from .pme import MeshSpec, _interpolate, influence_function
 from .units import KE
@@ -83,20 +83,10 @@ _SQRT2 = math.sqrt(2.0)
 _C = math.sqrt(2.0 / math.pi)
 #: below y = u/(2w²) = 0.25 erf(x)/x is summed as a Taylor series in y (16 terms: the
 #: truncation error of the value and of its first four u-derivatives is below 1e-17);
-#: above it the closed form loses at most ~eps/y^n in the n-th derivative
+#: above it the closed form loses at most ~eps/y^n in the n-th derivative.  The series
+#: and its first derivative are :mod:`jaxlr.kernels`'s (in y = x², the same switch x = 0.5)
 _SERIES_Y = 0.25
-_SERIES = tuple((-1.0) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(16))
-
-
-def _horner(coefs, y):
-    out = jnp.zeros_like(y) + coefs[-1]
-    for coef in coefs[-2::-1]:
-        out = out * y + coef
-    return out
-
-
-_SERIES_D1 = tuple(n * a for n, a in enumerate(_SERIES))[1:]
-_SERIES_D2 = tuple(n * (n - 1) * a for n, a in enumerate(_SERIES))[2:]
+_SERIES_D2 = tuple(n * (n - 1) * a for n, a in enumerate(_ERF_SERIES))[2:]
 
 
 def _series(u, w):
@@ -105,7 +95,7 @@ def _series(u, w):
     small = u < _SERIES_Y * w2
     y = jnp.where(small, u / w2, 0.0)
     c = _C / w
-    return small, (c * _horner(_SERIES, y), (c / w2) * _horner(_SERIES_D1, y),
+    return small, (c * _horner(_ERF_SERIES, y), (c / w2) * _horner(_ERF_SERIES_D1, y),
                    (c / (w2 * w2)) * _horner(_SERIES_D2, y))
 
 
