@@ -180,7 +180,7 @@ _GATHER_DIMS = jax.lax.GatherDimensionNumbers(
 #: block (2-core CPU: 2^19 is 20 % faster than 2^17 at 4,000 atoms and no slower at 64,000)
 BLOCK_POINTS = 1 << 19
 #: stencil points interpolated per block: blocks of 2^17 points, with XLA materialising each
-#: block's gathered windows, interpolated 1.6–3× faster than one fused pass over 2^19
+#: block's gathered windows, interpolated 1.2–3.2× faster than one fused pass over 2^19
 #: (4,000 and 16,000 atoms, float32 and float64, ``bench_forces_overhead.py --pieces``)
 INTERP_BLOCK_POINTS = 1 << 17
 #: interpolation computes the B-spline weights of all atoms in one pass up to this size
