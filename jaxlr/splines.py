@@ -22,6 +22,13 @@ import jax.numpy as jnp
 __all__ = ["bspline_weights", "bspline_values", "alias_sum_u", "alias_sum_u2"]
 
 
+def _checked_order(order) -> int:
+    """``order`` as an int ≥ 1, or a ValueError that says so."""
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer, float)) or int(order) != order or order < 1:
+        raise ValueError(f"the B-spline order must be an integer ≥ 1, got {order!r}.")
+    return int(order)
+
+
 @lru_cache(maxsize=None)
 def _piece_coefficients(order: int) -> tuple[tuple[float, ...], ...]:
     """Monomial coefficients of the B-spline's pieces about the middle of the unit interval.
@@ -67,7 +74,7 @@ def bspline_weights(t, order: int):
     """
     u = t - 0.5
     w, dw = [], []
-    for row in _piece_coefficients(order):
+    for row in _piece_coefficients(_checked_order(order)):
         value = jnp.full_like(u, row[-1])
         slope = jnp.zeros_like(u)
         for c in row[-2::-1]:
@@ -98,9 +105,7 @@ def bspline_values(order: int) -> tuple[float, ...]:
       >>> [round(v, 12) for v in bspline_values(4)]
       [0.0, 0.166666666667, 0.666666666667, 0.166666666667, 0.0]
     """
-    if isinstance(order, bool) or int(order) != order or order < 1:
-        raise ValueError(f"the B-spline order must be an integer ≥ 1, got {order!r}.")
-    p = int(order)
+    p = _checked_order(order)
     denominator = math.factorial(p - 1)
     values = []
     for k in range(p + 1):

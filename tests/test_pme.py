@@ -74,6 +74,12 @@ def test_bspline_weights(order):
     np.testing.assert_allclose(np.asarray(w32, np.float64), exact32, rtol=0, atol=5e-8)
 
 
+@pytest.mark.parametrize("order", [0, -3, 2.5, True, "4"])
+def test_bspline_weights_bad_order_raises(order):
+    with pytest.raises(ValueError, match="B-spline order"):
+        bspline_weights(jnp.asarray([0.3]), order)
+
+
 def test_bspline_weights_order_one():
     """Order 1 (the box function, used for derivative weights of low orders): weight 1, slope 0."""
     w, dw = bspline_weights(jnp.asarray([0.0, 0.3, 0.999]), 1)
