@@ -51,16 +51,19 @@ def _piece_coefficients(order: int) -> tuple[tuple[float, ...], ...]:
     return tuple(rows)
 
 
-def bspline_weights(t, order: int):
+def bspline_weights(t, order: int, axis: int = -1):
     """Weights and derivative weights of the cardinal B-spline (jittable).
 
     Args:
       t: fractional offsets in [0, 1), any shape S.
       order: spline order p ≥ 1 (static).
+      axis: where the new axis of length p goes in the result (static, as in
+        ``jnp.stack``); the default appends it.
 
     Returns:
-      (w, dw), each of shape S + (p,): ``w[..., j] = M_p(t + j)``, ``dw[..., j] = M_p'(t + j)``.
-      The weights sum to 1 and the derivative weights to 0 for every t.
+      (w, dw), each of shape S + (p,) for the default axis: ``w[..., j] = M_p(t + j)``,
+      ``dw[..., j] = M_p'(t + j)``.  The weights sum to 1 and the derivative weights to 0
+      for every t.
 
     Each piece is a polynomial of degree p − 1 in t − ½, evaluated with its derivative by
     Horner's rule (:func:`_piece_coefficients`): p² multiply-adds and no divisions; in
@@ -82,7 +85,7 @@ def bspline_weights(t, order: int):
             value = value * u + c
         w.append(value)
         dw.append(slope)
-    return jnp.stack(w, axis=-1), jnp.stack(dw, axis=-1)
+    return jnp.stack(w, axis=axis), jnp.stack(dw, axis=axis)
 
 
 @lru_cache(maxsize=None)

@@ -232,11 +232,10 @@ def test_anisotropic_non_power_of_two_mesh():
     assert abs(f_alias - f_15) <= 0.01 * f_15
 
 
-@pytest.mark.parametrize("stencil_bytes", [0, 2 << 20], ids=["weights-per-block", "weights-at-once"])
-def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch, stencil_bytes):
+def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch):
     """Large systems are spread and interpolated block by block (each block's atoms
-    gathered, the last block zero-padded), with the interpolation's B-spline weights
-    computed per block or for all atoms at once.  With blocks of 64 atoms over 300 (five
+    gathered, the last block zero-padded, the interpolation's B-spline weights computed
+    per block).  With blocks of 64 atoms over 300 (five
     blocks, the last one padded) the energy, forces, potentials and a second derivative
     (gradient of Σ|F|², as in training on forces) equal the one-block result."""
     pme = jaxlr.pme
@@ -257,7 +256,6 @@ def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch, stencil_b
     single = outputs()
     monkeypatch.setattr(pme, "BLOCK_POINTS", 64 * 5**3)
     monkeypatch.setattr(pme, "INTERP_BLOCK_POINTS", 64 * 5**3)
-    monkeypatch.setattr(pme, "STENCIL_BYTES", stencil_bytes)
     blocked = outputs()
     for a, b in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(single)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(np.max(np.abs(b))))
