@@ -270,15 +270,25 @@ def _interpolate(mesh, frac, spec: MeshSpec):
     wrap = [jnp.asarray((np.arange(k + p - 1) - (p - 1)) % k, jnp.int32) for k in spec.shape]
     padded = mesh[wrap[0][:, None, None], wrap[1][None, :, None], wrap[2][None, None, :]]
     kvec = jnp.asarray(spec.shape, mesh.dtype)
+    n = frac.shape[0]
+    blocks = _atom_blocks(frac, jnp.zeros((n,), frac.dtype), p, INTERP_BLOCK_POINTS)
+    # small systems go through the same loop, as one block (as fast as without the loop;
+    # the variadic first stage the loop-free form used to take was up to 3× slower in
+    # float64 with the weights atoms-last: 1,000 atoms, p = 7, 1.47 against 0.52 ms)
+    frac_pad, _, n_blocks, block = blocks if blocks is not None else (frac, None, 1, n)
 
     def at(k):
+        # the weights of each block are computed inside the loop, from its atoms' fractional
+        # coordinates (computing all atoms' weights first was no faster and, for large
+        # systems, pushed the scratch memory of energy + forces over glibc's 32 MB
+        # threshold, see README)
         starts, w, dw = _interpolation_stencil(_block_rows(frac_pad, k, block), spec)  # w, dw: (3, p, n)
         # windows gathered as (n, p, p, p) and read with the atoms last: every separable
         # stage sums over the *major* axis of an atoms-minor array
         vals = jax.lax.gather(padded, starts, _GATHER_DIMS, slice_sizes=(p, p, p),
                               mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
         vals = jnp.transpose(vals, (3, 1, 2, 0))  # (p_z, p_x, p_y, n)
-        # inside the block loop XLA materialises the gathered windows (atoms minor) and
+        # inside the block loop XLA materialises the gathered windows and
         # sums the first stage as p multiply-adds of whole (p_x, p_y, n) slices; a variadic
         # reduce with the gather fused in took 2–4 ns per stencil value, most of the
         # interpolation (``bench_forces_overhead.py --profile``)
@@ -289,15 +299,6 @@ def _interpolate(mesh, frac, spec: MeshSpec):
         phi, gx, gy, gz = fused_sums(0, vyz * w[0], vyz * dw[0], vdyz * w[0], dvyz * w[0])
         return phi, jnp.stack([gx, gy, gz], axis=-1) * kvec
 
-    n = frac.shape[0]
-    blocks = _atom_blocks(frac, jnp.zeros((n,), frac.dtype), p, INTERP_BLOCK_POINTS)
-    # small systems go through the same loop, as one block (as fast as without the loop;
-    # the variadic first stage the loop-free form used to take was up to 3× slower in
-    # float64 with the weights atoms-last: 1,000 atoms, p = 7, 1.47 against 0.52 ms)
-    frac_pad, _, n_blocks, block = blocks if blocks is not None else (frac, None, 1, n)
-    # the weights of each block are computed inside the loop, from its atoms' fractional
-    # coordinates (computing all atoms' weights first was no faster and, for large systems,
-    # pushed the scratch memory of energy + forces over glibc's 32 MB threshold, see README)
     phi, grad = jax.lax.map(at, jnp.arange(n_blocks))
     return phi.reshape(-1)[:n], grad.reshape(-1, 3)[:n]
 

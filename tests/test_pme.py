@@ -72,6 +72,12 @@ def test_bspline_weights(order):
     np.testing.assert_allclose(np.asarray(w32).sum(axis=1), 1.0, atol=1e-6)
     exact32 = cardinal_bspline(t32[:, None] + np.arange(order)[None, :], order)
     np.testing.assert_allclose(np.asarray(w32, np.float64), exact32, rtol=0, atol=5e-8)
+    # axis places the p weights elsewhere (the interpolation builds them atoms-last)
+    t2 = jnp.asarray(t).reshape(4, -1)
+    wa, dwa = bspline_weights(t2, order, axis=1)
+    assert wa.shape == (4, order, t2.shape[1])
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(wa), 1, -1), w.reshape(4, -1, order))
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(dwa), 1, -1), dw.reshape(4, -1, order))
 
 
 @pytest.mark.parametrize("order", [0, -3, 2.5, True, "4"])
