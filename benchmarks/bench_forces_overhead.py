@@ -207,9 +207,9 @@ def time_pieces(r, q, c, s, spec):
     padded = jnp.pad(phi_mesh, [(p - 1, 0)] * 3, mode="wrap")  # the ghost planes of _interpolate
     blocks = pme._atom_blocks(frac, q, p, pme.INTERP_BLOCK_POINTS)
     if blocks is None:
-        starts, n_blocks, block = pme._stencil(frac, spec)[0], 1, frac.shape[0]
+        starts, n_blocks, block = pme._window_offsets(frac, spec)[0], 1, frac.shape[0]
     else:  # the same blocks of atoms as _interpolate
-        starts, n_blocks, block = pme._stencil(blocks[0], spec)[0], blocks[2], blocks[3]
+        starts, n_blocks, block = pme._window_offsets(blocks[0], spec)[0], blocks[2], blocks[3]
 
     def window_sums(m, st):
         return jax.lax.map(lambda k: jnp.sum(jax.lax.gather(

@@ -241,8 +241,8 @@ def test_anisotropic_non_power_of_two_mesh():
 def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch):
     """Large systems are spread and interpolated block by block (each block's atoms
     gathered, the last block zero-padded, the interpolation's B-spline weights computed
-    per block).  With blocks of 64 atoms over 300 (five
-    blocks, the last one padded) the energy, forces, potentials and a second derivative
+    per block).  With blocks of 64 atoms over 300 (five blocks, the last one padded) the
+    energy, forces, potentials and a second derivative
     (gradient of Σ|F|², as in training on forces) equal the one-block result."""
     pme = jaxlr.pme
     pos, q, cell, _ = random_system(29, 300, triclinic=True)
