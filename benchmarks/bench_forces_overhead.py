@@ -32,10 +32,14 @@ the script prints a floor for the ratio of energy + forces to energy alone:
 the ratio even if real-space forces cost nothing and the interpolation cost only its
 gather; and the same floor with the inverse FFT's cost inside the pipeline.
 
+With ``--stress`` it also times energy + forces + stress (``want_stress=True``, as
+:func:`jaxlr.coulomb` does by default for periodic systems) in the same rounds, and
+prints its fastest call against that of energy + forces.
+
 With ``--profile`` it also prints, from a ``jax.profiler`` trace of ten interpolation
 calls, the XLA operations that take most of the interpolation's time.
 
-Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts] [--pieces] [--profile]
+Run:  python benchmarks/bench_forces_overhead.py [--sizes 4000 16000] [--parts] [--pieces] [--stress] [--profile]
 """
 
 import argparse
@@ -66,9 +70,10 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000])
     ap.add_argument("--parts", action="store_true", help="also time real space and mesh separately")
     ap.add_argument("--pieces", action="store_true", help="also time the mesh steps separately")
+    ap.add_argument("--stress", action="store_true", help="also time energy + forces + stress")
     ap.add_argument("--profile", action="store_true", help="XLA operations of the interpolation")
     args = ap.parse_args(argv)
-    parts, pieces, profiles = [], [], []
+    parts, pieces, profiles, stresses = [], [], [], []
     print("| N | dtype | accuracy | energy ms median / fastest | energy+forces ms median / fastest "
           "| ratio of medians / fastest | E+F scratch MB |")
     print("|---|---|---|---|---|---|---|")
@@ -90,6 +95,10 @@ def main(argv=None):
                 r, q, cell=c, smearing=s, neighbors=nb, want_stress=False, **kw)[:3])
             fns = {"energy": lambda: jax.block_until_ready(energy(r, qq, c, s, nbrs)),
                    "terms": lambda: jax.block_until_ready(terms(r, qq, c, s, nbrs))}
+            if args.stress:
+                with_stress = jax.jit(lambda r, q, c, s, nb: jaxlr.coulomb_terms(
+                    r, q, cell=c, smearing=s, neighbors=nb, want_stress=True, **kw))
+                fns["stress"] = lambda: jax.block_until_ready(with_stress(r, qq, c, s, nbrs))
             for fn in fns.values():  # compile and warm up
                 fn()
             t = interleaved_times(fns, min_rounds=60, max_rounds=60)
@@ -98,12 +107,18 @@ def main(argv=None):
             scratch = terms.lower(r, qq, c, s, nbrs).compile().memory_analysis().temp_size_in_bytes
             print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * te:.1f} / {1e3 * be:.1f} | {1e3 * tf:.1f} / {1e3 * bf:.1f} "
                   f"| {tf / te:.2f} / {bf / be:.2f} | {scratch / 1e6:.1f} |", flush=True)
+            if args.stress:
+                stresses.append((n, dtype, acc, bf, min(t["stress"])))
             if args.parts:
                 parts.append((n, dtype, acc, time_parts(r, qq, c, s, nbrs, p.mesh)))
             if args.pieces:
                 pieces.append((n, dtype, p.mesh, time_pieces(r, qq, c, s, p.mesh)))
             if args.profile:
                 profiles.append((n, dtype, profile_interpolation(r, qq, c, p.mesh)))
+    if stresses:
+        print("\nstress, fastest calls: | N | dtype | accuracy | energy+forces ms | energy+forces+stress ms | ratio |")
+        for n, dtype, acc, bf, bs in stresses:
+            print(f"| {n} | {dtype} | {acc:.0e} | {1e3 * bf:.1f} | {1e3 * bs:.1f} | {bs / bf:.2f} |")
     if parts:
         print("\nfastest calls, ms: | N | dtype | accuracy | real E | real E+F | mesh E | mesh E+F "
               "| mesh E + inverse FFT |")

@@ -265,3 +265,42 @@ def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch):
     blocked = outputs()
     for a, b in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(single)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(np.max(np.abs(b))))
+
+
+@pytest.mark.parametrize("influence, aliases, order", [
+    ("optimal", 0, 6), ("spme", 0, 6),
+    pytest.param("optimal", 1, 5, marks=pytest.mark.slow),  # 27 shells: 50 s to compile
+])
+def test_cell_and_smearing_slopes_equal_plain_autodiff(influence, aliases, order):
+    """The reciprocal energy's rule takes its cell and smearing derivatives from scalar
+    slopes of the influence function (the metric's second moments of ½|Q̂|² ∂G/∂k², and
+    Σ ½|Q̂|² ∂G/∂s).  They equal plain reverse-mode autodiff of ½ Σ G|Q̂|², and so do the
+    second derivatives JAX takes through the rule (∂²E/∂cell∂s, a cell Hessian-vector
+    product), for a triclinic cell, one or three alias shells per axis and both
+    influence functions."""
+    pme = jaxlr.pme
+    pos, q, cell, _ = random_system(31, 40, triclinic=True)
+    spec = jaxlr.MeshSpec((16, 18, 20), order, influence=influence, aliases=aliases)
+    frac = jnp.asarray(pos) @ jnp.linalg.inv(jnp.asarray(cell))
+    args = (frac, jnp.asarray(q), jnp.asarray(cell), 1.3)
+    with_rule = pme.make_reciprocal_energy(spec)
+    weights = jnp.asarray(pme._host_tables(spec)[3])
+
+    def plain(frac, q, cell, s):
+        qh = jnp.fft.rfftn(spread_charges(frac, q, spec))
+        return 0.5 * jnp.sum(pme.influence_function(cell, s, spec) * weights * jnp.abs(qh) ** 2)
+
+    def close(a, b):
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-11, atol=1e-11 * float(np.max(np.abs(y))))
+
+    close(jax.jit(jax.grad(with_rule, argnums=(0, 1, 2, 3)))(*args), jax.jit(jax.grad(plain, argnums=(0, 1, 2, 3)))(*args))
+    close(jax.jit(jax.jacfwd(jax.grad(with_rule, argnums=2), argnums=3))(*args),
+          jax.jit(jax.jacfwd(jax.grad(plain, argnums=2), argnums=3))(*args))
+    v = jnp.asarray(np.random.default_rng(3).normal(size=(3, 3)))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def cell_hvp(f):
+        return jax.jvp(lambda c: jax.grad(f, argnums=2)(args[0], args[1], c, args[3]), (args[2],), (v,))[1]
+
+    close(cell_hvp(with_rule), cell_hvp(plain))
