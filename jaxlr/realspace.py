@@ -10,7 +10,10 @@ operations, so second derivatives (∂F/∂q, Hessian-vector products, training 
 are exact too; JAX differentiates the rule itself.
 
 Derivatives with respect to the cell (for stress) and the Ewald smearing are included:
-the displacement is ``R_j − R_i + n_ij · cell`` with integer shifts ``n_ij``.
+the displacement is ``R_j − R_i + n_ij · cell`` with integer shifts ``n_ij``.  The cell
+derivative comes from the strain identity Σ_i R_i ⊗ ∂E/∂R_i + cellᵀ ∂E/∂cell = W with
+the symmetric pair virial W = ½ KE Σ_ij w_ij d_ij ⊗ d_ij: six more sums per neighbour slot
+besides the three of the forces, rather than the nine of Σ w n ⊗ d.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ SINGLE_PASS_BYTES = 6 << 20
 SINGLE_PASS_BYTES_ENERGY = 24 << 20
 
 
+#: the upper triangle (a ≤ b) of a symmetric 3 × 3 tensor
+_UPPER = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+
+
 def _row_sums(*terms):
     """Sums over axis 1 of several (B, M) arrays, reduced together in one pass.
 
@@ -78,7 +85,7 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
       dict with "energy" (scalar, ½ KE Σ over the block's pairs) and, as asked,
       "phi" (B,), "pos" (B, 3) = ∂E/∂R_rows, "sigma" (B,), "cell" (3, 3), "smearing" ().
     """
-    d, n = pair_displacements(positions, cell, rows, idx, shifts)
+    d, _ = pair_displacements(positions, cell, rows, idx, shifts)
     if idx is None:
         def at_neighbors(x):
             return x[None, :]
@@ -108,12 +115,13 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
         # (the charges are multiplied in inside the fused sums, so the gathered neighbour
         # charges are never materialised)
         w = qq * (k_r / jnp.where(r > 0, r, 1.0))  # k_r = 0 at coincident centres
-        if "pos" in need:
-            names += ["pos0", "pos1", "pos2"]
-            terms += [w * d[a] for a in range(3)]
+        # the cell derivative comes from the pair virial and the position derivatives
+        # (see below), so it needs the "pos" sums too
+        names += ["pos0", "pos1", "pos2"]
+        terms += [w * d[a] for a in range(3)]
         if "cell" in need:
-            names += [f"cell{a}{b}" for a in range(3) for b in range(3)]
-            terms += [w * n[a] * d[b] for a in range(3) for b in range(3)]
+            names += [f"vir{a}{b}" for a, b in _UPPER]
+            terms += [w * d[a] * d[b] for a, b in _UPPER]
     if "sigma" in need:
         _, k_g = jax.jvp(lambda g: pair_kernel(r, g, smearing), (gamma,), (jnp.ones_like(gamma),))
         names.append("sigma")
@@ -127,12 +135,19 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
     out = {"energy": 0.5 * jnp.sum(qi * phi)}
     if "q" in need:
         out["phi"] = phi
-    if "pos" in need:
+    if need_r:
         # ∂E/∂R_i collects the (i, j) and (j, i) terms of the full list
-        out["pos"] = -KE * jnp.stack([sums[f"pos{a}"] for a in range(3)], axis=-1)
+        grad_rows = -KE * jnp.stack([sums[f"pos{a}"] for a in range(3)], axis=-1)
+    if "pos" in need:
+        out["pos"] = grad_rows
     if "cell" in need:
-        out["cell"] = 0.5 * KE * jnp.stack([jnp.stack([jnp.sum(sums[f"cell{a}{b}"]) for b in range(3)])
-                                            for a in range(3)])
+        # strain identity: scaling positions and cell by (1 + ε) scales every d_ij, so
+        # Σ_i R_i ⊗ ∂E/∂R_i + cellᵀ ∂E/∂cell = W, the pair virial ½ KE Σ_ij w_ij d_ij ⊗ d_ij
+        # (symmetric: six sums instead of the nine of Σ w n ⊗ d).  It holds for the whole
+        # full list, not row by row, but is linear, so the blocks' values add up to it.
+        vir = {ab: 0.5 * KE * jnp.sum(sums[f"vir{ab[0]}{ab[1]}"]) for ab in _UPPER}
+        virial = jnp.stack([jnp.stack([vir[(min(a, b), max(a, b))] for b in range(3)]) for a in range(3)])
+        out["cell"] = jnp.linalg.solve(cell.T, virial - positions[rows].T @ grad_rows)
     if "sigma" in need:
         out["sigma"] = KE * sigma[rows] * sums["sigma"]
     if "smearing" in need:
