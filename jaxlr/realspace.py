@@ -83,7 +83,9 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
 
     Returns:
       dict with "energy" (scalar, ½ KE Σ over the block's pairs) and, as asked,
-      "phi" (B,), "pos" (B, 3) = ∂E/∂R_rows, "sigma" (B,), "cell" (3, 3), "smearing" ().
+      "phi" (B,), "pos" (B, 3) = ∂E/∂R_rows, "sigma" (B,), "smearing" () and, for
+      "cell", "strain" (3, 3): the block's share of cellᵀ ∂E/∂cell (see below), which
+      :func:`_real_space_jvp` turns into ∂E/∂cell once, after all blocks are summed.
     """
     d, _ = pair_displacements(positions, cell, rows, idx, shifts)
     if idx is None:
@@ -147,7 +149,7 @@ def _block_terms(positions, charges, sigma, cell, smearing, rows, idx, mask, shi
         # full list, not row by row, but is linear, so the blocks' values add up to it.
         vir = {ab: 0.5 * KE * jnp.sum(sums[f"vir{ab[0]}{ab[1]}"]) for ab in _UPPER}
         virial = jnp.stack([jnp.stack([vir[(min(a, b), max(a, b))] for b in range(3)]) for a in range(3)])
-        out["cell"] = jnp.linalg.solve(cell.T, virial - positions[rows].T @ grad_rows)
+        out["strain"] = virial - positions[rows].T @ grad_rows
     if "sigma" in need:
         out["sigma"] = KE * sigma[rows] * sums["sigma"]
     if "smearing" in need:
@@ -243,6 +245,8 @@ def _real_space_jvp(primals, tangents):
         ("sigma", t_sig, sigma is not None), ("smearing", t_s, smearing is not None))
         if ok and not _is_zero(t))
     out = _terms(positions, charges, sigma, cell, smearing, nbrs, need)
+    if "strain" in out:  # cellᵀ ∂E/∂cell, summed over all blocks (see _block_terms)
+        out["cell"] = jnp.linalg.solve(cell.T, out.pop("strain"))
     tangent = jnp.zeros_like(out["energy"])
     for name, t in (("phi", t_q), ("pos", t_pos), ("sigma", t_sig), ("cell", t_cell), ("smearing", t_s)):
         if name in out:
