@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from ..ewald import screened_inverse_square
-from ..pme import MeshSpec, spread_charges
+from ..pme import MeshSpec, _k_squared, spread_charges
 from ..splines import alias_sum_u, alias_sum_u2, bspline_weights
 from .harmonics import solid_harmonics
 from .lode_ksum import finish_features, finish_multipoles, species_onehot
@@ -264,11 +264,7 @@ def _mesh_geometry(positions, cell, sigma, spec: MeshSpec):
     volume = jnp.abs(jnp.linalg.det(cell))
     (m1, m2, m3), deconv = _deconvolution(spec)
     metric = (2.0 * math.pi) ** 2 * (inv.T @ inv)
-    x1 = jnp.asarray(m1, dtype)[:, None, None]
-    x2 = jnp.asarray(m2, dtype)[None, :, None]
-    x3 = jnp.asarray(m3, dtype)[None, None, :]
-    k2 = (metric[0, 0] * x1 * x1 + metric[1, 1] * x2 * x2 + metric[2, 2] * x3 * x3
-          + 2.0 * (metric[0, 1] * x1 * x2 + metric[0, 2] * x1 * x3 + metric[1, 2] * x2 * x3))
+    k2 = _k_squared(metric, [jnp.asarray(m, dtype) for m in (m1, m2, m3)])
     psi, safe = screened_inverse_square(k2, sigma)
     psi = psi * jnp.asarray(deconv, dtype)
     return frac, bmat, volume, jnp.sqrt(safe), psi
