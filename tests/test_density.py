@@ -408,7 +408,8 @@ def test_fragments_and_chemical_potentials():
 def _fd_check(fun, args, seed, h=1e-5, rtol=1e-6):
     """Directional finite differences of a scalar ``fun(*args)`` against ``jax.grad``."""
     rng = np.random.default_rng(seed)
-    grads = jax.grad(fun, argnums=tuple(range(len(args))))(*args)
+    fun = jax.jit(fun)  # compiled once for all the evaluations (eager ones cost seconds)
+    grads = jax.jit(jax.grad(fun, argnums=tuple(range(len(args)))))(*args)
     for i, (a, g) in enumerate(zip(args, grads)):
         v = rng.normal(size=np.shape(a))
         if np.ndim(a) == 3 and np.shape(a)[-1] == np.shape(a)[-2]:
