@@ -30,6 +30,7 @@ from .neighbors import Neighbors, from_jax_md, neighbor_list
 from .qeq import QeqParams, QeqResult, qeq, qeq_energy, qeq_solve
 from .pme import MeshSpec, influence_function, make_reciprocal_energy, pme_reciprocal_energy
 from .realspace import real_space_energy
+from .reuse import clear_tuning_cache
 from .tuning import fft_friendly, tune_coulomb
 from .units import KE
 
@@ -60,6 +61,7 @@ __all__ = [
     "assemble_linear",
     "assemble_local",
     "build_potential",
+    "clear_tuning_cache",
     "coulomb",
     "coulomb_energy",
     "coulomb_matrix",

@@ -29,7 +29,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from . import tuning
+from . import reuse, tuning
 from .ewald import ewald_reciprocal_energy, half_space_kvectors
 from .kernels import self_kernel
 from .neighbors import Neighbors, neighbor_list
@@ -269,7 +269,12 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
       :class:`CoulombResult` with ``.energy`` (eV), ``.potentials`` (V, ∂E/∂q_i — the
       physical potential, E = ½ Σ q_i φ_i for point charges), ``.forces`` (eV/Å),
       ``.stress`` (eV/Å³, periodic only) and ``.params``.  Repeated calls with the same
-      shapes and settings reuse the compiled function.
+      shapes and settings reuse the compiled function.  Without explicit parameters, the
+      tuned ones and the neighbour-list capacity of the last call on the same kind of
+      system (N, dtype, method, accuracy, background, point or Gaussian charges) are
+      kept while they still meet ``accuracy`` for the new positions and cell, so a moving
+      system keeps its compiled function (:mod:`jaxlr.reuse`;
+      :func:`jaxlr.clear_tuning_cache` forgets them).
 
     Raises:
       ValueError: bad shapes, NaN/inf, a degenerate cell, σ ≤ 0, net charge without
@@ -344,13 +349,21 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
             raise ValueError("coulomb() was called with traced positions or cell (inside jit or grad "
                              "w.r.t. them); pass neighbors=, smearing= and mesh= (or use the .forces and "
                              ".stress of an eager call, or the functional layer jaxlr.coulomb_energy).")
-    params = tuning.tune_coulomb(pos_np, q_np, cell_np, sig_np, method=method, accuracy=accuracy,
-                                 smearing=smearing, cutoff=cutoff, mesh=mesh, order=order,
-                                 k_cutoff=k_cutoff, background=background,
-                                 n_atoms=n, dtype=jnp.dtype(dtype).name)
+    tune_kw = dict(method=method, background=background, n_atoms=n, dtype=jnp.dtype(dtype).name)
+    # nothing given explicitly: keep the last parameters and list capacity of this kind of
+    # system while they fit, so a moving system does not recompile (jaxlr.reuse)
+    key = None
+    if all(v is None for v in (smearing, cutoff, mesh, order, k_cutoff)):
+        key = ("coulomb", n, tune_kw["dtype"], method, float(accuracy), bool(background), sigma is None)
+        params = reuse.tuned(key, pos_np, q_np, cell_np, sig_np, accuracy=accuracy, **tune_kw)
+    else:
+        params = tuning.tune_coulomb(pos_np, q_np, cell_np, sig_np, accuracy=accuracy, smearing=smearing,
+                                     cutoff=cutoff, mesh=mesh, order=order, k_cutoff=k_cutoff, **tune_kw)
     order = None
     if neighbors is None:
         neighbors, order = sorted_neighbors(pos_np, cell_np, params)
+        if key is not None:
+            neighbors = reuse.stable_capacity(key + (params.cutoff,), neighbors)
     kvectors = None
     if params.method == "ewald":
         kvectors = jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)

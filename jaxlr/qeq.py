@@ -49,7 +49,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from . import tuning
+from . import reuse, tuning
 from .constraints import dense_kkt_solve, implicit_solve, solve_pcg
 from .coulomb import CoulombParams, coulomb_energy, coulomb_terms, long_range_energy, sorted_neighbors
 from .coulomb_matrix import coulomb_matrix
@@ -419,7 +419,9 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
       maxiter: PCG iteration cap.  preconditioner: "auto", "jacobi" or "mesh" (PCG).
       want_stress: compute the stress (periodic only).
       smearing, cutoff, mesh, k_cutoff, neighbors: override the Coulomb parameters, as
-        in :func:`jaxlr.coulomb`.
+        in :func:`jaxlr.coulomb`.  Without them, the parameters and list capacity of the
+        last call on the same kind of system are kept while they still meet ``accuracy``
+        (as in :func:`jaxlr.coulomb`; :mod:`jaxlr.reuse`).
 
     Returns:
       :class:`QeqResult` (charges, energy, chemical_potential, potentials, forces,
@@ -496,11 +498,20 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
         # PCG reuses the real-space pair kernels across iterations: a pair costs a gather
         # and a multiply-add per matvec, which shifts the optimum to shorter cutoffs
         costs = {"pair": PCG_PAIR_COST} if solver == "pcg" else None
-        coul = tuning.tune_coulomb(pos_np, _tuning_charges(n), cell_np, sig_np, method=cm, accuracy=accuracy,
-                                   smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff,
-                                   background=background, n_atoms=n, dtype=jnp.dtype(dtype).name, costs=costs)
+        tune_kw = dict(method=cm, background=background, n_atoms=n, dtype=jnp.dtype(dtype).name, costs=costs)
+        # nothing given explicitly: keep the last parameters and list capacity of this kind
+        # of system while they fit, so a moving system does not recompile (jaxlr.reuse)
+        key = None
+        if all(v is None for v in (smearing, cutoff, mesh, k_cutoff)):
+            key = ("qeq", n, tune_kw["dtype"], solver, cm, float(accuracy), bool(background))
+            coul = reuse.tuned(key, pos_np, _tuning_charges(n), cell_np, sig_np, accuracy=accuracy, **tune_kw)
+        else:
+            coul = tuning.tune_coulomb(pos_np, _tuning_charges(n), cell_np, sig_np, accuracy=accuracy,
+                                       smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff, **tune_kw)
         if neighbors is None:
             neighbors, order = sorted_neighbors(pos_np, cell_np, coul)
+            if key is not None:
+                neighbors = reuse.stable_capacity(key + (coul.cutoff,), neighbors)
         kvectors = (jnp.asarray(half_space_kvectors(cell_np, coul.k_cutoff), dtype)
                     if coul.method == "ewald" else None)
     if solver == "dense" and n > DENSE_LIMIT:

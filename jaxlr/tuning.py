@@ -245,7 +245,7 @@ def _real_cutoff(q2, n, volume, smearing, gamma_max, budget):
 
 def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accuracy=1e-6,
                  smearing=None, cutoff=None, mesh=None, order=None, k_cutoff=None,
-                 background=False, n_atoms=None, dtype="float64", costs=None):
+                 background=False, n_atoms=None, dtype="float64", costs=None, estimate=False):
     """Choose method and parameters for a periodic Coulomb sum (host).
 
     Args:
@@ -256,6 +256,9 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
       dtype: "float32" or "float64", selects the cost constants.
       costs: optional overrides of entries of :data:`COSTS` (seconds per unit of work),
         e.g. a cheaper "pair" when the pair kernels are computed once and reused (Qeq).
+      estimate: with every parameter given, still compute ``estimated_error`` for these
+        inputs (needs concrete positions, charges and cell); otherwise fully specified
+        parameters are returned as they are, without an estimate.
 
     Returns:
       :class:`jaxlr.coulomb.CoulombParams`.
@@ -264,7 +267,7 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
 
     explicit = (smearing is not None and cutoff is not None
                 and (k_cutoff is not None if method == "ewald" else mesh is not None))
-    if explicit and method != "auto":
+    if explicit and method != "auto" and not estimate:
         # fully specified: nothing to tune, no concrete inputs needed (works inside jit);
         # the mesh runs along the cell vectors as given
         spec = None
