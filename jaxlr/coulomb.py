@@ -355,15 +355,12 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
     key = None
     if all(v is None for v in (smearing, cutoff, mesh, order, k_cutoff)):
         key = ("coulomb", n, tune_kw["dtype"], method, float(accuracy), bool(background), sigma is None)
-        params = reuse.tuned(key, pos_np, q_np, cell_np, sig_np, accuracy=accuracy, **tune_kw)
-    else:
-        params = tuning.tune_coulomb(pos_np, q_np, cell_np, sig_np, accuracy=accuracy, smearing=smearing,
-                                     cutoff=cutoff, mesh=mesh, order=order, k_cutoff=k_cutoff, **tune_kw)
+    params = reuse.tuned(key, pos_np, q_np, cell_np, sig_np, accuracy=accuracy, smearing=smearing,
+                         cutoff=cutoff, mesh=mesh, order=order, k_cutoff=k_cutoff, **tune_kw)
     order = None
     if neighbors is None:
         neighbors, order = sorted_neighbors(pos_np, cell_np, params)
-        if key is not None:
-            neighbors = reuse.stable_capacity(key + (params.cutoff,), neighbors)
+        neighbors = reuse.stable_capacity(None if key is None else key + (params.cutoff,), neighbors)
     kvectors = None
     if params.method == "ewald":
         kvectors = jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)

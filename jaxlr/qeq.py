@@ -49,7 +49,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from . import reuse, tuning
+from . import reuse
 from .constraints import dense_kkt_solve, implicit_solve, solve_pcg
 from .coulomb import CoulombParams, coulomb_energy, coulomb_terms, long_range_energy, sorted_neighbors
 from .coulomb_matrix import coulomb_matrix
@@ -504,14 +504,11 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
         key = None
         if all(v is None for v in (smearing, cutoff, mesh, k_cutoff)):
             key = ("qeq", n, tune_kw["dtype"], solver, cm, float(accuracy), bool(background))
-            coul = reuse.tuned(key, pos_np, _tuning_charges(n), cell_np, sig_np, accuracy=accuracy, **tune_kw)
-        else:
-            coul = tuning.tune_coulomb(pos_np, _tuning_charges(n), cell_np, sig_np, accuracy=accuracy,
-                                       smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff, **tune_kw)
+        coul = reuse.tuned(key, pos_np, _tuning_charges(n), cell_np, sig_np, accuracy=accuracy,
+                           smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff, **tune_kw)
         if neighbors is None:
             neighbors, order = sorted_neighbors(pos_np, cell_np, coul)
-            if key is not None:
-                neighbors = reuse.stable_capacity(key + (coul.cutoff,), neighbors)
+            neighbors = reuse.stable_capacity(None if key is None else key + (coul.cutoff,), neighbors)
         kvectors = (jnp.asarray(half_space_kvectors(cell_np, coul.k_cutoff), dtype)
                     if coul.method == "ewald" else None)
     if solver == "dense" and n > DENSE_LIMIT:

@@ -64,15 +64,19 @@ def tuned(key, positions, charges, cell, sigma, *, accuracy: float, **kwargs):
     """:func:`jaxlr.tune_coulomb`, keeping the parameters last tuned under ``key`` while they fit.
 
     Args:
-      key: hashable description of the kind of system and request (the caller's choice).
-      positions, charges, cell, sigma, accuracy, kwargs: as for :func:`jaxlr.tune_coulomb`,
-        without explicit smearing, cutoff, mesh, order or k-cutoff.
+      key: hashable description of the kind of system and request (the caller's choice),
+        or None: plain :func:`jaxlr.tune_coulomb`, nothing remembered (the front doors
+        pass None when the caller gave any parameter explicitly).
+      positions, charges, cell, sigma, accuracy, kwargs: as for :func:`jaxlr.tune_coulomb`
+        (with a key: without explicit smearing, cutoff, mesh, order or k-cutoff).
 
     Returns:
       :class:`jaxlr.CoulombParams`: the remembered ones (with the estimated error for
       these inputs) when their estimated error lies in [½ × the error they were tuned
       with, ``accuracy``], otherwise a fresh tuning, which is then remembered.
     """
+    if key is None:
+        return tuning.tune_coulomb(positions, charges, cell, sigma, accuracy=accuracy, **kwargs)
     last = _PARAMS.get(key)
     if last is not None:
         again = tuning.tune_coulomb(
@@ -93,7 +97,7 @@ def stable_capacity(key, nbrs: Neighbors) -> Neighbors:
     """The host list ``nbrs`` with the capacity last used under ``key`` when it still fits.
 
     Args:
-      key: as for :func:`tuned` (include the cutoff).
+      key: as for :func:`tuned` (include the cutoff), or None: ``nbrs`` unchanged.
       nbrs: a freshly built host list (capacity rounded up from its largest count).
 
     Returns:
@@ -101,6 +105,8 @@ def stable_capacity(key, nbrs: Neighbors) -> Neighbors:
       count fits in it and it is at most :data:`CAPACITY_SLACK` × ``nbrs.capacity``;
       otherwise ``nbrs`` itself, whose capacity is then remembered.
     """
+    if key is None:
+        return nbrs
     needed = int(np.asarray(nbrs.mask).sum(axis=1).max()) if nbrs.idx.shape[0] else 0
     cap = _CAPACITY.get(key)
     if cap is not None and needed <= cap <= CAPACITY_SLACK * nbrs.capacity:

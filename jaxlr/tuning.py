@@ -275,6 +275,9 @@ def tune_coulomb(positions, charges, cell, sigma=None, *, method="auto", accurac
             spec = mesh if isinstance(mesh, MeshSpec) else MeshSpec(tuple(int(k) for k in mesh), int(order or 6))
         return CoulombParams(method=method, smearing=float(smearing), cutoff=float(cutoff), mesh=spec,
                              k_cutoff=None if k_cutoff is None else float(k_cutoff), background=background)
+    if estimate and (positions is None or charges is None or cell is None):
+        raise ValueError("estimate=True needs concrete positions, charges and cell (numpy arrays, not "
+                         "tracers): call it outside jit, or drop estimate= to take the parameters as given.")
     if cell is None:
         raise ValueError("automatic tuning needs a concrete cell; pass smearing, cutoff and mesh "
                          "(or k_cutoff) explicitly.")
