@@ -34,9 +34,10 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr.system import random_ionic_system  # noqa: E402
+from jaxlr.testing import random_ionic_system
 
-from jaxlr.coulomb import SORT_ABOVE, _evaluate, spatial_order  # noqa: E402
+from jaxlr.system._order import SORT_ABOVE, spatial_order
+from jaxlr._api.coulomb import evaluate_coulomb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
@@ -71,7 +72,7 @@ def jaxlr_runner(pos, q, cell, request, dtype):
     s = jnp.asarray(params.smearing, dtype)
 
     def fn():
-        e, _, f, _ = _evaluate(r, qq, c, None, s, nbrs, None, order, method="pme", mesh=params.mesh,
+        e, _, f, _ = evaluate_coulomb(r, qq, c, None, s, nbrs, None, order, method="pme", mesh=params.mesh,
                                background=False, want_stress=False)
         return jax.block_until_ready((e, f))
 

@@ -13,8 +13,8 @@ each call then pays page faults again.
 
 With ``--parts`` it also times the two halves on their own, energy and energy + forces
 (gradient with respect to the positions), fastest calls: the real-space pair sum
-(:func:`jaxlr.realspace.real_space_energy`) and the mesh part
-(:func:`jaxlr.pme.pme_reciprocal_energy`); and the mesh energy followed by the inverse
+(:func:`jaxlr.electrostatics._realspace.real_space_energy`) and the mesh part
+(:func:`jaxlr.electrostatics._pme.pme_reciprocal_energy`); and the mesh energy followed by the inverse
 FFT of the potential in one call, whose excess over the mesh energy is what the inverse
 FFT costs inside the pipeline (on a 2-core VM about twice its cost on its own).
 
@@ -56,11 +56,11 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr.coulomb import SORT_ABOVE, spatial_order  # noqa: E402
-from jaxlr import pme  # noqa: E402
-from jaxlr.pme import pme_reciprocal_energy  # noqa: E402
-from jaxlr.realspace import real_space_energy  # noqa: E402
-from jaxlr.system import random_ionic_system  # noqa: E402
+from jaxlr.system._order import SORT_ABOVE, spatial_order
+from jaxlr.electrostatics import _pme as pme
+from jaxlr.electrostatics._pme import pme_reciprocal_energy
+from jaxlr.electrostatics._realspace import real_space_energy
+from jaxlr.testing import random_ionic_system
 
 from bench_coulomb import interleaved_times  # noqa: E402  (same folder)
 
@@ -150,10 +150,10 @@ def main(argv=None):
 
 
 def profile_interpolation(r, q, c, spec, calls=10, top=4):
-    """The ``top`` XLA operations of :func:`jaxlr.pme._interpolate` by time per call."""
+    """The ``top`` XLA operations of :func:`jaxlr.electrostatics._pme.interpolate_mesh` by time per call."""
     frac = r @ jnp.linalg.inv(c)
     mesh = jax.jit(lambda f, q: pme.spread_charges(f, q, spec))(frac, q)
-    interpolate = jax.jit(lambda m, f: pme._interpolate(m, f, spec))
+    interpolate = jax.jit(lambda m, f: pme.interpolate_mesh(m, f, spec))
     jax.block_until_ready(interpolate(mesh, frac))
     with tempfile.TemporaryDirectory() as folder:
         with jax.profiler.trace(folder, create_perfetto_trace=True):
@@ -217,13 +217,13 @@ def time_pieces(r, q, c, s, spec):
     g = pme.influence_function(c, s, spec)
     irfft = jax.jit(lambda g, qh: jnp.fft.irfftn(g * qh, s=spec.shape))
     phi_mesh = irfft(g, qh)
-    interpolate = jax.jit(lambda m, f: pme._interpolate(m, f, spec))
+    interpolate = jax.jit(lambda m, f: pme.interpolate_mesh(m, f, spec))
     p = spec.order
-    padded = jnp.pad(phi_mesh, [(p - 1, 0)] * 3, mode="wrap")  # the ghost planes of _interpolate
+    padded = jnp.pad(phi_mesh, [(p - 1, 0)] * 3, mode="wrap")  # the ghost planes of interpolate_mesh
     blocks = pme._atom_blocks(frac, q, p, pme.INTERP_BLOCK_POINTS)
     if blocks is None:
         starts, n_blocks, block = pme._window_offsets(frac, spec)[0], 1, frac.shape[0]
-    else:  # the same blocks of atoms as _interpolate
+    else:  # the same blocks of atoms as interpolate_mesh
         starts, n_blocks, block = pme._window_offsets(blocks[0], spec)[0], blocks[2], blocks[3]
 
     def window_sums(m, st):

@@ -19,7 +19,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr.system import random_ionic_system  # noqa: E402
+from jaxlr.testing import random_ionic_system
 
 
 def median_seconds(fn, calls):
@@ -46,7 +46,7 @@ def main(argv=None):
         r, c, qq = (jnp.asarray(x) for x in (pos, cell, q))
         terms = jax.jit(lambda r, q, c, nb: jaxlr.coulomb_terms(
             r, q, cell=c, smearing=params.smearing, neighbors=nb, method=params.method, mesh=params.mesh,
-            kvectors=None if params.method == "pme" else jaxlr.half_space_kvectors(cell, params.k_cutoff),
+            kvectors=None if params.method == "pme" else jaxlr.electrostatics.half_space_kvectors(cell, params.k_cutoff),
             want_stress=False)[:3])
         jax.block_until_ready(terms(r, qq, c, nbrs))
         jax.block_until_ready(jaxlr.coulomb(pos, q, cell=cell, accuracy=1e-6).forces)  # compile

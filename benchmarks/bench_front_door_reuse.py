@@ -28,7 +28,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr.coulomb import _evaluate  # noqa: E402
+from jaxlr._api.coulomb import evaluate_coulomb
 
 
 def rocksalt(k, a=5.64, disorder=0.5, seed=0):
@@ -43,7 +43,7 @@ def rocksalt(k, a=5.64, disorder=0.5, seed=0):
 def run(mode, pos, q, cell, steps, step, accuracy):
     rng = np.random.default_rng(1)
     jaxlr.clear_tuning_cache()
-    before = _evaluate._cache_size()
+    before = evaluate_coulomb._cache_size()
     times, meshes, cutoffs = [], set(), set()
     for _ in range(steps):
         if mode == "fresh":
@@ -55,7 +55,7 @@ def run(mode, pos, q, cell, steps, step, accuracy):
         meshes.add(res.params.mesh)
         cutoffs.add(round(res.params.cutoff, 6))
         pos = pos + rng.normal(0.0, step, pos.shape)
-    return _evaluate._cache_size() - before, len(meshes), len(cutoffs), times
+    return evaluate_coulomb._cache_size() - before, len(meshes), len(cutoffs), times
 
 
 def main(argv=None):

@@ -67,8 +67,8 @@ def _peak_rss_mb() -> float:
 def worker_jaxlr(method: str, n: int, accuracy: float, repeat: int, save: str | None) -> dict:
     import jax
     jax.config.update("jax_enable_x64", True)
-    from jaxlr.features.lode import lode
-    from jaxlr.features.radial import gto_widths
+    from jaxlr._api.lode import lode
+    from jaxlr.features._radial import gto_widths
 
     positions, numbers, cell = water_box(n)
     kw = dict(cell=cell, cutoff=5 * RADIUS, max_radial=N_RADIAL, max_angular=MAX_ANGULAR, sigma=SIGMA,
@@ -216,15 +216,15 @@ def calibrate(opts):
     """Measure the errors of the PME multipoles against converged k-sums for several σ_L /
     box combinations, spline orders and mesh spacings, and fit ``log ε = a + b log(h/σ)``
     per spline order (upper envelope) — the numbers of
-    :data:`jaxlr.features.lode.MULTIPOLE_ERROR_FIT`.  (The features use the parameter-free
+    :data:`jaxlr.features._lode.MULTIPOLE_ERROR_FIT`.  (The features use the parameter-free
     model of :mod:`jaxlr.features.lode_error`; see benchmarks/calibrate_lode_error.py.)"""
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)
     import jaxlr
-    from jaxlr.features.lode_ksum import ksum_cutoff, lode_ksum_multipoles
-    from jaxlr.features.lode_pme import make_lode_pme_multipoles
-    from jaxlr.system import perpendicular_widths
+    from jaxlr.features._lode_ksum import ksum_cutoff, lode_ksum_multipoles
+    from jaxlr.features._lode_pme import make_lode_pme_multipoles
+    from jaxlr.system._cell import perpendicular_widths
 
     rng = np.random.default_rng(3)
     n = 24
@@ -234,13 +234,13 @@ def calibrate(opts):
         positions = rng.uniform(0, 1, (n, 3)) @ cell
         species = jnp.asarray(rng.integers(0, 2, n))
         kc = ksum_cutoff(sigma, 1e-12)
-        kv = jnp.asarray(jaxlr.half_space_kvectors(cell, kc))
+        kv = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, kc))
         ref_mp = [np.asarray(a) for a in lode_ksum_multipoles(jnp.asarray(positions), species, jnp.asarray(cell),
                                                                sigma, kv, n_species=2)]
         widths = perpendicular_widths(cell)
         for p in opts.orders:
             for x in (0.8, 0.6, 0.45, 0.33, 0.25):
-                shape = tuple(max(p, jaxlr.fft_friendly(int(np.ceil(wd / (x * sigma))))) for wd in widths)
+                shape = tuple(max(p, jaxlr.system.fft_friendly(int(np.ceil(wd / (x * sigma))))) for wd in widths)
                 if max(shape) > 80:
                     continue
                 spec = jaxlr.MeshSpec(shape, p)

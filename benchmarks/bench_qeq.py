@@ -32,7 +32,7 @@ import jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 
 import jaxlr  # noqa: E402
-from jaxlr.system import random_ionic_system  # noqa: E402
+from jaxlr.testing import random_ionic_system
 
 ACCURACY = 1e-6
 DENSE_MAX = 4000        # default; dense matrices beyond this take minutes / gigabytes (--dense-max N)
@@ -60,11 +60,11 @@ def linalg_solve(positions, chi, hard, sigma, cell):
     params = jaxlr.tune_coulomb(positions, np.where(np.arange(len(chi)) % 2, 1.0, -1.0), cell, sigma,
                                 method="ewald", accuracy=ACCURACY)
     nbrs = jaxlr.neighbor_list(positions, params.cutoff, cell)
-    kvec = jaxlr.half_space_kvectors(cell, params.k_cutoff)
+    kvec = jaxlr.electrostatics.half_space_kvectors(cell, params.k_cutoff)
 
     @jax.jit
     def run(R, x, J, s, c):
-        A = jaxlr.coulomb_matrix(R, cell=c, sigma=s, smearing=params.smearing, neighbors=nbrs, kvectors=kvec)
+        A = jaxlr.electrostatics.coulomb_matrix(R, cell=c, sigma=s, smearing=params.smearing, neighbors=nbrs, kvectors=kvec)
         n = x.shape[0]
         K = jnp.block([[A + jnp.diag(J), -jnp.ones((n, 1))], [jnp.ones((1, n)), jnp.zeros((1, 1))]])
         sol = jnp.linalg.solve(K, jnp.concatenate([-x, jnp.zeros(1)]))

@@ -1,4 +1,4 @@
-"""Measure the cost constants of jaxlr.tuning.COSTS on this machine (plain script).
+"""Measure the cost constants of jaxlr.tuning._coulomb.COSTS on this machine (plain script).
 
 Times energy + forces of the real-space sum (per neighbour slot) and of the PME mesh
 part (per stencil point and per mesh point, separated by a least-squares fit over
@@ -16,8 +16,8 @@ import jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 
 import jaxlr  # noqa: E402
-from jaxlr.pme import MeshSpec, pme_reciprocal_energy  # noqa: E402
-from jaxlr.realspace import real_space_energy  # noqa: E402
+from jaxlr.electrostatics._pme import MeshSpec, pme_reciprocal_energy
+from jaxlr.electrostatics._realspace import real_space_energy
 
 
 def timed(fn, *args, calls=15):

@@ -66,7 +66,7 @@ def water_box(n_atoms, seed=0):
 
 
 def system(name):
-    from jaxlr.features.radial import gto_widths
+    from jaxlr.features._radial import gto_widths
 
     seed, n, box, skew, sigma, rc, nmax, L = SYSTEMS[name]
     if name == "W":
@@ -82,12 +82,12 @@ def model_part(names):
     import jax
     import jax.numpy as jnp
     import jaxlr
-    from jaxlr.features.lode import _mesh_kmax, basis_extent
-    from jaxlr.features.lode_error import LodeErrorModel
-    from jaxlr.features.lode_kspace import TABLE_STEP, radial_points
-    from jaxlr.features.lode_ksum import ksum_cutoff, lode_ksum
-    from jaxlr.features.lode_pme import K_NEGLIGIBLE, make_lode_pme
-    from jaxlr.system import perpendicular_widths, reduced_basis
+    from jaxlr.tuning._lode import _mesh_kmax, basis_extent
+    from jaxlr.tuning._lode_error import LodeErrorModel
+    from jaxlr.features._lode_kspace import TABLE_STEP, radial_points
+    from jaxlr.features._lode_ksum import ksum_cutoff, lode_ksum
+    from jaxlr.features._lode_pme import K_NEGLIGIBLE, make_lode_pme
+    from jaxlr.system._cell import perpendicular_widths, reduced_basis
 
     print("model: ln(estimate / measured) of the PME feature error, features l ≤ L' for L' = 0 … 4")
     print(f"{'system':>6} {'σ_L':>5} {'r_c':>5} {'N':>4} {'points':>7} {'mean':>7} {'rms':>6} {'min':>7} {'max':>7}")
@@ -97,7 +97,7 @@ def model_part(names):
         sp = jnp.asarray(species)
         w = jnp.asarray(widths)
         kc = ksum_cutoff(sigma, 1e-13)
-        kv = jnp.asarray(jaxlr.half_space_kvectors(cell, kc))
+        kv = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, kc))
         ref = np.asarray(jax.jit(lambda r: lode_ksum(r, sp, jnp.asarray(cell), sigma, w, kv, n_species=2, cutoff=rc,
                                                       max_angular=L, n_points=radial_points(rc, kc)))(
             jnp.asarray(positions)))
@@ -111,7 +111,7 @@ def model_part(names):
         for p in ORDERS:
             top = min(L, p - 2)
             for x in SPACINGS if name != "W" else SPACINGS[::2]:
-                shape = tuple(max(p, jaxlr.fft_friendly(math.ceil(wd / (x * sigma)))) for wd in plane)
+                shape = tuple(max(p, jaxlr.system.fft_friendly(math.ceil(wd / (x * sigma)))) for wd in plane)
                 if (p, shape) in seen or max(shape) > 72:
                     continue
                 seen.add((p, shape))
@@ -144,7 +144,7 @@ TUNER_CASES = (   # (seed, skew, σ_L, r_c, L, box): random 10-atom two-species 
 
 
 def tuner_part(accuracies):
-    from jaxlr.features.lode import lode
+    from jaxlr._api.lode import lode
 
     print("tuner: achieved relative RMS error against a k-sum converged to 1e-12 (10 atoms, n_max = 3)")
     print(f"{'seed':>4} {'skew':>5} {'σ_L':>5} {'r_c':>4} {'L':>2} {'method':>6} {'requested':>9} {'achieved':>9} "

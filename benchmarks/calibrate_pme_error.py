@@ -4,7 +4,7 @@ For random neutral systems (±1 charges, 0.1 atoms/Å³, cubic and triclinic cel
 measures the RMS error of the PME reciprocal-space forces against a converged Ewald
 k-sum, expresses it as c = ΔF √(N V s) / (KE Σq²) against x = h/s (h: largest mesh-plane
 spacing, s: smearing), and fits log c = a0 + a1 log x + a2 (log x)² for each spline
-order.  The printed coefficients are what ``jaxlr.tuning.PME_ERROR_FIT`` holds.
+order.  The printed coefficients are what ``jaxlr.tuning._coulomb.PME_ERROR_FIT`` holds.
 
 Run:  python benchmarks/calibrate_pme_error.py [--orders 4 5 6 7 8]   (about 3 minutes per order on 2 cores)
 """
@@ -17,10 +17,10 @@ import jax.numpy as jnp
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxlr.ewald import half_space_kvectors, ewald_reciprocal_energy  # noqa: E402
-from jaxlr.pme import MeshSpec, pme_reciprocal_energy  # noqa: E402
-from jaxlr.system import perpendicular_widths  # noqa: E402
-from jaxlr.units import KE  # noqa: E402
+from jaxlr.electrostatics._ewald import half_space_kvectors, ewald_reciprocal_energy
+from jaxlr.electrostatics._pme import MeshSpec, pme_reciprocal_energy
+from jaxlr.system._cell import perpendicular_widths
+from jaxlr.units import KE
 
 
 def measure(rng, n, skew, smearings, orders):

@@ -27,7 +27,7 @@ import argparse
 
 import numpy as np
 
-from jaxlr.datasets import load_charged_dimers
+from jaxlr.data._bundled import load_charged_dimers
 from jaxlr.units import KE
 
 
@@ -56,7 +56,7 @@ def global_qeq(epochs: int = 150):
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from jaxlr import experiments as ex
+    from jaxlr.cli import _demo as ex
 
     res = ex.train_dimer_model("qeq", epochs=epochs, progress=False, fragments=False)
     return ex.dimer_binding(res.potential, res.variables, fragments=False)

@@ -1,4 +1,4 @@
-"""Fit the polynomial behind :func:`jaxlr.kernels.erfc_exp` and report its accuracy.
+"""Fit the polynomial behind :func:`jaxlr.electrostatics._kernels.erfc_exp` and report its accuracy.
 
 The Ewald real-space kernel needs erfc(x) for the energy and exp(−x²) for the force.
 jaxlr evaluates both from one exponential:

@@ -26,7 +26,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxlr import experiments as ex  # noqa: E402
+from jaxlr.cli import _demo as ex
 
 
 def main():

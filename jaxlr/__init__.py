@@ -1,111 +1,108 @@
 """jaxlr — pure-JAX long-range atomistic machine learning.
 
+The package is layered; ``ls jaxlr/`` shows the layers (README, "Architecture"):
+
+* :mod:`jaxlr.system` — host preparation (numpy, eager): input checks, cell geometry,
+  neighbour lists;
+* :mod:`jaxlr.electrostatics` — the jittable engine: kernels, real space, Ewald, smooth PME;
+* :mod:`jaxlr.equilibration` — constrained quadratic solves: Qeq and density coefficients,
+  differentiated implicitly;
+* :mod:`jaxlr.features` — local (SOAP-like) and long-range (LODE) descriptors;
+* :mod:`jaxlr.tuning` — host error models, parameter choice and explicit plans;
+* the front doors below (eager: validate → plan → jitted core → result);
+* :mod:`jaxlr.data`, :mod:`jaxlr.models` (flax), :mod:`jaxlr.train` (optax) and
+  :mod:`jaxlr.cli` — loaded only when imported (``import jaxlr`` loads no flax or optax).
+
 Front doors: :func:`coulomb` (energies, potentials, forces, stress of point or Gaussian
-charges: open boundary, Ewald, smooth PME) and :func:`qeq` (charge equilibration, dense or
-matrix-free, differentiated implicitly; functional layer :func:`qeq_solve` /
-:func:`qeq_energy`).  The jittable functional layer beneath it is
-:func:`coulomb_energy` / :func:`coulomb_terms` with :class:`Neighbors` lists from
-:func:`neighbor_list` (host) or :func:`from_jax_md` (inside jitted MD).
-Units: Å, eV, e; ``KE`` = 14.399645 eV·Å/e².  Enable float64 in your scripts with
-``jax.config.update("jax_enable_x64", True)`` when you need it; jaxlr never flips it.
+charges), :func:`qeq` (charge equilibration), :func:`density_qeq` (density coefficients),
+:func:`lode` / :func:`lode_multipoles` and :func:`spherical_expansion` (features).  The
+jittable functional layer beneath them: :func:`coulomb_energy`, :func:`coulomb_terms`,
+:func:`qeq_solve`, :func:`qeq_energy`, :func:`density_solve`, :func:`lode_features`,
+:func:`spherical_expansion_terms`, with :class:`Neighbors` lists from
+:func:`neighbor_list`.  Units: Å, eV, e; ``KE`` = Hartree·Bohr = 14.399645351950548
+eV·Å/e².  Enable float64 in your scripts with ``jax.config.update("jax_enable_x64",
+True)`` when you need it; jaxlr never flips it.
 """
 
-from .batch import Batch, pad_batch
-from .constraints import SolverInfo, dense_kkt_solve, implicit_solve, solve_dense, solve_pcg, spd_solve
-from .coulomb import METHODS, CoulombParams, CoulombResult, coulomb, coulomb_energy, coulomb_terms
-from .coulomb_matrix import coulomb_matrix
-from . import features, models, train
-from .models import AtomsBatch, ModelOutput, Potential, build_potential
-from .features import (SphericalExpansion, flatten_invariants, gto_widths, power_spectrum, radial_basis,
-                       real_spherical_harmonics, spherical_expansion, spherical_expansion_terms)
-from .features.lode import (LodeMultipoles, LodeParams, LodeResult, lode, lode_features, lode_multipoles,
-                            multipole_features, tune_lode)
-from .density import (DensityResult, GaussianBasis, assemble_linear, assemble_local, density_qeq, density_solve,
-                      polarizability)
-from .density_fit import GaussianDensity, ProjectionResult, project_density
-from .multipoles import make_pme_matvec, multipole_matrix
-from .ewald import ewald_reciprocal_energy, half_space_kvectors
-from .kernels import pair_kernel, self_kernel
-from .neighbors import Neighbors, from_jax_md, neighbor_list
-from .qeq import QeqParams, QeqResult, qeq, qeq_energy, qeq_solve
-from .pme import MeshSpec, influence_function, make_reciprocal_energy, pme_reciprocal_energy
-from .realspace import real_space_energy
-from .reuse import clear_tuning_cache
-from .tuning import fft_friendly, tune_coulomb
-from .units import KE
+from ._api.coulomb import CoulombResult as CoulombResult
+from ._api.coulomb import coulomb as coulomb
+from ._api.density import density_qeq as density_qeq
+from ._api.density import polarizability as polarizability
+from ._api.lode import lode as lode
+from ._api.lode import lode_multipoles as lode_multipoles
+from ._api.qeq import QeqResult as QeqResult
+from ._api.qeq import qeq as qeq
+from .electrostatics import CoulombParams as CoulombParams
+from .electrostatics import MeshSpec as MeshSpec
+from .electrostatics import coulomb_energy as coulomb_energy
+from .electrostatics import coulomb_terms as coulomb_terms
+from .equilibration import DensityParams as DensityParams
+from .equilibration import DensityResult as DensityResult
+from .equilibration import GaussianBasis as GaussianBasis
+from .equilibration import QeqParams as QeqParams
+from .equilibration import SolverInfo as SolverInfo
+from .equilibration import density_solve as density_solve
+from .equilibration import project_density as project_density
+from .equilibration import qeq_energy as qeq_energy
+from .equilibration import qeq_solve as qeq_solve
+from .features import LodeMultipoles as LodeMultipoles
+from .features import LodeParams as LodeParams
+from .features import LodeResult as LodeResult
+from .features import SphericalExpansion as SphericalExpansion
+from .features import lode_features as lode_features
+from .features import spherical_expansion as spherical_expansion
+from .features import spherical_expansion_terms as spherical_expansion_terms
+from .system import Neighbors as Neighbors
+from .system import neighbor_list as neighbor_list
+from .tuning import tune_coulomb as tune_coulomb
+from .units import KE as KE
 
-__version__ = "0.1.0"
+from ._version import version as __version__
+
+#: subpackages loaded on first attribute access (they import flax, optax, ASE, …)
+_LAZY = ("data", "models", "train", "cli", "testing")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'jaxlr' has no attribute {name!r}")
+
 
 __all__ = [
-    "AtomsBatch",
-    "Batch",
+    "__version__",
+    "KE",
     "CoulombParams",
     "CoulombResult",
+    "DensityParams",
     "DensityResult",
     "GaussianBasis",
-    "GaussianDensity",
-    "KE",
     "LodeMultipoles",
     "LodeParams",
     "LodeResult",
-    "METHODS",
     "MeshSpec",
-    "ModelOutput",
     "Neighbors",
-    "Potential",
-    "ProjectionResult",
     "QeqParams",
     "QeqResult",
     "SolverInfo",
     "SphericalExpansion",
-    "assemble_linear",
-    "assemble_local",
-    "build_potential",
-    "clear_tuning_cache",
     "coulomb",
     "coulomb_energy",
-    "coulomb_matrix",
     "coulomb_terms",
-    "dense_kkt_solve",
     "density_qeq",
     "density_solve",
-    "ewald_reciprocal_energy",
-    "features",
-    "fft_friendly",
-    "flatten_invariants",
-    "from_jax_md",
-    "gto_widths",
-    "half_space_kvectors",
-    "implicit_solve",
-    "influence_function",
     "lode",
     "lode_features",
     "lode_multipoles",
-    "make_pme_matvec",
-    "make_reciprocal_energy",
-    "models",
-    "multipole_features",
-    "multipole_matrix",
     "neighbor_list",
-    "pad_batch",
-    "pair_kernel",
-    "pme_reciprocal_energy",
     "polarizability",
-    "power_spectrum",
     "project_density",
     "qeq",
     "qeq_energy",
     "qeq_solve",
-    "radial_basis",
-    "real_space_energy",
-    "real_spherical_harmonics",
-    "self_kernel",
-    "solve_dense",
-    "solve_pcg",
-    "spd_solve",
     "spherical_expansion",
     "spherical_expansion_terms",
-    "train",
     "tune_coulomb",
-    "tune_lode",
 ]

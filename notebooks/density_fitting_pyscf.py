@@ -39,9 +39,9 @@ jax.config.update("jax_enable_x64", True)   # a script may; the library never do
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr.density import GaussianBasis, per_atom_widths  # noqa: E402
-from jaxlr.density_fit import project_density  # noqa: E402
-from jaxlr.multipoles import multipole_matrix  # noqa: E402
+from jaxlr.equilibration._density import GaussianBasis, per_atom_widths
+from jaxlr.equilibration._density_fit import project_density
+from jaxlr.electrostatics._gaussian_multipoles import multipole_matrix
 
 BOHR = 0.529177210903            # Å per bohr
 HARTREE_EV = jaxlr.KE / BOHR     # eV per Hartree consistent with jaxlr's KE (= 27.2113862…)

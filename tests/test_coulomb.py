@@ -7,7 +7,7 @@ independence, finite differences, invariances, padding, jit/eager, vmap/loop, fl
 budgets and input validation.
 
 Accuracy convention (DESIGN.md): ``accuracy`` is the RMS force error per atom divided by
-F₀ = ``jaxlr.tuning.force_scale(R, q, cell)``, the RMS force of uncorrelated point charges.
+F₀ = ``jaxlr.tuning._coulomb.force_scale(R, q, cell)``, the RMS force of uncorrelated point charges.
 
 Runtime: XLA compilation dominates on a small CPU (1–4 s per new shape or static
 configuration), so tests reuse shapes where they can: Madelung cases are padded to one
@@ -18,6 +18,7 @@ marked ``slow`` (``pytest -m slow``).
 from __future__ import annotations
 
 import functools
+import dataclasses
 import importlib
 import logging
 import math
@@ -29,13 +30,15 @@ import jax.numpy as jnp
 from jax.test_util import check_grads
 
 import jaxlr
-from jaxlr.tuning import force_scale
+from jaxlr import performance
+from jaxlr.system._order import spatial_order
+from jaxlr.tuning._coulomb import force_scale
 
 import reference as ref
 from crystals import all_cases, SKEW
 from conftest import (KE, pad_system, random_cluster, random_rotation, random_system, rms)
 
-coulomb_module = importlib.import_module("jaxlr.coulomb")
+coulomb_module = importlib.import_module("jaxlr._api.coulomb")
 
 SQRT2 = math.sqrt(2.0)
 CASES = all_cases()
@@ -76,7 +79,7 @@ def converged_ewald_setup(positions, cell, smearings, sigma=None, x=6.0):
     rc = SQRT2 * x * max(max(smearings), gmax)
     kc = SQRT2 * x / min(smearings)
     nbrs = jaxlr.neighbor_list(positions, rc, cell)
-    kvec = jnp.asarray(jaxlr.half_space_kvectors(cell, kc))
+    kvec = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, kc))
     return nbrs, kvec
 
 
@@ -134,7 +137,7 @@ def test_madelung_ewald(cid):
     c = CASE_BY_ID[cid]
     p = jaxlr.tune_coulomb(c.positions, c.charges, c.cell, method="ewald", accuracy=1e-12)
     pos, q, cell, nbrs = _padded(c, p.cutoff)
-    kvec = pad_kvectors(jaxlr.half_space_kvectors(c.cell, p.k_cutoff), KCHUNKS)
+    kvec = pad_kvectors(jaxlr.electrostatics.half_space_kvectors(c.cell, p.k_cutoff), KCHUNKS)
     energy = float(energy_fn("ewald")(pos, q, cell, None, p.smearing, nbrs, kvec))
     assert abs(energy - c.energy) <= 1e-10 * abs(c.energy)
 
@@ -158,7 +161,8 @@ def test_tuner_mesh_spacing_closed_form_equals_bisection():
     """The tuner's largest admissible mesh spacing, solved in closed form from the fitted
     error model, is the boundary that bisection finds (to rounding), inside and below the
     calibrated range of h/s and at both clamps of the search interval."""
-    from jaxlr.tuning import PME_ERROR_FIT, _bisect, _max_mesh_spacing, pme_mesh_error
+    from jaxlr.tuning._coulomb import PME_ERROR_FIT, _max_mesh_spacing, pme_mesh_error
+    from jaxlr.tuning._search import bisect
 
     rng = np.random.default_rng(5)
     q2, n, volume = 4000.0, 4000, 40000.0
@@ -171,7 +175,7 @@ def test_tuner_mesh_spacing_closed_form_equals_bisection():
             return pme_mesh_error(q2, n, volume, h, s, order) <= budget
 
         h = _max_mesh_spacing(q2, n, volume, s, order, budget)
-        assert h == pytest.approx(_bisect(ok, 1e-3 * s, 2.0 * s), rel=1e-12)
+        assert h == pytest.approx(bisect(ok, 1e-3 * s, 2.0 * s), rel=1e-12)
         assert ok(h) or h == 1e-3 * s
         assert h == 2.0 * s or not ok(h * (1.0 + 1e-9))
     assert _max_mesh_spacing(q2, n, volume, 1.0, 6, 1e6) == 2.0   # everything admissible
@@ -422,7 +426,7 @@ def test_smearing_gradient_vanishes(method):
         tol = 1e-9 if method == "ewald" else 1e-5
         assert abs(float(g)) * s <= tol * abs(float(e))
         # the pieces individually do depend on s: the check is not vacuous
-        real = jax.grad(lambda t: jaxlr.real_space_energy(jnp.asarray(pos), jnp.asarray(q), jnp.asarray(sig),
+        real = jax.grad(lambda t: jaxlr.electrostatics.real_space_energy(jnp.asarray(pos), jnp.asarray(q), jnp.asarray(sig),
                                                           jnp.asarray(cell), t, nbrs))(jnp.asarray(s))
         assert abs(float(real)) * s > 1e-2 * abs(float(e))
 
@@ -523,7 +527,7 @@ def deriv_system(method):
     pos, q, cell, sig = random_system(52, 10, triclinic=True, gaussian=True)
     return dict(pos=jnp.asarray(pos), q=jnp.asarray(q), sigma=jnp.asarray(sig), cell=jnp.asarray(cell),
                 smearing=jnp.asarray(1.1), nbrs=jaxlr.neighbor_list(pos, 5.5, cell),
-                kvec=jnp.asarray(jaxlr.half_space_kvectors(cell, 3.5)) if method == "ewald" else None,
+                kvec=jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, 3.5)) if method == "ewald" else None,
                 mesh=DERIV_SPEC if method == "pme" else None)
 
 
@@ -799,7 +803,7 @@ def test_padding_invariance(method):
     pos, q, cell, sig = random_system(64, 24, triclinic=True, gaussian=True)
     s, rc = 1.4, 7.0
     spec = jaxlr.MeshSpec((12, 12, 12), order=6) if method == "pme" else None
-    kvec = jnp.asarray(jaxlr.half_space_kvectors(cell, 3.5)) if method == "ewald" else None
+    kvec = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, 3.5)) if method == "ewald" else None
     f = terms_fn(method, spec)
     ref_terms = f(jnp.asarray(pos), jnp.asarray(q), jnp.asarray(cell), jnp.asarray(sig), s,
                   jaxlr.neighbor_list(pos, rc, cell), kvec)
@@ -843,7 +847,7 @@ def test_vmap_equals_loop(method):
     smear, rc, kc, n_pad = (1.3, 1.5), 6.5, 3.5, 32
     spec = jaxlr.MeshSpec((12, 12, 12), order=6) if method == "pme" else None
     f = terms_fn(method, spec)
-    kv_list = [jaxlr.half_space_kvectors(c, kc) for _, _, c, _ in systems]
+    kv_list = [jaxlr.electrostatics.half_space_kvectors(c, kc) for _, _, c, _ in systems]
     n_chunks = max(k.shape[0] for k in kv_list)
     padded = []
     for (pos, q, cell, sig), s in zip(systems, smear):
@@ -872,7 +876,7 @@ def test_no_recompilation(method, caplog):
     """A second coulomb() call with the same shapes (slightly moved atoms) reuses the compiled code."""
     pos, q, cell, _ = random_system(67, 20, triclinic=True)
     a = jaxlr.coulomb(pos, q, cell=cell, method=method, accuracy=1e-5)
-    size = coulomb_module._evaluate._cache_size()
+    size = coulomb_module.evaluate_coulomb._cache_size()
     moved = pos + np.random.default_rng(0).normal(scale=1e-4, size=pos.shape)
     jax.config.update("jax_log_compiles", True)
     try:
@@ -881,8 +885,8 @@ def test_no_recompilation(method, caplog):
     finally:
         jax.config.update("jax_log_compiles", False)
     assert b.params.mesh == a.params.mesh
-    assert coulomb_module._evaluate._cache_size() == size
-    assert not [r for r in caplog.records if "Compiling" in r.getMessage() and "_evaluate" in r.getMessage()]
+    assert coulomb_module.evaluate_coulomb._cache_size() == size
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage() and "evaluate_coulomb" in r.getMessage()]
     assert float(b.energy) != float(a.energy)  # it really ran on the new positions
 
 
@@ -996,10 +1000,10 @@ BAD_INPUTS = {
 def test_bad_input_raises_before_compilation(case):
     make, match = BAD_INPUTS[case]
     kw = make()
-    size = coulomb_module._evaluate._cache_size()
+    size = coulomb_module.evaluate_coulomb._cache_size()
     with pytest.raises(ValueError, match=match):
         jaxlr.coulomb(**kw)
-    assert coulomb_module._evaluate._cache_size() == size
+    assert coulomb_module.evaluate_coulomb._cache_size() == size
 
 
 def test_inputs_not_modified():
@@ -1135,11 +1139,10 @@ def test_explicit_cutoff_with_wide_gaussians_is_honest():
 def test_spatially_sorted_evaluation_matches(monkeypatch):
     """Large systems are evaluated in a spatially sorted order (cache locality); the results,
     returned in the caller's order, equal those of the unsorted evaluation to round-off."""
-    coulomb_module = importlib.import_module("jaxlr.coulomb")
     pos, q, cell, sig = random_system(61, 150, triclinic=True, gaussian=True)
     plain = jaxlr.coulomb(pos, q, cell=cell, sigma=sig, method="pme", accuracy=1e-5)
-    monkeypatch.setattr(coulomb_module, "SORT_ABOVE", 10)
-    order = coulomb_module.spatial_order(pos, cell)
+    monkeypatch.setitem(performance.TABLES, "cpu", dataclasses.replace(performance.CPU, sort_above=10))
+    order = spatial_order(pos, cell)
     assert sorted(order.tolist()) == list(range(150)) and order.tolist() != list(range(150))
     mixed = jaxlr.coulomb(pos, q, cell=cell, sigma=sig, method="pme", accuracy=1e-5)
     assert abs(float(mixed.energy - plain.energy)) <= 1e-11 * abs(float(plain.energy))
@@ -1155,7 +1158,7 @@ def test_blocked_real_space_equals_single_pass(monkeypatch, gaussian):
     7 rows over 40 atoms (the last block overlaps the previous one by 2 rows) every output —
     energy, potentials, forces, stress, ∂E/∂σ and ∂E/∂s, and the energy and potentials
     alone, which have their own single-pass limit — equals the single-pass sum."""
-    realspace = importlib.import_module("jaxlr.realspace")
+    realspace = importlib.import_module("jaxlr.electrostatics._realspace")
     pos, q, cell, sig = random_system(83, 40, triclinic=True, gaussian=gaussian)
     nbrs = jaxlr.neighbor_list(pos, 5.0, cell)
     r, qq, c = jnp.asarray(pos), jnp.asarray(q), jnp.asarray(cell)
@@ -1171,9 +1174,8 @@ def test_blocked_real_space_equals_single_pass(monkeypatch, gaussian):
 
     single = outputs()
     capacity = nbrs.idx.shape[1]
-    monkeypatch.setattr(realspace, "BLOCK_SLOTS", 7 * capacity)
-    monkeypatch.setattr(realspace, "SINGLE_PASS_BYTES", 0)
-    monkeypatch.setattr(realspace, "SINGLE_PASS_BYTES_ENERGY", 0)
+    monkeypatch.setitem(performance.TABLES, "cpu", dataclasses.replace(
+        performance.CPU, block_slots=7 * capacity, single_pass_bytes=0, single_pass_bytes_energy=0))
     blocked = outputs()
     for a, b in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(single)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(np.max(np.abs(b))))

@@ -1,4 +1,4 @@
-"""Host data layer (jaxlr.train.data) and bundled data sets (jaxlr.datasets)."""
+"""Host data layer (jaxlr.data) and bundled data sets (jaxlr.data)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import jax
 import jax.numpy as jnp
 
 import jaxlr
-from jaxlr.datasets import data_path, dimer_monomers, load_charged_dimers, load_point_charges
-from jaxlr.datasets.make_point_charges import min_image_distance
-from jaxlr.models.inputs import AtomsBatch, Targets
-from jaxlr.train.data import (BatchLoader, Dataset, Structure, check_targets, detect_fragments, fit_offsets,
-                              make_batches, read_structures, species_indices)
+from jaxlr.data._bundled import data_path, dimer_monomers, load_charged_dimers, load_point_charges
+from jaxlr.data.generate.point_charges import min_image_distance
+from jaxlr.data._batch import AtomsBatch, Targets
+from jaxlr.data import BatchLoader, Dataset, Structure, check_targets, detect_fragments, fit_offsets, make_batches, read_structures, species_indices
 
 import reference
 

@@ -22,6 +22,7 @@ water fixtures reuse shapes.  Heavier variants are marked ``slow``.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import math
 import os
@@ -34,14 +35,13 @@ import mpmath
 from scipy.special import erf
 
 import jaxlr
-from jaxlr.density import (GaussianBasis, assemble_linear, assemble_local, density_qeq, density_solve,
-                           per_atom_widths, polarizability)
-from jaxlr.density_fit import GaussianDensity, project_density
-from jaxlr.ewald import half_space_kvectors
-from jaxlr.neighbors import with_capacity
-from jaxlr.multipoles import (density_potentials, gaussian_kernel, interaction_tensor, make_pme_matvec,
-                              multipole_energy, multipole_matrix, radial_derivatives)
-from jaxlr.pme import MeshSpec
+from jaxlr.equilibration._density import GaussianBasis, assemble_linear, assemble_local, density_solve, per_atom_widths
+from jaxlr._api.density import density_qeq, polarizability
+from jaxlr.equilibration._density_fit import GaussianDensity, project_density
+from jaxlr.electrostatics._ewald import half_space_kvectors
+from jaxlr.system._neighbors import with_capacity
+from jaxlr.electrostatics._gaussian_multipoles import density_potentials, gaussian_kernel, interaction_tensor, make_pme_matvec, multipole_energy, multipole_matrix, radial_derivatives
+from jaxlr.electrostatics._pme import MeshSpec
 
 from conftest import KE, random_rotation
 
@@ -566,7 +566,7 @@ def test_not_converged_is_flagged_and_raises():
 
 
 def test_no_recompilation_and_float32():
-    from jaxlr import density as dmod
+    dmod = importlib.import_module("jaxlr._api.density")
     lin, loc = invariant_terms(WATER_Z)
     density_qeq(WATER, WATER_Z, lin, loc, basis=BASIS)
     size = dmod._run._cache_size()

@@ -19,10 +19,8 @@ import jax.numpy as jnp
 from scipy import special
 
 import jaxlr
-from jaxlr.features import (cutoff_function, gto_widths, power_spectrum, flatten_invariants, radial_basis,
-                            radial_quadrature, real_spherical_harmonics, scaled_modified_spherical_bessel,
-                            solid_harmonics, spherical_expansion, spherical_expansion_terms, wigner_d_real)
-from jaxlr.features.spherical import _jitted_terms
+from jaxlr.features import cutoff_function, gto_widths, power_spectrum, flatten_invariants, radial_basis, radial_quadrature, real_spherical_harmonics, scaled_modified_spherical_bessel, solid_harmonics, spherical_expansion, spherical_expansion_terms, wigner_d_real
+from jaxlr.features._spherical import _jitted_terms
 from conftest import separated_points
 from conftest import random_rotation
 
@@ -495,7 +493,7 @@ def test_jax_md_list_matches_host_list():
     assert not bool(md.did_buffer_overflow)
     host = _nl(pos, cell)
     b = np.asarray(_terms(pos, spec, host, cell=cell))
-    a = np.asarray(_terms(pos, spec, jaxlr.from_jax_md(md), cell=cell))
+    a = np.asarray(_terms(pos, spec, jaxlr.system.from_jax_md(md), cell=cell))
     assert np.abs(b).max() > 1e-2
     np.testing.assert_allclose(a, b, atol=1e-12 * np.abs(b).max())
 

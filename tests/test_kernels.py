@@ -9,7 +9,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from jaxlr.kernels import erfc_exp, pair_kernel, pair_kernel_dr
+from jaxlr.electrostatics._kernels import erfc_exp, pair_kernel, pair_kernel_dr
 
 mp.mp.dps = 30
 

@@ -32,14 +32,14 @@ from scipy.integrate import quad
 from scipy.special import erf as np_erf, eval_legendre, spherical_jn
 
 import jaxlr
-from jaxlr.features.harmonics import real_spherical_harmonics, wigner_d_real
-from jaxlr.features.lode import (LodeParams, lode, lode_features, lode_multipoles, multipole_features,
-                                 multipole_pme_error, tune_lode)
-from jaxlr.features.lode_direct import pair_radial_functions
-from jaxlr.features.lode_ksum import ksum_cutoff
-from jaxlr.features.lode_kspace import (radial_points, reduced_radial_integral, spherical_bessel,
-                                        spherical_bessel_reduced)
-from jaxlr.features.radial import gto_widths, radial_basis, radial_transform
+from jaxlr.features._harmonics import real_spherical_harmonics, wigner_d_real
+from jaxlr.features._lode import LodeParams, lode_features, multipole_features
+from jaxlr._api.lode import lode, lode_multipoles
+from jaxlr.tuning._lode import multipole_pme_error, tune_lode
+from jaxlr.features._lode_direct import pair_radial_functions
+from jaxlr.features._lode_ksum import ksum_cutoff
+from jaxlr.features._lode_kspace import radial_points, reduced_radial_integral, spherical_bessel, spherical_bessel_reduced
+from jaxlr.features._radial import gto_widths, radial_basis, radial_transform
 
 from conftest import random_rotation
 
@@ -564,7 +564,7 @@ def test_gradients_against_finite_differences(method):
     else:
         params = tune_lode(cell, SIGMA, cutoff=RC, max_radial=NMAX, max_angular=L, n_species=2, method=method,
                            accuracy=1e-5)
-        kv = jnp.asarray(jaxlr.half_space_kvectors(cell, params.k_cutoff)) if method == "ksum" else None
+        kv = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, params.k_cutoff)) if method == "ksum" else None
     proj = jnp.asarray(rng.normal(size=(len(R), 2, NMAX, (L + 1) ** 2)))
 
     def feat(r, c, s, w):
@@ -654,7 +654,7 @@ def test_float32_and_no_recompilation():
     assert out.dtype == jnp.float32
     # float32 round-off on O(1) features, accumulated over ~100 quadrature nodes per pair
     assert rel_rms(out, ref) < 1e-5
-    lode_module = importlib.import_module("jaxlr.features.lode")   # the module, not a re-exported function
+    lode_module = importlib.import_module("jaxlr._api.lode")
     lode(Rc + 0.01, spc, **kw)
     before = lode_module._evaluate._cache_size()
     lode(Rc + 0.02, spc, **kw)
@@ -725,7 +725,7 @@ def test_tune_lode_bad_input_cache_and_hash(ksum_reference):
     other = dataclasses.replace(p1, estimated_error=0.5)
     assert other == p1 and hash(other) == hash(p1)
     R, sp, cell, _ = ksum_reference
-    lode_module = importlib.import_module("jaxlr.features.lode")
+    lode_module = importlib.import_module("jaxlr._api.lode")
     first = lode(R, sp, cell=cell, cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA, accuracy=1e-6)
     before = lode_module._evaluate._cache_size()
     lode(R + 0.01, sp, cell=cell, cutoff=RC, max_radial=NMAX, max_angular=LMAX, sigma=SIGMA,

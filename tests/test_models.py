@@ -10,9 +10,10 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxlr.models import AtomsBatch, Potential, build_potential  # noqa: E402
-from jaxlr.models.ridge import fit_ridge  # noqa: E402
-from jaxlr.models.testing import toy_batch  # noqa: E402
+from jaxlr.data import AtomsBatch
+from jaxlr.models import Potential, build_potential
+from jaxlr.models._ridge import fit_ridge
+from jaxlr.testing import toy_batch
 
 SPECIES = (1, 8)
 LOCAL = dict(cutoff=3.0, max_radial=3, max_angular=2)
@@ -91,7 +92,7 @@ def test_padding_slots_do_not_matter():
 
 @pytest.mark.parametrize("name", [pytest.param("lode", marks=pytest.mark.slow), "qeq"])
 def test_invariances(name):
-    from jaxlr.models.testing import single_structure_batch
+    from jaxlr.testing import single_structure_batch
     q = 1.0 if name in CHARGED else 0.0
     pot, batch = make(name, total_charge=q)
     v = variables_for(name, pot, batch)
@@ -182,7 +183,7 @@ def test_ridge_recovers_a_linear_model():
     truth = jax.tree_util.tree_map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(5), x.shape),
                                    v["params"])
     vt = {"params": truth, "stats": v["stats"]}
-    from jaxlr.models.inputs import Targets
+    from jaxlr.data._batch import Targets
     data = [(b, Targets(energy=pot.predict(vt, b, forces=False).energy)) for b in batches]
     fitted = fit_ridge(pot, v, data, regularizer=1e-14)
     for b, t in data:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxlr
-from jaxlr.system import perpendicular_widths
+from jaxlr.system._cell import perpendicular_widths
 
 from conftest import pad_system, random_system
 
@@ -177,7 +177,7 @@ def test_from_jax_md_matches_host_list(cubic):
     neighbor_fn, _ = _jax_md_list(pos, cell, cutoff, cubic)
     md = neighbor_fn.allocate(jnp.asarray(pos))
     assert not bool(md.did_buffer_overflow)
-    converted = jaxlr.from_jax_md(md)
+    converted = jaxlr.system.from_jax_md(md)
     host = jaxlr.neighbor_list(pos, cutoff, cell)
     assert int(np.asarray(converted.mask).sum()) == int(np.asarray(host.mask).sum())
     spec = jaxlr.MeshSpec((10, 10, 10), order=6)
@@ -219,7 +219,7 @@ def test_jax_md_nve_with_pme():
 
     def energy_fn(r, neighbor):
         return jaxlr.coulomb_energy(r, qj, cell=cj, sigma=sj, smearing=smearing,
-                                    neighbors=jaxlr.from_jax_md(neighbor), method="pme", mesh=params.mesh)
+                                    neighbors=jaxlr.system.from_jax_md(neighbor), method="pme", mesh=params.mesh)
 
     mass = 20.0 * 103.6427  # amu → eV fs²/Å²
     init_fn, step_fn = simulate.nve(energy_fn, shift, dt=0.5)
@@ -254,7 +254,7 @@ def test_jax_md_nve_with_pme():
 def test_with_capacity_equals_a_fresh_search():
     """Re-padding a host list to another capacity gives exactly the list a new search with
     that capacity builds; a capacity below the largest count raises."""
-    from jaxlr.neighbors import with_capacity
+    from jaxlr.system._neighbors import with_capacity
     rng = np.random.default_rng(5)
     cell = np.array([[6.0, 0, 0], [1.0, 6.0, 0], [0.5, -0.7, 6.0]])
     pos = rng.random((20, 3)) @ cell

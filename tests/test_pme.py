@@ -8,7 +8,9 @@ is the mesh error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import math
 from fractions import Fraction
 
@@ -18,9 +20,10 @@ import jax
 import jax.numpy as jnp
 
 import jaxlr
-from jaxlr.pme import spread_charges
-from jaxlr.splines import alias_sum_u, alias_sum_u2, bspline_values, bspline_weights
-from jaxlr.tuning import force_scale
+from jaxlr import performance
+from jaxlr.electrostatics._pme import spread_charges
+from jaxlr.electrostatics._splines import alias_sum_u, alias_sum_u2, bspline_values, bspline_weights
+from jaxlr.tuning._coulomb import force_scale
 
 import reference as ref
 from conftest import random_system, rms
@@ -145,7 +148,7 @@ def test_spread_charges_conserves_charge():
 def test_influence_function_properties(influence):
     _, _, cell, _ = random_system(1, 10, triclinic=True)
     spec = jaxlr.MeshSpec((12, 15, 10), order=6, influence=influence)
-    g = np.asarray(jaxlr.influence_function(jnp.asarray(cell), 1.0, spec))
+    g = np.asarray(jaxlr.electrostatics.influence_function(jnp.asarray(cell), 1.0, spec))
     assert g.shape == (12, 15, 6)
     assert g[0, 0, 0] == 0.0  # tin-foil: no k = 0 term
     assert np.all(g.ravel()[1:] > 0)  # positive everywhere else
@@ -156,7 +159,7 @@ def test_mesh_spec_validation():
                 jaxlr.MeshSpec((12, 12, 12), order=5, influence="spme"),
                 jaxlr.MeshSpec((12, 5, 12), order=6), jaxlr.MeshSpec((12, 12, 12), influence="lagrange")):
         with pytest.raises(ValueError):
-            jaxlr.make_reciprocal_energy(bad)
+            jaxlr.electrostatics.make_reciprocal_energy(bad)
 
 
 # ======================================================================================
@@ -244,7 +247,7 @@ def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch):
     per block).  With blocks of 64 atoms over 300 (five blocks, the last one padded) the
     energy, forces, potentials and a second derivative
     (gradient of Σ|F|², as in training on forces) equal the one-block result."""
-    pme = jaxlr.pme
+    pme = importlib.import_module("jaxlr.electrostatics._pme")
     pos, q, cell, _ = random_system(29, 300, triclinic=True)
     r, qq, c = jnp.asarray(pos), jnp.asarray(q), jnp.asarray(cell)
     spec = jaxlr.MeshSpec((20, 21, 22), 5)
@@ -260,8 +263,8 @@ def test_blocked_spread_and_interpolation_equal_one_block(monkeypatch):
         return e, g_r, g_q, jax.jit(jax.grad(loss, argnums=(0, 1)))(r, qq)
 
     single = outputs()
-    monkeypatch.setattr(pme, "BLOCK_POINTS", 64 * 5**3)
-    monkeypatch.setattr(pme, "INTERP_BLOCK_POINTS", 64 * 5**3)
+    monkeypatch.setitem(performance.TABLES, "cpu", dataclasses.replace(
+        performance.CPU, spread_block_points=64 * 5**3, interp_block_points=64 * 5**3))
     blocked = outputs()
     for a, b in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(single)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(np.max(np.abs(b))))
@@ -278,7 +281,7 @@ def test_cell_and_smearing_slopes_equal_plain_autodiff(influence, aliases, order
     second derivatives JAX takes through the rule (∂²E/∂cell∂s, a cell Hessian-vector
     product), for a triclinic cell, one or three alias shells per axis and both
     influence functions."""
-    pme = jaxlr.pme
+    pme = importlib.import_module("jaxlr.electrostatics._pme")
     pos, q, cell, _ = random_system(31, 40, triclinic=True)
     spec = jaxlr.MeshSpec((16, 18, 20), order, influence=influence, aliases=aliases)
     frac = jnp.asarray(pos) @ jnp.linalg.inv(jnp.asarray(cell))

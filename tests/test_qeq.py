@@ -17,9 +17,10 @@ import jax.numpy as jnp
 from scipy.special import erf
 
 import jaxlr
-from jaxlr.constraints import solve_dense
-from jaxlr.coulomb_matrix import coulomb_matrix
-from jaxlr.qeq import DENSE_LIMIT, qeq_energy, qeq_solve
+from jaxlr.equilibration._solvers import solve_dense
+from jaxlr.electrostatics._matrix import coulomb_matrix
+from jaxlr.equilibration._qeq import qeq_energy, qeq_solve
+from jaxlr.performance import costs
 
 KE = 14.399645
 
@@ -212,7 +213,7 @@ def _ewald_setup(R, cell, sig, accuracy=1e-9):
                         method="ewald", accuracy=accuracy)
     p = res.params
     return dict(cell=jnp.asarray(cell), smearing=p.smearing, neighbors=jaxlr.neighbor_list(R, p.cutoff + 1.0, cell),
-                kvectors=jaxlr.half_space_kvectors(cell, p.k_cutoff), method="ewald")
+                kvectors=jaxlr.electrostatics.half_space_kvectors(cell, p.k_cutoff), method="ewald")
 
 
 def test_forces_are_hellmann_feynman_and_match_finite_differences():
@@ -336,7 +337,7 @@ def test_implicit_gradient_equals_unrolled_cg():
     R, J, sig = jnp.asarray(R), jnp.asarray(J), jnp.asarray(sig)
 
     def unrolled(x):
-        A = jaxlr.coulomb_matrix(R, sigma=sig) + jnp.diag(J)
+        A = jaxlr.electrostatics.coulomb_matrix(R, sigma=sig) + jnp.diag(J)
         n = x.shape[0]
         P = jnp.eye(n) - jnp.ones((n, n)) / n          # projector on neutral vectors
         q = jnp.zeros(n)
@@ -428,7 +429,7 @@ def test_jit_equals_eager_and_no_recompilation():
     jitted = jax.jit(qeq_solve)(jnp.asarray(R), chi, J, jnp.asarray(sig))[0]
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-13)
     jaxlr.qeq(R, chi, J, sig)
-    from jaxlr.qeq import _equilibrate
+    from jaxlr._api.qeq import _equilibrate
     before = _equilibrate._cache_size()
     jaxlr.qeq(R + 0.01, chi * 1.1, J, sig)
     assert _equilibrate._cache_size() == before
@@ -457,7 +458,7 @@ def test_dense_solves_are_unbatched_under_vmap():
     """
     from jax.test_util import check_grads
 
-    from jaxlr.constraints import spd_solve
+    from jaxlr.equilibration._solvers import spd_solve
 
     rng = np.random.default_rng(5)
     n, m, b = 24, 2, 4
@@ -530,7 +531,7 @@ def test_bad_input():
     jaxlr.qeq(R, chi, J, sig)
     np.testing.assert_array_equal(chi, chi_copy)
     # a dense factorisation beyond the limit is refused up front (no O(N³) work, no crash)
-    big = DENSE_LIMIT + 1
+    big = costs().dense_limit + 1
     rb = np.random.default_rng(0).uniform(0.0, 60.0, (big, 3))
     with pytest.raises(ValueError, match="pcg"):
         jaxlr.qeq(rb, np.zeros(big), np.ones(big), np.ones(big), method="dense")

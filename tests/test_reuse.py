@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import jaxlr
-from jaxlr import reuse, tuning
-from jaxlr.coulomb import _evaluate
+from jaxlr.tuning import _plan as reuse
+from jaxlr import tuning
+from jaxlr._api.coulomb import evaluate_coulomb
 
 
 def _disordered_rocksalt(k=4, a=5.64, disorder=0.4, seed=0):
@@ -26,14 +27,14 @@ def test_moving_system_keeps_its_compiled_function():
     pos, q, cell = _disordered_rocksalt()
     rng = np.random.default_rng(1)
     first = jaxlr.coulomb(pos, q, cell=cell, method="pme", accuracy=1e-4)
-    compiled = _evaluate._cache_size()
+    compiled = evaluate_coulomb._cache_size()
     for _ in range(12):
         pos = pos + rng.normal(0.0, 0.05, pos.shape)   # 12 MD-like steps, 0.17 Å in all
         res = jaxlr.coulomb(pos, q, cell=cell, method="pme", accuracy=1e-4)
         assert (res.params.mesh, res.params.cutoff, res.params.smearing) == (
             first.params.mesh, first.params.cutoff, first.params.smearing)
         assert res.params.estimated_error <= 1e-4
-    assert _evaluate._cache_size() == compiled
+    assert evaluate_coulomb._cache_size() == compiled
     # the kept parameters meet the accuracy for the moved atoms (converged Ewald reference)
     ref = jaxlr.coulomb(pos, q, cell=cell, method="ewald", accuracy=1e-10)
     f0 = tuning.force_scale(pos, q, cell)
@@ -84,7 +85,7 @@ def test_stable_capacity():
     nl = jaxlr.neighbor_list(pos, 6.0, cell)
     key = ("test", 6.0)
     assert reuse.stable_capacity(key, nl) is nl
-    wider = jaxlr.neighbors.with_capacity(nl, nl.capacity + 8)
+    wider = jaxlr.system._neighbors.with_capacity(nl, nl.capacity + 8)
     # a list that fits the remembered capacity is padded or cut to it
     assert reuse.stable_capacity(key, wider).capacity == nl.capacity
     # one that does not fit is kept as it is, and its capacity remembered

@@ -17,12 +17,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxlr.models import ModelOutput, Targets, build_potential  # noqa: E402
-from jaxlr.models.potential import Potential  # noqa: E402
-from jaxlr.models.testing import toy_batch  # noqa: E402
-from jaxlr.train import checkpoint, config, loop  # noqa: E402
-from jaxlr.train.data import BatchLoader, Dataset, Structure  # noqa: E402
-from jaxlr.train.loss import Metrics, check_weights, loss_fn  # noqa: E402
+from jaxlr.data import Targets
+from jaxlr.models import ModelOutput, build_potential
+from jaxlr.models._potential import Potential
+from jaxlr.testing import toy_batch
+from jaxlr.train import _checkpoint as checkpoint, _config as config, _loop as loop
+from jaxlr.data import BatchLoader, Dataset, Structure
+from jaxlr.train._loss import Metrics, check_weights, loss_fn
 
 HYPER = dict(local=dict(cutoff=3.0, max_radial=3, max_angular=2), hidden=[8])
 OFFSETS = {1: -0.5, 8: -2.0, 9: -3.0}
@@ -267,7 +268,7 @@ def test_run_fit_and_eval(tmp_path, capsys):
 
     # evaluating the checkpoint on the test file reproduces the test metrics of the run
     # (the filter keeps structures with ≥ 4 atoms; drop the others for the comparison)
-    from jaxlr.train.data import read_structures
+    from jaxlr.data import read_structures
 
     kept = [s for s in read_structures(tmp_path / "data" / "test.xyz") if s.n_atoms >= 4]
     write_xyz(tmp_path / "kept.xyz", kept)
@@ -329,7 +330,7 @@ def test_load_config_validation(tmp_path):
 
 
 def test_plots_without_history(tmp_path):
-    from jaxlr.train.plots import write_plots
+    from jaxlr.train._plots import write_plots
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=20)

@@ -9,13 +9,19 @@
 * :mod:`~jaxlr.features.invariants` — power spectra (SOAP and multi-scale ρ⊗V).
 """
 
-from .harmonics import lm_index, n_harmonics, real_spherical_harmonics, solid_harmonics, wigner_d_real
-from .invariants import flatten_invariants, power_spectrum
-from .radial import gto_widths, radial_basis, radial_quadrature, radial_transform
-from .spherical import (SphericalExpansion, cutoff_function, scaled_modified_spherical_bessel,
-                        spherical_expansion, spherical_expansion_terms)
+from ._harmonics import lm_index, n_harmonics, real_spherical_harmonics, solid_harmonics, wigner_d_real
+from ._invariants import flatten_invariants, power_spectrum
+from ._radial import gto_widths, radial_basis, radial_quadrature, radial_transform
+from ._lode import LODE_METHODS, LodeMultipoles, LodeParams, LodeResult, lode_features, multipole_features
+from ._spherical import SphericalExpansion, cutoff_function, scaled_modified_spherical_bessel, spherical_expansion, spherical_expansion_terms
 
 __all__ = [
+    "LODE_METHODS",
+    "LodeMultipoles",
+    "LodeParams",
+    "LodeResult",
+    "lode_features",
+    "multipole_features",
     "SphericalExpansion",
     "cutoff_function",
     "flatten_invariants",

@@ -6,15 +6,14 @@ Five models share one input (:class:`AtomsBatch`) and one output (:class:`ModelO
 model) and ``"density"`` (multipolar density coefficients).
 """
 
-from .descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
-from .electrostatics import CoulombSpec
-from .energy_models import MODELS, DensityModel, LatentChargeModel, LocalModel, LodeModel, QeqModel
-from .inputs import TARGETS, AtomsBatch, ModelOutput, Targets
-from .nets import SpeciesMLP
-from .potential import Potential, build_potential
+from ._descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
+from ._electrostatics import CoulombSpec
+from ._energy_models import MODELS, DensityModel, LatentChargeModel, LocalModel, LodeModel, QeqModel
+from ._output import ModelOutput
+from ._nets import SpeciesMLP
+from ._potential import Potential, build_potential
 
 __all__ = [
-    "AtomsBatch",
     "CoulombSpec",
     "DensityModel",
     "LatentChargeModel",
@@ -27,8 +26,6 @@ __all__ = [
     "Potential",
     "QeqModel",
     "SpeciesMLP",
-    "TARGETS",
-    "Targets",
     "build_potential",
     "local_invariants",
     "multiscale_invariants",

@@ -1,0 +1,17 @@
+"""TODO"""
+
+from .coulomb import CoulombResult, coulomb
+from .density import density_qeq, polarizability
+from .lode import lode, lode_multipoles
+from .qeq import QeqResult, qeq
+
+__all__ = [
+    "CoulombResult",
+    "QeqResult",
+    "coulomb",
+    "density_qeq",
+    "lode",
+    "lode_multipoles",
+    "polarizability",
+    "qeq",
+]

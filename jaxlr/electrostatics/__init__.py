@@ -1,0 +1,48 @@
+"""TODO"""
+
+from ._energy import coulomb_energy, long_range_energy, coulomb_terms
+from ._ewald import half_space_kvectors, ewald_reciprocal_energy, screened_inverse_square, structure_tables
+from ._fused import fused_sums
+from ._gaussian_multipoles import density_potentials, gaussian_kernel, interaction_tensor, make_pme_matvec, multipole_energy, multipole_matrix, pair_blocks, radial_derivatives
+from ._kernels import erfc_exp, pair_kernel, pair_kernel_dr, self_kernel
+from ._matrix import coulomb_matrix
+from ._params import METHODS, CoulombParams
+from ._pme import MeshSpec, influence_function, make_reciprocal_energy, pme_reciprocal_energy, spread_charges
+from ._realspace import real_space_energy
+from ._splines import bspline_weights, bspline_values, alias_sum_u, alias_sum_u2
+
+__all__ = [
+    "CoulombParams",
+    "METHODS",
+    "MeshSpec",
+    "alias_sum_u",
+    "alias_sum_u2",
+    "bspline_values",
+    "bspline_weights",
+    "coulomb_energy",
+    "coulomb_matrix",
+    "coulomb_terms",
+    "density_potentials",
+    "erfc_exp",
+    "ewald_reciprocal_energy",
+    "fused_sums",
+    "gaussian_kernel",
+    "half_space_kvectors",
+    "influence_function",
+    "interaction_tensor",
+    "long_range_energy",
+    "make_pme_matvec",
+    "make_reciprocal_energy",
+    "multipole_energy",
+    "multipole_matrix",
+    "pair_blocks",
+    "pair_kernel",
+    "pair_kernel_dr",
+    "pme_reciprocal_energy",
+    "radial_derivatives",
+    "real_space_energy",
+    "screened_inverse_square",
+    "self_kernel",
+    "spread_charges",
+    "structure_tables",
+]

@@ -1,0 +1,303 @@
+"""The five energy models as flax.linen modules acting on ONE padded structure.
+
+Each module maps an unbatched :class:`jaxlr.models.AtomsBatch` entry to a dict with at
+least ``"energy"`` (eV) and, depending on the model, ``"atom_energies"``, ``"charges"``,
+``"dipole"``, ``"coefficients"``.  :class:`jaxlr.models.Potential` vmaps them over a batch
+and differentiates the energy for forces and stress.  Every module also has
+``descriptors(s) → {name: (N, D)}``, the raw features whose standardisation statistics
+:meth:`Potential.init` sets from data (collection ``"stats"``).
+
+Energies: E = Σ_i [s_E · ε(f_i) + e_{Z_i}] (+ electrostatics), with per-species offsets
+e_Z (least squares on the training set) and an energy scale s_E held in ``"stats"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from ..equilibration._density import density_solve
+from ..equilibration._qeq import qeq_solve
+from ._descriptors import LocalSpec, LodeSpec, far_padding, local_invariants, multiscale_invariants
+from ._electrostatics import CoulombSpec, coulomb_kwargs, structure_coulomb_energy
+from ._nets import SpeciesMLP, Standardize, species_parameter
+
+__all__ = ["LocalModel", "LodeModel", "LatentChargeModel", "QeqModel", "DensityModel", "MODELS"]
+
+
+def _open_safe(s):
+    """Open-boundary structures get their padding atoms moved far apart (see far_padding)."""
+    if s.cell is None:
+        return dataclasses.replace(s, positions=far_padding(s.positions, s.atom_mask))
+    return s
+
+
+class _Base(nn.Module):
+    """Shared pieces: species bookkeeping, the short-range network, energy statistics."""
+
+    def n_species(self) -> int:
+        return len(self.species)
+
+    def _stats_scalars(self, dtype):
+        n = len(self.species)
+        offsets = self.variable("stats", "energy_offsets", lambda: jnp.zeros(n, dtype))
+        scale = self.variable("stats", "energy_scale", lambda: jnp.ones((), dtype))
+        return offsets.value, scale.value
+
+    def short_range(self, s, features, name="energy_net"):
+        """Per-atom short-range energies (N,) from standardised features."""
+        offsets, scale = self._stats_scalars(s.positions.dtype)
+        net = SpeciesMLP(len(self.species), tuple(self.hidden), 1, self.activation, out_scale=0.1, name=name)
+        eps = net(features, s.species)[:, 0]
+        e0 = jnp.where(s.species >= 0, offsets[jnp.clip(s.species, 0)], 0.0)
+        return scale * eps + e0
+
+    def descriptors(self, s):
+        """Raw features ``{stats name: (N, D)}`` whose standardisation Potential.init fits."""
+        return {"std_local": local_invariants(_open_safe(s), self.local, len(self.species))}
+
+    def local_features(self, s):
+        return Standardize(name="std_local")(local_invariants(s, self.local, len(self.species)))
+
+    def per_atom(self, name: str, value: float, s):
+        """A learnable positive per-species parameter gathered per atom (1 on padding atoms)."""
+        table = species_parameter(self, name, len(self.species), value, s.positions.dtype)
+        return jnp.where(s.atom_mask, table[jnp.clip(s.species, 0)], 1.0)
+
+    def solver_options(self, s):
+        """Coulomb keyword arguments plus the solver choice of a charge solve on ``s``:
+        dense for open boundaries, PME-matvec PCG for periodic cells (with the background)."""
+        periodic = s.cell is not None
+        return dict(coulomb_kwargs(s, self.coulomb), solver="pcg" if periodic else "dense", background=periodic,
+                    tol=self.tol, maxiter=self.maxiter)
+
+    def dipole(self, s, charges, atomic=None):
+        d = jnp.sum(charges[:, None] * jnp.where(s.atom_mask[:, None], s.positions, 0.0), axis=0)
+        return d if atomic is None else d + jnp.sum(atomic, axis=0)
+
+
+class LocalModel(_Base):
+    """Short-range model: per-species network on local invariants (the baseline).
+
+    Attributes:
+      species: atomic numbers (sorted).  local: :class:`LocalSpec`.  hidden: hidden
+      widths (``()`` for a linear model).  activation: see :data:`jaxlr.models.nets.ACTIVATIONS`.
+    """
+
+    species: tuple
+    local: LocalSpec = LocalSpec()
+    hidden: Sequence[int] = (64, 64)
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, s):
+        s = _open_safe(s)
+        e = self.short_range(s, self.local_features(s))
+        return {"energy": jnp.sum(e), "atom_energies": e}
+
+
+class LodeModel(_Base):
+    """Multi-scale LODE model (Grisafi & Ceriotti): local ⊕ [ν=1 LODE, ρ ⊗ V] invariants.
+
+    With ``hidden=()`` it is linear in the standardised features and
+    :func:`jaxlr.models.fit_ridge` solves it in closed form.
+
+    Attributes:
+      species, local, hidden, activation: as :class:`LocalModel`.  lode: :class:`LodeSpec`.
+      use_local: include the local invariants (else LODE features only).
+    """
+
+    species: tuple
+    local: LocalSpec = LocalSpec()
+    lode: LodeSpec = LodeSpec()
+    hidden: Sequence[int] = (64, 64)
+    activation: str = "silu"
+    use_local: bool = True
+
+    def descriptors(self, s):
+        s = _open_safe(s)
+        out = {"std_lode": multiscale_invariants(s, self.lode, len(self.species))}
+        if self.use_local:
+            out["std_local"] = local_invariants(s, self.local, len(self.species))
+        return out
+
+    def features(self, s):
+        parts = [Standardize(name="std_lode")(multiscale_invariants(s, self.lode, len(self.species)))]
+        if self.use_local:
+            parts.insert(0, self.local_features(s))
+        return jnp.concatenate(parts, axis=1)
+
+    @nn.compact
+    def __call__(self, s):
+        s = _open_safe(s)
+        e = self.short_range(s, self.features(s))
+        return {"energy": jnp.sum(e), "atom_energies": e}
+
+
+def _fragment_shift(q, s):
+    """Shift predicted charges uniformly within each fragment so Σ_{i∈f} q_i = Q_f."""
+    nf = s.fragment_charges.shape[0]
+    onehot = (s.fragments[:, None] == jnp.arange(nf)).astype(q.dtype) * s.atom_mask[:, None]
+    count = jnp.sum(onehot, axis=0)
+    excess = (s.fragment_charges - onehot.T @ q) / jnp.maximum(count, 1.0)
+    return jnp.where(s.atom_mask, q + onehot @ excess, 0.0)
+
+
+class LatentChargeModel(_Base):
+    """Latent-charge model (LES / 3G-HDNNP family).
+
+    A second network predicts a charge per atom from local invariants; the charges are
+    shifted uniformly within each fragment to its total charge; their Coulomb energy
+    (Gaussian charges, learnable width per species) is added to the short-range energy.
+
+    Attributes:
+      species, local, hidden, activation: as :class:`LocalModel`.  coulomb:
+      :class:`CoulombSpec`.  charge_hidden: hidden widths of the charge network.
+      sigma: initial Gaussian width per species (Å).
+    """
+
+    species: tuple
+    local: LocalSpec = LocalSpec()
+    coulomb: CoulombSpec = CoulombSpec()
+    hidden: Sequence[int] = (64, 64)
+    charge_hidden: Sequence[int] = (32,)
+    activation: str = "silu"
+    sigma: float = 1.0
+
+    @nn.compact
+    def __call__(self, s):
+        s = _open_safe(s)
+        f = self.local_features(s)
+        e = self.short_range(s, f)
+        raw = SpeciesMLP(len(self.species), tuple(self.charge_hidden), 1, self.activation, name="charge_net")(
+            f, s.species)[:, 0]
+        q = _fragment_shift(raw, s)
+        sig = self.per_atom("sigma", self.sigma, s)
+        e_coul = structure_coulomb_energy(s, q, sig, self.coulomb, background=s.cell is not None)
+        return {"energy": jnp.sum(e) + e_coul, "atom_energies": e, "charges": q, "dipole": self.dipole(s, q)}
+
+
+class QeqModel(_Base):
+    """Charge-equilibration model (4G-HDNNP family).
+
+    χ_i from a network on local invariants, learnable hardness J_Z and Gaussian width σ_Z
+    per species; the charges minimise Σ χ_i q_i + ½ J_i q_i² + E_coul(q) under the
+    fragment / total-charge constraints, solved inside the model (dense for open
+    boundaries, PME-matvec PCG for periodic cells) and differentiated implicitly.
+    E = short-range + equilibrated electrostatic energy.
+
+    Attributes:
+      species, local, hidden, activation, coulomb: as :class:`LatentChargeModel`.
+      chi_hidden: hidden widths of the electronegativity network.  hardness, sigma:
+      initial J (V/e) and σ (Å) for every species.  tol, maxiter: PCG settings.
+    """
+
+    species: tuple
+    local: LocalSpec = LocalSpec()
+    coulomb: CoulombSpec = CoulombSpec()
+    hidden: Sequence[int] = (64, 64)
+    chi_hidden: Sequence[int] = (32,)
+    activation: str = "silu"
+    hardness: float = 10.0
+    sigma: float = 1.0
+    tol: float = 1e-8
+    maxiter: int = 300
+
+    @nn.compact
+    def __call__(self, s):
+        s = _open_safe(s)
+        f = self.local_features(s)
+        e = self.short_range(s, f)
+        chi = SpeciesMLP(len(self.species), tuple(self.chi_hidden), 1, self.activation, name="chi_net")(
+            f, s.species)[:, 0]
+        hard = self.per_atom("hardness", self.hardness, s)
+        sig = self.per_atom("sigma", self.sigma, s)
+        q, _, _ = qeq_solve(s.positions, chi, hard, sig, fragments=s.fragments,
+                            fragment_charges=s.fragment_charges, atom_mask=s.atom_mask, **self.solver_options(s))
+        e_coul = structure_coulomb_energy(s, q, sig, self.coulomb, background=s.cell is not None)
+        e_qeq = jnp.sum(jnp.where(s.atom_mask, chi * q + 0.5 * hard * q * q, 0.0)) + e_coul
+        return {"energy": jnp.sum(e) + e_qeq, "atom_energies": e, "charges": q, "dipole": self.dipole(s, q),
+                "electronegativity": chi}
+
+
+class DensityModel(_Base):
+    """Density-coefficient model (Thomas–Baldwin–Csányi–Ortner family).
+
+    Every atom carries ``n_s`` s-type Gaussians and ``n_p`` p-type (dipole) Gaussians with
+    learnable widths per species.  Networks on local invariants predict the linear term
+    b_i and a positive-definite local matrix H_i = A_Z A_Zᵀ + L_i L_iᵀ + ε·1 (A_Z learnable
+    per species, L_i lower triangular from a network); the multipolar charge equilibration
+    is solved inside the model (open boundary: dense; periodic: PME with dipoles, PCG).
+    Outputs the coefficients, charges, atomic dipoles through ``dipole`` (total), and
+    responds to ``batch.field``.
+
+    Attributes:
+      species, local, coulomb, hidden, activation: as :class:`QeqModel`.  n_s, n_p:
+      s and p functions per atom.  s_widths, p_width: initial widths (Å).
+      hardness: initial diagonal of A_Z A_Zᵀ (V/e).
+    """
+
+    species: tuple
+    local: LocalSpec = LocalSpec()
+    coulomb: CoulombSpec = CoulombSpec()
+    hidden: Sequence[int] = (64, 64)
+    coef_hidden: Sequence[int] = (32,)
+    activation: str = "silu"
+    n_s: int = 2
+    n_p: int = 1
+    s_widths: tuple = (0.5, 1.2)
+    p_width: float = 0.8
+    hardness: float = 10.0
+    tol: float = 1e-8
+    maxiter: int = 300
+
+    def n_basis(self) -> int:
+        return self.n_s + 3 * self.n_p
+
+    @nn.compact
+    def __call__(self, s):
+        s = _open_safe(s)
+        dtype = s.positions.dtype
+        n_sp = len(self.species)
+        nb = self.n_basis()
+        if len(self.s_widths) != self.n_s:
+            raise ValueError(f"s_widths needs {self.n_s} entries, got {len(self.s_widths)}.")
+        f = self.local_features(s)
+        e = self.short_range(s, f)
+        idx = jnp.clip(s.species, 0)
+        n_tri = nb * (nb + 1) // 2
+        out = SpeciesMLP(n_sp, tuple(self.coef_hidden), nb + n_tri, self.activation, out_scale=0.1,
+                         name="coef_net")(f, s.species)
+        linear = out[:, :nb]
+        tri = np.tril_indices(nb)
+        lower = jnp.zeros((s.positions.shape[0], nb, nb), dtype).at[:, tri[0], tri[1]].set(out[:, nb:])
+        a0 = math.sqrt(self.hardness)
+        base = self.param("local_base", lambda k, sh: jnp.broadcast_to(a0 * jnp.eye(nb, dtype=dtype), sh),
+                          (n_sp, nb, nb))
+        a = base[idx]
+        local = a @ jnp.swapaxes(a, 1, 2) + lower @ jnp.swapaxes(lower, 1, 2) + 1e-3 * jnp.eye(nb, dtype=dtype)
+        local = jnp.where(s.atom_mask[:, None, None], local, jnp.eye(nb, dtype=dtype))
+        ws = jnp.stack([species_parameter(self, f"s_width{k}", n_sp, float(w), dtype)
+                        for k, w in enumerate(self.s_widths)], axis=1)                  # (S, n_s)
+        wp = jnp.stack([species_parameter(self, f"p_width{k}", n_sp, float(self.p_width), dtype)
+                        for k in range(self.n_p)], axis=1) if self.n_p else jnp.zeros((n_sp, 0), dtype)
+        sigma_s = jnp.where(s.atom_mask[:, None], ws[idx], 1.0)
+        sigma_p = jnp.where(s.atom_mask[:, None], wp[idx], 1.0)
+        active = jnp.broadcast_to(s.atom_mask[:, None], (s.positions.shape[0], nb))
+        res = density_solve(s.positions, sigma_s, sigma_p, jnp.where(active, linear, 0.0), local,
+                            fragments=jnp.where(s.atom_mask, s.fragments, 0),
+                            fragment_charges=s.fragment_charges, active=active, field=s.field,
+                            **self.solver_options(s))
+        q = jnp.where(s.atom_mask, res.charges, 0.0)
+        mu = jnp.where(s.atom_mask[:, None], res.dipoles, 0.0)
+        return {"energy": jnp.sum(e) + res.energy, "atom_energies": e, "charges": q,
+                "dipole": self.dipole(s, q, mu), "coefficients": res.coefficients}
+
+
+MODELS = {"local": LocalModel, "lode": LodeModel, "latent": LatentChargeModel, "qeq": QeqModel,
+          "density": DensityModel}

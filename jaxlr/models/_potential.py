@@ -1,0 +1,257 @@
+"""``Potential``: a model as one differentiable program over padded batches.
+
+``potential.apply(variables, batch)`` → :class:`jaxlr.models.ModelOutput` with energies,
+forces = −∂E/∂R and stress = (1/V) ∂E/∂ε (periodic) from differentiating the energy (never
+a separate head), plus charges, dipoles and density coefficients when the model has them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._descriptors import LocalSpec, LodeSpec, plan_lode
+from ._electrostatics import CoulombSpec, plan_coulomb
+from ._energy_models import MODELS
+from ..data._batch import AtomsBatch
+from ._output import ModelOutput
+
+__all__ = ["Potential", "build_potential"]
+
+_SPECS = {"local": LocalSpec, "lode": LodeSpec, "coulomb": CoulombSpec}
+
+
+def _unbatched(batch: AtomsBatch, k: int):
+    return jax.tree_util.tree_map(lambda x: x[k], batch)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Potential:
+    """A jaxlr model: a single-structure flax module lifted to padded batches.
+
+    Attributes:
+      name: model kind, a key of :data:`jaxlr.models.energy_models.MODELS`
+        ("local", "lode", "latent", "qeq", "density").
+      module: the flax.linen module of one structure.
+
+    Use :func:`build_potential` to make one, :meth:`adapted_to` to fix periodic meshes for
+    the cells of a data set, :meth:`init` for variables, :meth:`apply` to predict.
+
+    Example:
+      >>> import jax, numpy as np, jaxlr
+      >>> from jaxlr.models import build_potential
+      >>> from jaxlr.models.testing import toy_batch
+      >>> pot = build_potential("local", species=(1, 8), local=dict(cutoff=3.0, max_radial=3, max_angular=2),
+      ...                       hidden=(8,))
+      >>> batch = toy_batch(pot.species, cutoff=pot.cutoff)
+      >>> variables = pot.init(jax.random.PRNGKey(0), batch)
+      >>> out = pot.apply(variables, batch)
+      >>> out.forces.shape == batch.positions.shape
+      True
+    """
+
+    name: str
+    module: object
+
+    # ---- static description -------------------------------------------------------------
+    @property
+    def species(self) -> tuple:
+        """Atomic numbers of the species channels (sorted)."""
+        return tuple(self.module.species)
+
+    @property
+    def cutoff(self) -> float:
+        """Neighbour-list cutoff (Å) that batches for this model must be built with."""
+        cut = self.module.local.cutoff
+        if hasattr(self.module, "lode"):
+            cut = max(cut, self.module.lode.cutoff)
+        return float(cut)
+
+    @property
+    def predicts(self) -> tuple:
+        """Targets this model predicts (names of :data:`jaxlr.models.inputs.TARGETS`)."""
+        base = ("energy", "forces", "stress")
+        extra = {"latent": ("charges", "dipole"), "qeq": ("charges", "dipole"),
+                 "density": ("charges", "dipole", "coefficients")}
+        return base + extra.get(self.name, ())
+
+    def config(self) -> dict:
+        """A JSON-serialisable description; :meth:`from_config` rebuilds the same potential."""
+        out = {"model": self.name}
+        for f in dataclasses.fields(self.module):
+            if f.name in ("parent", "name"):
+                continue
+            v = getattr(self.module, f.name)
+            if dataclasses.is_dataclass(v):
+                v = dataclasses.asdict(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return json_ready(out)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Potential":
+        """Inverse of :meth:`config`."""
+        config = dict(config)
+        name = config.pop("model")
+        return build_potential(name, **config)
+
+    def adapted_to(self, cells, *, lode_accuracy: float = 1e-4) -> "Potential":
+        """Fix the PME meshes (LODE and Coulomb) for a family of periodic cells (host).
+
+        Args:
+          cells: iterable of (3, 3) arrays or None (open boundary).  All periodic or all open.
+          lode_accuracy: relative accuracy of the LODE features on the mesh.
+
+        Returns:
+          a new :class:`Potential` whose static specs hold the mesh shapes, so that every
+          batch of the data set runs with one compiled program.
+        """
+        cells = list(cells)
+        m = self.module
+        changes = {}
+        if hasattr(m, "lode"):
+            changes["lode"] = plan_lode(m.lode, len(m.species), cells, lode_accuracy)
+        if hasattr(m, "coulomb"):
+            changes["coulomb"] = plan_coulomb(m.coulomb, cells, self.cutoff)
+        return Potential(self.name, m.clone(**changes)) if changes else self
+
+    # ---- variables ----------------------------------------------------------------------
+    def init(self, rng, batch: AtomsBatch, *, offsets=None, energy_scale=None) -> dict:
+        """Initialise variables: ``{"params": ..., "stats": ...}``.
+
+        The feature standardisation statistics (collection ``"stats"``) are set from the
+        real atoms of ``batch`` (pass a representative batch), and the per-species energy
+        offsets (S,) and energy scale (eV) from the arguments when given.
+        """
+        s0 = _unbatched(batch, 0)
+        variables = dict(jax.jit(self.module.init)(rng, s0))
+        feats = jax.jit(jax.vmap(lambda s: self.module.apply(variables, s, method="descriptors")))(batch)
+        mask = np.asarray(batch.atom_mask & batch.structure_mask[:, None]).reshape(-1)
+        stats = dict(variables["stats"])
+        for key, value in feats.items():
+            x = np.asarray(value).reshape(-1, value.shape[-1])[mask]
+            mean = x.mean(axis=0)
+            scale = x.std(axis=0)
+            scale = np.where(scale > 1e-8 * (np.abs(mean) + 1e-30), scale, 1.0)
+            dtype = stats[key]["mean"].dtype
+            stats[key] = {"mean": jnp.asarray(mean, dtype), "scale": jnp.asarray(scale, dtype)}
+        dtype = stats["energy_scale"].dtype
+        if offsets is not None:
+            offsets = np.asarray(offsets, dtype=np.float64)
+            if offsets.shape != (len(self.species),):
+                raise ValueError(f"offsets must have shape ({len(self.species)},) (one per species), "
+                                 f"got {offsets.shape}.")
+            stats["energy_offsets"] = jnp.asarray(offsets, dtype)
+        if energy_scale is not None:
+            stats["energy_scale"] = jnp.asarray(float(energy_scale), dtype)
+        return {"params": variables["params"], "stats": stats}
+
+    # ---- prediction ---------------------------------------------------------------------
+    def apply(self, variables, batch: AtomsBatch, *, forces: bool = True, stress: bool | None = None) -> ModelOutput:
+        """Predict for a padded batch (jittable; ``jax.jit`` it or use :meth:`predict`).
+
+        Args:
+          variables: from :meth:`init` (or a checkpoint).
+          batch: :class:`jaxlr.models.AtomsBatch`.
+          forces: compute −∂E/∂R.  stress: compute the stress (default: when periodic).
+
+        Returns:
+          :class:`jaxlr.models.ModelOutput`; forces are zero on padding atoms, stress None
+          for open boundaries.
+        """
+        periodic = batch.cell is not None
+        stress = periodic if stress is None else bool(stress) and periodic
+        module = self.module
+
+        def one(s):
+            def energy(positions, strain):
+                deform = jnp.eye(3, dtype=positions.dtype) + strain
+                s2 = dataclasses.replace(s, positions=positions @ deform,
+                                         cell=None if s.cell is None else s.cell @ deform)
+                out = module.apply(variables, s2)
+                return out["energy"], out
+
+            strain = jnp.zeros((3, 3), s.positions.dtype)
+            if not (forces or stress):
+                return energy(s.positions, strain)[1], None, None
+            (_, out), (g_pos, g_strain) = jax.value_and_grad(energy, argnums=(0, 1), has_aux=True)(
+                s.positions, strain)
+            f = jnp.where(s.atom_mask[:, None], -g_pos, 0.0) if forces else None
+            st = g_strain / jnp.abs(jnp.linalg.det(s.cell)) if stress else None
+            return out, f, st
+
+        out, f, st = jax.vmap(one)(batch)
+        return ModelOutput(energy=out["energy"], forces=f, stress=st, charges=out.get("charges"),
+                           dipole=out.get("dipole"), coefficients=out.get("coefficients"),
+                           atom_energies=out.get("atom_energies"))
+
+    def predict(self, variables, batch: AtomsBatch, **kw) -> ModelOutput:
+        """:meth:`apply` under ``jax.jit`` (compiled once per batch shape)."""
+        return _jitted_apply(self, tuple(sorted(kw.items())))(variables, batch)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_apply(potential: Potential, kw: tuple):
+    return jax.jit(functools.partial(potential.apply, **dict(kw)))
+
+
+def json_ready(x):
+    """Convert tuples/numpy scalars in a nested structure to JSON types."""
+    if isinstance(x, dict):
+        return {k: json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    return x
+
+
+def _as_tuple(v):
+    if isinstance(v, list):
+        return tuple(_as_tuple(x) for x in v)
+    return v
+
+
+def build_potential(model: str, *, species, **hyper) -> Potential:
+    """Build a :class:`Potential` by model name.
+
+    Args:
+      model: "local", "lode", "latent", "qeq" or "density".
+      species: atomic numbers (any order; sorted here).
+      **hyper: fields of the model's module; ``local``, ``lode``, ``coulomb`` may be dicts of
+        :class:`LocalSpec`, :class:`LodeSpec`, :class:`CoulombSpec` fields.
+
+    Example:
+      >>> from jaxlr.models import build_potential
+      >>> build_potential("qeq", species=[8, 1], hidden=(16,)).species
+      (1, 8)
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}.")
+    cls = MODELS[model]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+    unknown = set(hyper) - fields
+    if unknown:
+        raise ValueError(f"model {model!r} has no hyperparameter(s) {sorted(unknown)}; known: {sorted(fields)}.")
+    species = tuple(sorted(int(z) for z in species))
+    if len(set(species)) != len(species) or not species:
+        raise ValueError(f"species must be distinct atomic numbers, got {species}.")
+    kw = {}
+    for key, value in hyper.items():
+        if key in _SPECS and isinstance(value, dict):
+            value = _SPECS[key](**{k: _as_tuple(v) for k, v in value.items()})
+        else:
+            value = _as_tuple(value)
+        kw[key] = value
+    return Potential(model, cls(species=species, **kw))
+
+
+

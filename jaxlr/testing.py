@@ -1,0 +1,101 @@
+"""Host-side validation of user inputs (numpy, eager, never jitted).
+
+Every front door calls these helpers before anything is compiled, so bad input
+raises a :class:`ValueError` that says what to change instead of producing NaN
+or a silent wrong answer.  Inputs may also be JAX tracers (when a front door is
+called under ``jax.grad`` or ``jax.jit``): then only their shapes are checked,
+value checks need concrete numbers.
+"""
+
+from __future__ import annotations
+import numpy as np
+import jax
+import jax.numpy as jnp
+from .system._neighbors import neighbor_list, with_capacity
+from .data._batch import AtomsBatch
+
+__all__ = ['random_ionic_system', 'toy_batch']
+
+
+def random_ionic_system(n_atoms: int, *, density: float = 0.1, triclinic: bool = False, seed: int = 0):
+    """A random neutral system of ±1 point charges (host, numpy) — the benchmark workload.
+
+    Args:
+      n_atoms: number of charges N (even N gives exactly neutral ±1 charges; otherwise the
+        mean is subtracted).  density: atoms per Å³ (0.1 ≈ liquid water).
+      triclinic: a skewed cell of the same volume instead of a cube.  seed: RNG seed.
+
+    Returns:
+      (positions (N, 3) Å, charges (N,) e, cell (3, 3) Å, rows are lattice vectors).
+
+    Example:
+      >>> pos, q, cell = random_ionic_system(1000)
+      >>> pos.shape, round(float(abs(q.sum())), 12)
+      ((1000, 3), 0.0)
+    """
+    rng = np.random.default_rng(seed)
+    length = (n_atoms / density) ** (1.0 / 3.0)
+    if triclinic:
+        cell = np.array([[1.0, 0.0, 0.0], [0.3, 1.0, 0.0], [0.2, 0.25, 1.0]])
+        cell *= length / abs(np.linalg.det(cell)) ** (1.0 / 3.0)
+    else:
+        cell = np.eye(3) * length
+    positions = rng.random((n_atoms, 3)) @ cell
+    charges = rng.choice([-1.0, 1.0], n_atoms)
+    charges -= charges.mean()
+    return positions, charges, cell
+
+
+def toy_batch(species, *, cutoff: float, n_structures: int = 2, n_atoms: int = 6, periodic: bool = False,
+              box: float = 7.0, seed: int = 0, pad: int = 2, total_charge: float = 0.0) -> AtomsBatch:
+    """A batch of small random structures (atoms ≥ 1.2 Å apart), each padded by ``pad`` slots.
+
+    Structure k has ``n_atoms - k % 2`` real atoms, species drawn from ``species``.
+    """
+    rng = np.random.default_rng(seed)
+    n_pad = n_atoms + pad
+    pos = np.zeros((n_structures, n_pad, 3))
+    spec = -np.ones((n_structures, n_pad), np.int32)
+    mask = np.zeros((n_structures, n_pad), bool)
+    lists = []
+    cell = np.eye(3) * box
+    for k in range(n_structures):
+        n = n_atoms - k % 2
+        pts = []
+        while len(pts) < n:
+            p = rng.random(3) * (box if periodic else 0.6 * box)
+            if all(np.linalg.norm(p - q) > 1.2 for q in pts):
+                pts.append(p)
+        pos[k, :n] = pts
+        spec[k, :n] = rng.integers(0, len(species), n)
+        mask[k, :n] = True
+        lists.append(neighbor_list(pos[k], cutoff, cell if periodic else None, atom_mask=mask[k]))
+    cap = max(nl.capacity for nl in lists)
+    nbrs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[with_capacity(nl, cap) for nl in lists])
+    fr = np.where(mask, 0, -1).astype(np.int32)
+    return AtomsBatch(positions=jnp.asarray(pos), species=jnp.asarray(spec), atom_mask=jnp.asarray(mask),
+                      structure_mask=jnp.ones(n_structures, bool),
+                      total_charge=jnp.full(n_structures, float(total_charge)), fragments=jnp.asarray(fr),
+                      fragment_charges=jnp.full((n_structures, 1), float(total_charge)), neighbors=nbrs,
+                      cell=jnp.asarray(np.broadcast_to(cell, (n_structures, 3, 3))) if periodic else None)
+
+
+def single_structure_batch(positions, species_index, *, cutoff: float, n_pad: int | None = None, cell=None,
+                           total_charge: float = 0.0) -> AtomsBatch:
+    """A batch holding one structure (B = 1), padded to ``n_pad`` atom slots."""
+    positions = np.asarray(positions, dtype=np.float64)
+    n = positions.shape[0]
+    n_pad = n if n_pad is None else int(n_pad)
+    pos = np.zeros((n_pad, 3))
+    pos[:n] = positions
+    mask = np.arange(n_pad) < n
+    spec = -np.ones(n_pad, np.int32)
+    spec[:n] = species_index
+    nl = neighbor_list(pos, cutoff, cell, atom_mask=mask)
+    nbrs = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], nl)
+    return AtomsBatch(positions=jnp.asarray(pos)[None], species=jnp.asarray(spec)[None],
+                      atom_mask=jnp.asarray(mask)[None], structure_mask=jnp.ones(1, bool),
+                      total_charge=jnp.full(1, float(total_charge)),
+                      fragments=jnp.asarray(np.where(mask, 0, -1).astype(np.int32))[None],
+                      fragment_charges=jnp.full((1, 1), float(total_charge)), neighbors=nbrs,
+                      cell=None if cell is None else jnp.asarray(cell, jnp.float64)[None])

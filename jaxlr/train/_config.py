@@ -1,0 +1,509 @@
+"""TOML configuration of a training run (``jaxlr fit CONFIG``) and checkpoint evaluation.
+
+A configuration has four tables; paths are relative to the configuration file's folder::
+
+    [data]
+    train = "train.xyz"          # required: extended XYZ (see jaxlr.train.data.read_structures)
+    valid = "valid.xyz"          # optional; otherwise `split` carves it out of `train`
+    test = "test.xyz"            # optional
+    split = [0.9, 0.1]           # fractions of `train` → (train, valid) or (train, valid, test)
+    split_seed = 0
+    periodic = false             # optional override of the files' pbc (false: drop container cells)
+    total_charge_key = "total_charge"
+    test_filter = "distance > 6" # optional: keep test structures whose info satisfies it
+                                 # (or a list of such conditions, all required)
+
+    [model]
+    name = "local"               # required: local | lode | latent | qeq | density
+    species = [1, 8]             # optional; default: the training set's species
+    hidden = [32, 32]            # every other key is a hyperparameter of build_potential
+    [model.local]
+    cutoff = 4.0
+
+    [training]                   # keyword arguments of jaxlr.train.loop.fit
+    epochs = 200
+    batch_size = 8
+    learning_rate = 1e-3
+    schedule = "cosine"          # cosine | constant | exponential
+    weights = { energy = 1.0, forces = 10.0 }
+
+    [output]
+    run_dir = "runs/water"       # default: runs/<config file stem>
+    evaluate = ["train", "valid", "test"]
+    plots = true
+
+:func:`run_fit` trains, saves the best checkpoint (``run_dir/checkpoint``), writes
+``history.json``, ``metrics.json`` (MAE/RMSE per target and split), the resolved
+configuration ``fit_config.json`` and plots, and prints a summary table.
+:func:`run_eval` evaluates a checkpoint on a data file.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+from ._checkpoint import write_json
+
+__all__ = ["load_config", "normalize_config", "run_fit", "run_eval", "format_table", "structure_filter"]
+
+_DATA_KEYS = {"train", "valid", "test", "split", "split_seed", "periodic", "total_charge_key", "test_filter"}
+_OUTPUT_KEYS = {"run_dir", "evaluate", "plots"}
+_SECTIONS = ("data", "model", "training", "output")
+_SPLITS = ("train", "valid", "test")
+_FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*$")
+
+
+def _training_keys() -> set:
+    from ._loop import FIT_OPTIONS
+
+    return set(FIT_OPTIONS) - {"run_dir", "plots"}
+
+
+def _err(where: str, message: str) -> ValueError:
+    return ValueError(f"configuration {where}: {message}")
+
+
+def structure_filter(conditions):
+    """A predicate ``Structure → bool`` from conditions like ``"distance > 6.0"``.
+
+    Each condition is ``KEY OP VALUE`` with OP one of ``< <= > >= == !=``; KEY is a key of
+    ``Structure.info`` or ``n_atoms`` / ``total_charge``; VALUE a number or a word.  A list
+    of conditions must all hold.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.train.data import Structure
+      >>> keep = structure_filter(["distance >= 6", "n_atoms < 10"])
+      >>> keep(Structure(positions=np.zeros((1, 3)), numbers=[1], info={"distance": 7.5}))
+      True
+    """
+    import operator
+
+    ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+           "!=": operator.ne}
+    if isinstance(conditions, str):
+        conditions = [conditions]
+    parsed = []
+    for cond in conditions:
+        m = _FILTER.match(str(cond))
+        if not m:
+            raise ValueError(f"cannot parse the filter {cond!r}; write 'KEY OP VALUE' with OP one of "
+                             "<, <=, >, >=, ==, != (e.g. 'distance > 6.0').")
+        key, op, raw = m.groups()
+        raw = raw.strip().strip("'\"")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = raw
+        parsed.append((key, ops[op], value, cond))
+
+    def keep(structure) -> bool:
+        for key, op, value, cond in parsed:
+            if key == "n_atoms":
+                got = structure.n_atoms
+            elif key == "total_charge":
+                got = structure.total_charge
+            elif key in structure.info:
+                got = structure.info[key]
+            else:
+                raise ValueError(f"filter {cond!r}: a structure has no info key {key!r} (its keys: "
+                                 f"{sorted(structure.info)}).")
+            if isinstance(value, float):
+                try:
+                    got = float(got)
+                except (TypeError, ValueError):
+                    raise ValueError(f"filter {cond!r}: info {key!r} = {got!r} is not a number.") from None
+            else:
+                got = str(got)
+            if not op(got, value):
+                return False
+        return True
+
+    return keep
+
+
+def _path(base: Path, value, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _err(where, f"must be a path string, got {value!r}.")
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def normalize_config(raw: dict, base_dir=".", *, name: str = "fit") -> dict:
+    """Validate a configuration dict and resolve its paths against ``base_dir``.
+
+    Returns:
+      a new dict with the four tables (``output`` and ``training`` may be empty in the
+      input): data paths and ``run_dir`` absolute, defaults filled in.
+
+    Raises:
+      ValueError: unknown tables or keys, missing ``[data] train`` or ``[model] name``,
+        wrongly typed values, unparsable ``test_filter``.
+    """
+    base = Path(base_dir).resolve()
+    if not isinstance(raw, dict):
+        raise ValueError(f"a configuration must be a table (dict), got {type(raw).__name__}.")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"configuration: unknown table(s) {unknown}; the tables are {list(_SECTIONS)}.")
+    for sec in ("data", "model"):
+        if sec not in raw:
+            raise ValueError(f"configuration: the [{sec}] table is missing (it is required).")
+    for sec in _SECTIONS:
+        if sec in raw and not isinstance(raw[sec], dict):
+            raise ValueError(f"configuration: [{sec}] must be a table, got {type(raw[sec]).__name__}.")
+
+    # [data]
+    data = dict(raw["data"])
+    unknown = sorted(set(data) - _DATA_KEYS)
+    if unknown:
+        raise _err("[data]", f"unknown key(s) {unknown}; known: {sorted(_DATA_KEYS)}.")
+    if "train" not in data:
+        raise _err("[data]", "'train' (the training data file) is required.")
+    for key in ("train", "valid", "test"):
+        if key in data:
+            data[key] = _path(base, data[key], f"[data] {key}")
+    if "split" in data:
+        split = data["split"]
+        if (not isinstance(split, list) or len(split) not in (2, 3)
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in split)
+                or sum(split) > 1 + 1e-9):
+            raise _err("[data] split", f"must be 2 or 3 non-negative fractions summing to at most 1 "
+                                       f"(train, valid[, test]), got {split!r}.")
+        if "valid" in data:
+            raise _err("[data]", "give either 'valid' (a file) or 'split' (fractions of 'train'), not both.")
+        if len(split) == 3 and "test" in data:
+            raise _err("[data]", "'split' has a test fraction but 'test' is also a file; use two fractions.")
+        if split[1] <= 0:
+            raise _err("[data] split", "the validation fraction must be positive.")
+    elif "valid" not in data:
+        data["split"] = [0.9, 0.1]
+    data.setdefault("split_seed", 0)
+    if not isinstance(data["split_seed"], int) or isinstance(data["split_seed"], bool):
+        raise _err("[data] split_seed", f"must be an integer, got {data['split_seed']!r}.")
+    if data.get("periodic") is not None and not isinstance(data["periodic"], bool):
+        raise _err("[data] periodic", f"must be true or false, got {data['periodic']!r}.")
+    data.setdefault("periodic", None)
+    data.setdefault("total_charge_key", "total_charge")
+    if not isinstance(data["total_charge_key"], str):
+        raise _err("[data] total_charge_key", f"must be a string, got {data['total_charge_key']!r}.")
+    if "test_filter" in data:
+        tf = data["test_filter"]
+        if isinstance(tf, str):
+            tf = [tf]
+        if not isinstance(tf, list) or not all(isinstance(x, str) for x in tf):
+            raise _err("[data] test_filter", f"must be a string or a list of strings, got {data['test_filter']!r}.")
+        try:
+            structure_filter(tf)
+        except ValueError as err:
+            raise _err("[data] test_filter", str(err)) from None
+        data["test_filter"] = tf
+
+    # [model]
+    model = dict(raw["model"])
+    if "name" not in model:
+        raise _err("[model]", "'name' is required (local, lode, latent, qeq or density).")
+    from ..models._energy_models import MODELS
+
+    if model["name"] not in MODELS:
+        raise _err("[model] name", f"unknown model {model['name']!r}; choose one of {sorted(MODELS)}.")
+    if "species" in model:
+        sp = model["species"]
+        if not isinstance(sp, list) or not sp or not all(isinstance(z, int) and not isinstance(z, bool)
+                                                         for z in sp):
+            raise _err("[model] species", f"must be a list of atomic numbers, got {sp!r}.")
+
+    # [training]
+    training = dict(raw.get("training", {}))
+    allowed = _training_keys()
+    unknown = sorted(set(training) - allowed)
+    if unknown:
+        hint = " (run_dir belongs in [output])" if "run_dir" in unknown else ""
+        raise _err("[training]", f"unknown key(s) {unknown}{hint}; known: {sorted(allowed)}.")
+    if "weights" in training:
+        if not isinstance(training["weights"], dict):
+            raise _err("[training] weights", f"must be a table target = weight, got {training['weights']!r}.")
+        from ._loss import check_weights
+
+        try:
+            check_weights(training["weights"])
+        except ValueError as err:
+            raise _err("[training] weights", str(err)) from None
+    for key in ("epochs", "batch_size", "seed", "max_shapes", "init_structures"):
+        v = training.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise _err(f"[training] {key}", f"must be an integer, got {v!r}.")
+
+    # [output]
+    output = dict(raw.get("output", {}))
+    unknown = sorted(set(output) - _OUTPUT_KEYS)
+    if unknown:
+        raise _err("[output]", f"unknown key(s) {unknown}; known: {sorted(_OUTPUT_KEYS)}.")
+    output["run_dir"] = _path(base, output.get("run_dir", f"runs/{name}"), "[output] run_dir")
+    ev = output.get("evaluate", list(_SPLITS))
+    if not isinstance(ev, list) or not set(ev) <= set(_SPLITS):
+        raise _err("[output] evaluate", f"must be a list from {list(_SPLITS)}, got {ev!r}.")
+    output["evaluate"] = ev
+    output.setdefault("plots", True)
+    if not isinstance(output["plots"], bool):
+        raise _err("[output] plots", f"must be true or false, got {output['plots']!r}.")
+    return {"data": data, "model": model, "training": training, "output": output}
+
+
+def load_config(path) -> dict:
+    """Read and validate a TOML configuration (see the module docstring).
+
+    Paths are resolved relative to the folder of ``path``; the default ``run_dir`` is
+    ``runs/<file stem>`` next to it.
+
+    Raises:
+      ValueError: unreadable TOML, unknown tables or keys, missing required entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"configuration file {str(path)!r} does not exist.")
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"configuration file {str(path)!r} is not valid TOML: {err}") from None
+    return normalize_config(raw, path.parent, name=path.stem)
+
+
+# ------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------
+def _read(path, data_cfg, name):
+    from ..data._dataset import Dataset
+
+    if not Path(path).is_file():
+        raise ValueError(f"{name} data file {str(path)!r} does not exist.")
+    ds = Dataset.from_file(path, periodic=data_cfg["periodic"], total_charge_key=data_cfg["total_charge_key"])
+    if len(ds) == 0:
+        raise ValueError(f"{name} data file {str(path)!r} holds no structures.")
+    return ds
+
+
+def _check_split(name, ds, species, targets):
+    """Species and targets of one split, before anything is compiled."""
+    from ..data._dataset import check_targets, species_indices
+
+    try:
+        for k, s in enumerate(ds):
+            species_indices(s.numbers, species, structure=k)
+        check_targets(ds, targets)
+    except ValueError as err:
+        raise ValueError(f"{name} set: {err}") from None
+
+
+def format_table(metrics: dict) -> str:
+    """A text table: rows = metrics, columns = splits, cells ``MAE / RMSE``.
+
+    Args:
+      metrics: ``{split: {metric: {"mae", "rmse", ...}}}``.
+    """
+    from ._loss import UNITS
+
+    splits = [s for s in metrics if isinstance(metrics[s], dict) and metrics[s]]
+    names = []
+    for s in splits:
+        for k in metrics[s]:
+            if k not in names:
+                names.append(k)
+    rows = [["metric (MAE / RMSE)"] + splits]
+    for k in names:
+        row = [f"{k} [{UNITS.get(k, '')}]"]
+        for s in splits:
+            v = metrics[s].get(k)
+            row.append("-" if v is None else f"{v['mae']:.4g} / {v['rmse']:.4g}")
+        rows.append(row)
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _plain_metrics(m: dict) -> dict:
+    return {k: {kk: (float(vv) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in m.items()}
+
+
+# ------------------------------------------------------------------------------------
+# run_fit / run_eval
+# ------------------------------------------------------------------------------------
+def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Path:
+    """Train from a configuration (a TOML path or a dict) and write the run folder.
+
+    Steps: read the data (``[data]``), check species and weighted targets of every split
+    (before anything is compiled), build the model (``[model]``), :func:`jaxlr.train.loop.fit`
+    with ``[training]``, evaluate the best variables on the splits of ``[output] evaluate``,
+    write ``metrics.json``, ``fit_config.json``, the parity plots of the test set, and print
+    a summary table.
+
+    Args:
+      config_or_path: path of a TOML file, or a dict (paths relative to the current folder).
+      progress: override ``[training] progress``.
+      stream: where the summary table goes (default stdout).
+
+    Returns:
+      the run folder (``run_dir``).
+    """
+    from ..models._potential import build_potential
+    from ._loop import metric_targets, evaluate, fit, resolve_dtype
+    from ._loss import check_weights
+
+    if isinstance(config_or_path, dict):
+        cfg = normalize_config(config_or_path, ".")
+    else:
+        cfg = load_config(config_or_path)
+    data, model_cfg, training, output = cfg["data"], dict(cfg["model"]), dict(cfg["training"]), cfg["output"]
+    resolve_dtype(training.get("dtype"))
+    stream = stream or sys.stdout
+
+    # ---- data ----------------------------------------------------------------------------
+    full = _read(data["train"], data, "training")
+    sets = {}
+    if "valid" in data:
+        sets["train"] = full
+        sets["valid"] = _read(data["valid"], data, "validation")
+    else:
+        parts = full.split(tuple(data["split"]), seed=data["split_seed"])
+        sets["train"], sets["valid"] = parts[0], parts[1]
+        if len(parts) == 3 and len(parts[2]):
+            sets["test"] = parts[2]
+        for k in ("train", "valid"):
+            if len(sets[k]) == 0:
+                raise ValueError(f"[data] split {data['split']} leaves the {k} set of {len(full)} structures empty.")
+    if "test" in data:
+        sets["test"] = _read(data["test"], data, "test")
+    if "test" in sets and data.get("test_filter"):
+        keep = structure_filter(data["test_filter"])
+        before = len(sets["test"])
+        sets["test"] = sets["test"].subset(keep)
+        if len(sets["test"]) == 0:
+            raise ValueError(f"[data] test_filter {data['test_filter']} keeps none of the {before} test structures.")
+
+    # ---- model and up-front checks -------------------------------------------------------
+    name = model_cfg.pop("name")
+    species = model_cfg.pop("species", None)
+    species = tuple(sorted(species)) if species is not None else sets["train"].species
+    potential = build_potential(name, species=species, **model_cfg)
+    weights = training.pop("weights", None)
+    avail = sets["train"].available_targets()
+    if weights is None:
+        from ._loop import default_weights
+
+        weights = default_weights(avail, potential.predicts)
+    try:
+        active = check_weights(weights, predicts=potential.predicts, available=avail)
+    except ValueError as err:
+        raise ValueError(f"training set: {err}") from None
+    for split, ds in sets.items():
+        _check_split(split, ds, potential.species, tuple(active) if split != "test" else ())
+
+    # ---- train ---------------------------------------------------------------------------
+    run_dir = Path(output["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if progress is not None:
+        training["progress"] = progress
+    resolved = {"data": data, "model": {"name": name, "species": list(species), **model_cfg},
+                "training": {**training, "weights": active}, "output": output}
+    write_json(run_dir / "fit_config.json", resolved)
+    if not isinstance(config_or_path, dict):
+        (run_dir / "config.toml").write_bytes(Path(config_or_path).read_bytes())
+    result = fit(potential, sets["train"], sets["valid"], weights=active, run_dir=run_dir,
+                 plots=output["plots"], **training)
+
+    # ---- evaluate ------------------------------------------------------------------------
+    bs = max(int(training.get("batch_size", 8)), int(training.get("valid_batch_size") or 16))
+    metrics = {}
+    parity = {}
+    for split in output["evaluate"]:
+        if split not in sets:
+            continue
+        if split == "valid" and result.valid_metrics is not None:
+            metrics[split] = result.valid_metrics
+            continue
+        targets = metric_targets(result.potential, sets[split], ())
+        m = evaluate(result.potential, result.variables, sets[split], targets=targets, batch_size=bs,
+                     keep=split == "test", max_shapes=int(training.get("max_shapes", 3)), name=f"{split} set")
+        metrics[split] = m.result()
+        if split == "test":
+            parity.update({f"test/{k}": v for k, v in m.parity().items()})
+    summary = {
+        "metrics": {k: _plain_metrics(v) for k, v in metrics.items()},
+        "n_structures": {k: len(v) for k, v in sets.items()},
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "weights": active,
+        "test_filter": data.get("test_filter"),
+        "compilations": result.compilations,
+    }
+    write_json(run_dir / "metrics.json", summary)
+    if output["plots"] and parity:
+        from ._plots import write_plots
+
+        write_plots(run_dir, None, parity)
+    print(f"jaxlr fit: {name} model, best epoch {result.best_epoch} of {len(result.history)}; run folder "
+          f"{run_dir}", file=stream)
+    print(format_table(metrics), file=stream)
+    return run_dir
+
+
+def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_size: int = 16, targets=None,
+             total_charge_key: str = "total_charge", output=None, stream=None) -> dict:
+    """Evaluate a checkpoint on a data file: MAE/RMSE per target, printed as a table.
+
+    Args:
+      checkpoint_dir: a folder written by :func:`jaxlr.train.checkpoint.save` (e.g.
+        ``run_dir/checkpoint``) or a run folder containing ``checkpoint/``.
+      data_path: extended XYZ file with references.
+      periodic: override the file's pbc (see :func:`jaxlr.train.data.read_structures`).
+      batch_size: structures per evaluation batch.
+      targets: names to evaluate (default: every target the model predicts and every
+        structure holds; missing requested ones raise ``ValueError``).
+      output: optional JSON file for the metrics.
+      stream: where the table goes (default stdout).
+
+    Returns:
+      ``{metric: {"mae", "rmse", "count"}}`` (``energy`` per structure and
+      ``energy_per_atom``).
+
+    Raises:
+      ValueError: unknown species or missing targets in the data (before compilation),
+        not a checkpoint folder.
+    """
+    from ._checkpoint import CONFIG_FILE, load
+    from ..data._dataset import Dataset, check_targets
+    from ._loop import metric_targets, evaluate
+
+    ckpt = Path(checkpoint_dir)
+    if not (ckpt / CONFIG_FILE).is_file() and (ckpt / "checkpoint" / CONFIG_FILE).is_file():
+        ckpt = ckpt / "checkpoint"
+    potential, variables = load(ckpt)
+    if not Path(data_path).is_file():
+        raise ValueError(f"data file {str(data_path)!r} does not exist.")
+    ds = Dataset.from_file(data_path, periodic=periodic, total_charge_key=total_charge_key)
+    if len(ds) == 0:
+        raise ValueError(f"data file {str(data_path)!r} holds no structures.")
+    if targets is None:
+        targets = metric_targets(potential, ds, ())
+        if not targets:
+            raise ValueError(f"{str(data_path)!r} holds no reference that the model predicts "
+                             f"(model: {potential.predicts}; data: {ds.available_targets()}).")
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    missing = [t for t in targets if t not in potential.predicts]
+    if missing:
+        raise ValueError(f"the model cannot predict {missing} (it predicts {potential.predicts}).")
+    _check_split("evaluation", ds, potential.species, targets)
+    check_targets(ds, targets)
+    if ds.periodic:
+        potential = potential.adapted_to([s.cell for s in ds])
+    m = evaluate(potential, variables, ds, targets=targets, batch_size=batch_size, name="evaluation set")
+    result = {k: _plain_metrics({k: v})[k] for k, v in m.result().items()}
+    if output is not None:
+        write_json(Path(output), result)
+    print(format_table({Path(data_path).name: result}), file=stream or sys.stdout)
+    return result

@@ -1,0 +1,586 @@
+"""The training loop: :func:`fit` a :class:`jaxlr.models.Potential` to a dataset with optax.
+
+What :func:`fit` does, in order (everything that can fail on the data or the settings
+fails first, on the host, before anything is compiled):
+
+1. validates the settings, the loss weights against ``potential.predicts`` and the
+   targets of the data, and the species of every structure;
+2. fixes the periodic meshes for the cells of train + valid
+   (:meth:`~jaxlr.models.Potential.adapted_to`);
+3. fits per-species energy offsets on the training set (least squares) and an energy
+   scale (RMS of the per-atom residual, see :func:`energy_statistics`) and initialises the
+   variables from a representative batch of up to ``init_structures`` training structures;
+4. trains with one jitted step (``value_and_grad`` over ``variables["params"]`` only, the
+   feature statistics ``variables["stats"]`` stay fixed) that compiles once per batch shape
+   — :class:`~jaxlr.train.data.BatchLoader` bounds the shapes — and evaluates the
+   validation set every epoch with a jitted prediction (MAE/RMSE per target);
+5. keeps the best variables (lowest validation loss), stops early after ``patience``
+   epochs without improvement, and with ``run_dir`` writes ``history.json`` every epoch,
+   the best checkpoint (``run_dir/checkpoint``) and, at the end, the plots.
+
+The validation loss is the loss of :func:`jaxlr.train.loss.loss_fn` over the whole
+validation set (Σ_t w_t MSE_t, energies per atom), independent of how it is batched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data._batch import TARGETS
+from ._checkpoint import write_json
+from ._loss import Metrics, check_weights, loss_fn
+
+__all__ = ["fit", "FitResult", "evaluate", "make_optimizer", "make_train_step", "eval_step",
+           "energy_statistics", "SCHEDULES", "OPTIMIZERS", "FIT_OPTIONS"]
+
+SCHEDULES = ("cosine", "constant", "exponential")
+OPTIMIZERS = ("adam", "adamw")
+CHECKPOINT_DIR = "checkpoint"
+HISTORY_FILE = "history.json"
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      potential: the trained potential (meshes adapted to the training cells).
+      variables: the best variables ``{"params", "stats"}`` (jax arrays).
+      history: one dict per epoch: ``epoch``, ``train_loss``, ``train_mse`` (per target),
+        ``valid_loss``, ``valid`` (``{metric: {"mae", "rmse", "count"}}``), ``lr``,
+        ``time`` (s, the epoch), ``elapsed`` (s since the start), ``best`` (bool).
+      best_epoch: epoch (1-based) of the returned variables.
+      run_dir: the output folder, or None.
+      compilations: ``{"train_step": n, "eval_step": n}`` compiled programs at the end.
+      train_shapes: the distinct (B, N, M, F) shapes of the training batches.
+      weights: the active loss weights.
+      valid_metrics: metrics of the best variables on the validation set (None without one).
+      parity: ``{metric: (pred, ref)}`` of the best variables on the validation set.
+    """
+
+    potential: object
+    variables: dict
+    history: list
+    best_epoch: int
+    run_dir: Path | None = None
+    compilations: dict = dataclasses.field(default_factory=dict)
+    train_shapes: set = dataclasses.field(default_factory=set)
+    weights: dict = dataclasses.field(default_factory=dict)
+    valid_metrics: dict | None = None
+    parity: dict | None = None
+
+
+# ------------------------------------------------------------------------------------
+# pieces
+# ------------------------------------------------------------------------------------
+def resolve_dtype(dtype=None):
+    """The floating dtype of a run: ``None`` → jax's default float; float64 needs x64 on."""
+    if dtype is None:
+        return jnp.zeros(()).dtype
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+    if dt == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs jax_enable_x64: call jax.config.update('jax_enable_x64', True) "
+                         "at the start of the program (or set JAX_ENABLE_X64=1), or train in float32.")
+    return dt
+
+
+def make_optimizer(learning_rate: float, *, steps: int, steps_per_epoch: int = 1, schedule: str = "cosine",
+                   warmup_epochs: float = 0.0, decay_rate: float = 0.01, final_lr_fraction: float = 0.01,
+                   optimizer: str = "adam", weight_decay: float = 1e-5, clip_norm: float | None = None):
+    """An optax optimizer and its learning-rate schedule.
+
+    Args:
+      learning_rate: peak learning rate.
+      steps: total number of optimizer steps (epochs × batches per epoch).
+      steps_per_epoch: batches per epoch (the warmup is given in epochs).
+      schedule: ``"cosine"`` (cosine decay to ``final_lr_fraction × learning_rate``),
+        ``"constant"``, or ``"exponential"`` (decays smoothly to ``decay_rate ×
+        learning_rate`` at the last step).
+      warmup_epochs: linear warmup from 1 % of the peak over this many epochs (0 = none).
+      optimizer: ``"adam"`` or ``"adamw"`` (decoupled ``weight_decay``).
+      clip_norm: clip gradients to this global norm (None = no clipping).
+
+    Returns:
+      ``(optax.GradientTransformation, schedule)``; ``schedule(step)`` gives the rate.
+    """
+    import optax
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}.")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}.")
+    lr = float(learning_rate)
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate}.")
+    steps = max(int(steps), 1)
+    warmup = int(round(float(warmup_epochs) * max(int(steps_per_epoch), 1)))
+    if warmup < 0:
+        raise ValueError(f"warmup_epochs must be ≥ 0, got {warmup_epochs}.")
+    warmup = min(warmup, steps - 1)
+    main_steps = max(steps - warmup, 1)
+    if schedule == "cosine":
+        if not 0 <= float(final_lr_fraction) <= 1:
+            raise ValueError(f"final_lr_fraction must lie in [0, 1], got {final_lr_fraction}.")
+        main = optax.cosine_decay_schedule(lr, main_steps, alpha=float(final_lr_fraction))
+    elif schedule == "exponential":
+        if not 0 < float(decay_rate) <= 1:
+            raise ValueError(f"decay_rate must lie in (0, 1], got {decay_rate}.")
+        main = optax.exponential_decay(lr, transition_steps=main_steps, decay_rate=float(decay_rate))
+    else:
+        main = optax.constant_schedule(lr)
+    if warmup > 0:
+        sched = optax.join_schedules([optax.linear_schedule(0.01 * lr, lr, warmup), main], [warmup])
+    else:
+        sched = main
+    if optimizer == "adam":
+        tx = optax.adam(sched)
+    else:
+        tx = optax.adamw(sched, weight_decay=float(weight_decay))
+    if clip_norm is not None:
+        if not float(clip_norm) > 0:
+            raise ValueError(f"clip_norm must be positive (or None), got {clip_norm}.")
+        tx = optax.chain(optax.clip_by_global_norm(float(clip_norm)), tx)
+    return tx, sched
+
+
+def make_train_step(potential, weights: dict, tx):
+    """One jitted optimisation step ``(params, opt_state, stats, batch, targets) → (params,
+    opt_state, loss, parts)``.
+
+    Gradients are taken with respect to ``params`` only; forces (and stress) are predicted
+    only when their weight is positive.  The function is compiled once per batch shape
+    (``step._cache_size()`` counts the programs).  Parameters and optimizer state are
+    donated on accelerators.
+    """
+    import optax
+
+    active = check_weights(weights, predicts=potential.predicts)
+    forces = "forces" in active
+    stress = "stress" in active
+
+    def step(params, opt_state, stats, batch, targets):
+        def objective(p):
+            out = potential.apply({"params": p, "stats": stats}, batch, forces=forces, stress=stress)
+            return loss_fn(out, targets, batch, active)
+
+        (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, loss, parts
+
+    donate = (0, 1) if jax.default_backend() != "cpu" else ()
+    return jax.jit(step, donate_argnums=donate)
+
+
+@functools.lru_cache(maxsize=32)
+def eval_step(potential, forces: bool, stress: bool):
+    """The jitted prediction ``(variables, batch) → ModelOutput`` used for evaluation (cached
+    per potential and flags, so every evaluation of one potential shares its programs)."""
+    return jax.jit(functools.partial(potential.apply, forces=forces, stress=stress))
+
+
+def _cache_size(fn) -> int | None:
+    size = getattr(fn, "_cache_size", None)
+    return int(size()) if callable(size) else None
+
+
+def energy_statistics(dataset, species, offsets=None):
+    """Per-atom energy scale (eV) of a dataset after removing per-species offsets.
+
+    scale = sqrt(mean_k (E_k − Σ_s n_ks e_s)² / n_k): the RMS residual per √atom, the
+    right size for a sum of n independent atomic contributions.  Falls back to the RMS
+    force component × 1 Å (forces only) or 1 eV when the residuals vanish.
+    """
+    from ..data._dataset import species_indices
+
+    structures = list(dataset)
+    if offsets is not None and all("energy" in s.targets for s in structures):
+        res = []
+        for k, s in enumerate(structures):
+            idx = species_indices(s.numbers, species, structure=k)
+            e0 = float(np.sum(np.asarray(offsets)[idx]))
+            res.append((float(s.targets["energy"]) - e0) ** 2 / max(s.n_atoms, 1))
+        scale = math.sqrt(float(np.mean(res))) if res else 0.0
+        if scale > 1e-8:
+            return scale
+    if structures and all("forces" in s.targets for s in structures):
+        f = np.concatenate([np.asarray(s.targets["forces"]).ravel() for s in structures])
+        scale = float(np.sqrt(np.mean(f ** 2))) if f.size else 0.0
+        if scale > 1e-8:
+            return scale
+    return 1.0
+
+
+def metric_targets(potential, dataset, active) -> tuple:
+    """Targets evaluated on a dataset: the weighted ones plus whatever the model predicts
+    and every structure holds (stress only for periodic data)."""
+    avail = dataset.available_targets() if hasattr(dataset, "available_targets") else ()
+    names = set(active) | (set(avail) & set(potential.predicts))
+    if not all(s.periodic for s in dataset):
+        names.discard("stress")
+    return tuple(t for t in TARGETS if t in names)
+
+
+def _as_dataset(data, name):
+    from ..data._dataset import Dataset
+
+    if data is None:
+        return None
+    if not isinstance(data, Dataset):
+        data = Dataset(list(data))
+    if len(data) == 0:
+        raise ValueError(f"the {name} set is empty.")
+    return data
+
+
+def evaluate(potential, variables, dataset, *, targets=None, batch_size: int = 16, max_shapes: int = 3,
+             keep: bool = False, name: str = "data"):
+    """MAE/RMSE of a potential on a dataset.
+
+    Args:
+      potential, variables: the model.
+      dataset: :class:`jaxlr.train.data.Dataset` (or sequence of structures).
+      targets: names to evaluate (default: every target that the model predicts and all
+        structures hold; stress only for periodic data).  Missing ones raise ``ValueError``.
+      batch_size, max_shapes: batching (see :class:`jaxlr.train.data.BatchLoader`).
+      keep: keep predictions for parity plots.
+      name: how to call the dataset in error messages.
+
+    Returns:
+      the :class:`jaxlr.train.loss.Metrics` accumulator (``.result()`` for the dict,
+      ``.parity()`` with ``keep=True``).
+    """
+    from ..data._batching import BatchLoader
+
+    dataset = _as_dataset(dataset, name)
+    if targets is None:
+        targets = metric_targets(potential, dataset, ())
+    targets = tuple(targets)
+    missing = [t for t in targets if t not in potential.predicts]
+    if missing:
+        raise ValueError(f"the model cannot predict {missing} (it predicts {potential.predicts}).")
+    leaves = [x for x in jax.tree_util.tree_leaves(variables) if jnp.issubdtype(x.dtype, jnp.floating)]
+    dtype = leaves[0].dtype if leaves else None
+    try:
+        loader = BatchLoader(dataset, potential.species, cutoff=potential.cutoff, batch_size=batch_size,
+                             targets=targets, dtype=dtype, max_shapes=max_shapes)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    step = eval_step(potential, "forces" in targets, "stress" in targets)
+    m = Metrics(targets, keep=keep)
+    for atoms, refs in loader.epoch(None):
+        m.update(step(variables, atoms), refs, atoms)
+    return m
+
+
+# ------------------------------------------------------------------------------------
+# progress
+# ------------------------------------------------------------------------------------
+_SHORT = {"energy": "E", "energy_per_atom": "E/atom", "forces": "F", "stress": "S", "charges": "q",
+          "dipole": "mu", "coefficients": "c"}
+
+
+def _fmt_metrics(valid: dict | None) -> str:
+    if not valid:
+        return ""
+    parts = [f"{_SHORT.get(k, k)} {v['mae']:.3g}" for k, v in valid.items() if k != "energy"]
+    return "MAE " + " ".join(parts)
+
+
+class _Progress:
+    """A one-line progress bar on stderr (``\\r`` updates when it is a terminal)."""
+
+    def __init__(self, enabled: bool, epochs: int, n_batches: int, stream=None):
+        self.enabled = bool(enabled)
+        self.stream = stream or sys.stderr
+        self.live = self.enabled and getattr(self.stream, "isatty", lambda: False)()
+        self.epochs = epochs
+        self.n_batches = n_batches
+        self.last = 0.0
+        self.tail = ""
+        self.log_every = max(1, epochs // 50)
+        self.width = 0
+
+    def _write(self, text: str, end: str = ""):
+        pad = max(self.width - len(text), 0) if self.live else 0
+        self.stream.write(("\r" if self.live else "") + text + " " * pad + end)
+        self.width = 0 if end else len(text)
+        self.stream.flush()
+
+    def batch(self, epoch: int, k: int, loss_value):
+        if not self.live:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.2 and k < self.n_batches:
+            return
+        self.last = now
+        filled = int(20 * k / max(self.n_batches, 1))
+        bar = "#" * filled + "." * (20 - filled)
+        loss = float(loss_value()) if loss_value is not None else float("nan")
+        self._write(f"epoch {epoch}/{self.epochs} [{bar}] {k}/{self.n_batches} loss {loss:.4g}"
+                    + (f" | valid {self.tail}" if self.tail else ""))
+
+    def epoch(self, record: dict, final: bool = False):
+        if not self.enabled:
+            return
+        valid = record.get("valid_loss")
+        self.tail = " ".join(x for x in (f"{valid:.4g}" if valid is not None else "",
+                                         _fmt_metrics(record.get("valid"))) if x)
+        text = (f"epoch {record['epoch']}/{self.epochs} train {record['train_loss']:.4g}"
+                + (f" | valid {self.tail}" if valid is not None else "")
+                + f" | {record['time']:.1f}s" + (" *" if record.get("best") else ""))
+        if final or record["epoch"] % self.log_every == 0 or record["epoch"] == 1:
+            self._write(text, end="\n")
+        elif self.live:
+            self._write(text)
+
+    def message(self, text: str):
+        if self.enabled:
+            if self.live and self.width:
+                self._write("", end="")
+                self.stream.write("\n")
+                self.width = 0
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------
+# fit
+# ------------------------------------------------------------------------------------
+def default_weights(available, predicts):
+    w = {t: 1.0 for t in ("energy", "forces") if t in available and t in predicts}
+    if not w:
+        raise ValueError(f"no loss weights given and the training data has neither energies nor forces "
+                         f"(available: {tuple(available)}); pass weights={{target: weight}}.")
+    return w
+
+
+def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: int = 100, batch_size: int = 8,
+        learning_rate: float = 1e-3, schedule: str = "cosine", warmup_epochs: float = 0.0,
+        decay_rate: float = 0.01, final_lr_fraction: float = 0.01, optimizer: str = "adam",
+        weight_decay: float = 1e-5, clip_norm: float | None = None, patience: int | None = None, seed: int = 0,
+        run_dir=None, progress: bool = True, dtype=None, max_shapes: int = 3, init_structures: int = 256,
+        valid_batch_size: int | None = None, plots: bool = True) -> FitResult:
+    """Train a potential (see the module docstring for the procedure).
+
+    Args:
+      potential: :class:`jaxlr.models.Potential` (e.g. from :func:`jaxlr.models.build_potential`).
+      train: training :class:`jaxlr.train.data.Dataset`.
+      valid: validation dataset (early stopping and best-variable selection), or None (the
+        training loss is monitored instead).
+      weights: loss weight per target (see :func:`jaxlr.train.loss.loss_fn`); default
+        ``{"energy": 1, "forces": 1}`` restricted to the targets the training data holds.
+      epochs: maximum number of epochs.  batch_size: structures per training batch.
+      learning_rate, schedule ("cosine" | "constant" | "exponential"), warmup_epochs,
+        decay_rate, final_lr_fraction, optimizer ("adam" | "adamw"), weight_decay,
+        clip_norm: see :func:`make_optimizer`.
+      patience: stop after this many epochs without a lower validation loss (None = never).
+      seed: seed of the initial parameters and the batch shuffling.
+      run_dir: output folder (``history.json``, ``checkpoint/``, plots), or None.
+      progress: print a progress bar to stderr.
+      dtype: "float32" or "float64" (default: jax's default float; float64 needs
+        ``jax_enable_x64``).
+      max_shapes: at most this many distinct padded atom counts per dataset (compilations).
+      init_structures: training structures in the batch that sets the feature statistics.
+      valid_batch_size: batch size of the evaluation (default ``max(batch_size, 16)``).
+      plots: write the plots into ``run_dir`` at the end.
+
+    Returns:
+      :class:`FitResult` with the best variables.
+
+    Raises:
+      ValueError: bad settings, weighted targets that the model cannot predict or the data
+        lacks, species outside the potential's species — all before any compilation.
+
+    Example:
+      >>> # from jaxlr.models import build_potential
+      >>> # from jaxlr.train.data import Dataset
+      >>> # train, valid = Dataset.from_file("water.xyz").split((0.9, 0.1))
+      >>> # pot = build_potential("local", species=train.species)
+      >>> # result = fit(pot, train, valid, weights={"energy": 1.0, "forces": 10.0}, epochs=200,
+      >>> #              run_dir="runs/water")
+    """
+    from ._checkpoint import save
+    from ..data._batching import BatchLoader
+    from ..data._dataset import fit_offsets
+
+    t_start = time.perf_counter()
+    # ---- 1. settings and data checks (host, nothing compiled) -----------------------------
+    train = _as_dataset(train, "training")
+    valid = _as_dataset(valid, "validation")
+    epochs = int(epochs)
+    if epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs}.")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    if patience is not None and int(patience) < 1:
+        raise ValueError(f"patience must be a positive integer or None, got {patience}.")
+    if int(init_structures) < 1:
+        raise ValueError(f"init_structures must be a positive integer, got {init_structures}.")
+    dt = resolve_dtype(dtype)
+    avail = train.available_targets()
+    if weights is None:
+        weights = default_weights(avail, potential.predicts)
+    active = check_weights(weights, predicts=potential.predicts, available=avail)
+    if valid is not None:
+        try:
+            check_weights(active, available=valid.available_targets())
+        except ValueError as err:
+            raise ValueError(f"validation set: {err}") from None
+    # optimizer settings are checked here, before the (costly) neighbour lists
+    make_optimizer(learning_rate, steps=1, schedule=schedule, warmup_epochs=warmup_epochs, decay_rate=decay_rate,
+                   final_lr_fraction=final_lr_fraction, optimizer=optimizer, weight_decay=weight_decay,
+                   clip_norm=clip_norm)
+    periodic = {s.periodic for s in train} | ({s.periodic for s in valid} if valid is not None else set())
+    if len(periodic) > 1:
+        raise ValueError("training and validation data mix periodic and open-boundary structures; a potential "
+                         "is trained on one kind (split the data or pass periodic= when reading).")
+
+    # ---- 2. meshes for the data's cells ---------------------------------------------------
+    cells = [s.cell for s in train] + ([s.cell for s in valid] if valid is not None else [])
+    potential = potential.adapted_to(cells)
+    species = potential.species
+
+    def loader(data, name, targets, bs):
+        try:
+            return BatchLoader(data, species, cutoff=potential.cutoff, batch_size=bs, targets=targets, dtype=dt,
+                               max_shapes=max_shapes)
+        except ValueError as err:
+            raise ValueError(f"{name} set: {err}") from None
+
+    train_loader = loader(train, "training", tuple(active), int(batch_size))
+    valid_targets = metric_targets(potential, valid, active) if valid is not None else ()
+    vbs = int(valid_batch_size) if valid_batch_size is not None else max(int(batch_size), 16)
+    valid_loader = loader(valid, "validation", valid_targets, vbs) if valid is not None else None
+
+    # ---- 3. offsets, scale, variables -----------------------------------------------------
+    offsets = fit_offsets(train, species) if "energy" in avail else None
+    scale = energy_statistics(train, species, offsets)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.permutation(len(train))[:int(init_structures)])
+    # one batch of the training loader's cached neighbour lists, padded to its largest size
+    init_batch, _ = train_loader.assemble(pick, max(n for n, _ in train_loader.buckets))
+    variables = potential.init(jax.random.PRNGKey(int(seed)), init_batch, offsets=offsets, energy_scale=scale)
+    del init_batch
+    params, stats = variables["params"], variables["stats"]
+
+    n_batches = len(train_loader)
+    tx, sched = make_optimizer(learning_rate, steps=epochs * n_batches, steps_per_epoch=n_batches,
+                               schedule=schedule, warmup_epochs=warmup_epochs, decay_rate=decay_rate,
+                               final_lr_fraction=final_lr_fraction, optimizer=optimizer,
+                               weight_decay=weight_decay, clip_norm=clip_norm)
+    opt_state = tx.init(params)
+    step = make_train_step(potential, active, tx)
+    evaluator = eval_step(potential, "forces" in valid_targets, "stress" in valid_targets)
+
+    run_dir = None if run_dir is None else Path(run_dir)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    def validate(variables, keep=False):
+        m = Metrics(valid_targets, keep=keep)
+        for atoms, refs in valid_loader.epoch(None):
+            m.update(evaluator(variables, atoms), refs, atoms)
+        return m
+
+    # ---- 4./5. epochs ----------------------------------------------------------------------
+    bar = _Progress(progress, epochs, n_batches)
+    history = []
+    best = (math.inf, 0, None)           # (monitored loss, epoch, host params)
+    n_step = 0
+    stale = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        losses, counts, parts_sum = [], [], {}
+        lr = float(sched(n_step))
+        for k, (atoms, refs, idx) in enumerate(train_loader.epoch(seed=int(seed) * 100003 + epoch,
+                                                                  with_indices=True), start=1):
+            params, opt_state, loss, parts = step(params, opt_state, stats, atoms, refs)
+            n_step += 1
+            c = int(np.sum(np.asarray(idx) >= 0))
+            losses.append(loss)
+            counts.append(c)
+            for key, v in parts.items():
+                parts_sum.setdefault(key, []).append(v)
+            bar.batch(epoch, k, lambda: loss)
+        w = np.asarray(counts, dtype=np.float64) / max(sum(counts), 1)
+        train_loss = float(np.dot(np.asarray(jax.device_get(losses), dtype=np.float64), w))
+        train_mse = {key: float(np.dot(np.asarray(jax.device_get(v), dtype=np.float64), w))
+                     for key, v in parts_sum.items()}
+        record = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_mse, "lr": lr}
+        current = {"params": params, "stats": stats}
+        if valid_loader is not None:
+            m = validate(current)
+            record["valid_loss"] = m.loss(active)
+            record["valid"] = m.result()
+            monitored = record["valid_loss"]
+        else:
+            monitored = train_loss
+        record["time"] = time.perf_counter() - t0
+        record["elapsed"] = time.perf_counter() - t_start
+        finite = math.isfinite(train_loss) and math.isfinite(monitored)
+        improved = finite and monitored < best[0]
+        record["best"] = bool(improved)
+        history.append(record)
+        if improved:
+            best = (monitored, epoch, jax.device_get(params))
+            stale = 0
+            if run_dir is not None:
+                save(run_dir / CHECKPOINT_DIR, potential, {"params": best[2], "stats": stats},
+                     extra={"epoch": epoch, "train_loss": train_loss, "valid_loss": record.get("valid_loss"),
+                            "weights": active, "valid": record.get("valid")})
+        else:
+            stale += 1
+        if run_dir is not None:
+            write_json(run_dir / HISTORY_FILE, history)
+        stop_reason = None
+        if not finite:
+            stop_reason = f"non-finite loss at epoch {epoch}; keeping the best variables (epoch {best[1]})"
+        elif patience is not None and stale >= int(patience):
+            stop_reason = f"early stop: no improvement for {patience} epochs (best epoch {best[1]})"
+        bar.epoch(record, final=stop_reason is not None or epoch == epochs)
+        if stop_reason is not None:
+            if not finite:
+                warnings.warn(stop_reason, RuntimeWarning, stacklevel=2)
+            bar.message(stop_reason)
+            break
+
+    if best[2] is None:
+        raise FloatingPointError("training diverged in the first epoch (non-finite loss); lower the "
+                                 "learning rate or check the data.")
+    best_vars = {"params": jax.tree_util.tree_map(jnp.asarray, best[2]), "stats": stats}
+    valid_metrics = parity = None
+    if valid_loader is not None:
+        m = validate(best_vars, keep=True)
+        valid_metrics, parity = m.result(), m.parity()
+    result = FitResult(potential=potential, variables=best_vars, history=history, best_epoch=best[1],
+                       run_dir=run_dir, compilations={"train_step": _cache_size(step),
+                                                      "eval_step": _cache_size(evaluator)},
+                       train_shapes=set(train_loader.shapes), weights=dict(active),
+                       valid_metrics=valid_metrics, parity=parity)
+    if run_dir is not None and plots:
+        from ._plots import write_plots
+
+        write_plots(run_dir, history, {f"valid/{k}": v for k, v in (parity or {}).items()})
+    return result
+
+
+#: keyword options of :func:`fit` (the keys of a configuration's ``[training]`` table)
+FIT_OPTIONS = tuple(k for k, p in inspect.signature(fit).parameters.items()
+                    if p.kind == inspect.Parameter.KEYWORD_ONLY)
