@@ -4,9 +4,9 @@ Random periodic systems of Gaussian charges at 0.1 atoms/Å³ (χ ~ N(0, 1.5) V,
 J ~ U(3, 9) V/e, σ ~ U(0.8, 1.2) Å), float64, electrostatics at relative force accuracy
 1e-6, solver tolerance 1e-6.  For each N it prints the time of
 
-* ``pcg``:   jaxlr.qeq(method="pcg") — solve + forces (PME matvec, mesh preconditioner),
+* ``pcg``:   jaxlr.qeq(solver="pcg") — solve + forces (PME matvec, mesh preconditioner),
   with its iteration count (and the Jacobi-only count for comparison);
-* ``dense``: jaxlr.qeq(method="dense") — Ewald Coulomb matrix + Cholesky, while it fits;
+* ``dense``: jaxlr.qeq(solver="dense") — Ewald Coulomb matrix + Cholesky, while it fits;
 * ``linalg``: the same Ewald matrix handed to a plain ``jnp.linalg.solve`` of the bordered
   KKT system (the baseline a user would write), while it fits;
 * ``pme``:   one jaxlr.coulomb(method="pme") energy + forces at the same accuracy;
@@ -86,13 +86,13 @@ def main(sizes, dense_max=DENSE_MAX):
         repeats = 3 if n <= 16000 else 1
 
         def pcg():
-            return jaxlr.qeq(positions, chi, hard, sigma, cell=cell, method="pcg", coulomb_method="pme",
+            return jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="pcg", method="pme",
                              accuracy=ACCURACY).forces
 
         t_pcg = best_time(pcg, repeats)
-        res = jaxlr.qeq(positions, chi, hard, sigma, cell=cell, method="pcg", coulomb_method="pme",
+        res = jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="pcg", method="pme",
                         accuracy=ACCURACY)
-        jac = jaxlr.qeq(positions, chi, hard, sigma, cell=cell, method="pcg", coulomb_method="pme",
+        jac = jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="pcg", method="pme",
                         accuracy=ACCURACY, preconditioner="jacobi")
         q = np.asarray(res.charges)
 
@@ -103,7 +103,7 @@ def main(sizes, dense_max=DENSE_MAX):
         t_dense = t_lin = float("nan")
         if n <= dense_max:
             def dense():
-                return jaxlr.qeq(positions, chi, hard, sigma, cell=cell, method="dense", accuracy=ACCURACY).forces
+                return jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="dense", accuracy=ACCURACY).forces
 
             t_dense = best_time(dense, 1)
             lin = linalg_solve(positions, chi, hard, sigma, cell)

@@ -113,10 +113,10 @@ def test_fragments_sum_exactly_and_match_numpy():
 # ----------------------------------------------------------------------------------------
 def test_dense_equals_pcg_periodic_ewald_and_pme():
     R, chi, J, sig, cell = _periodic(3, 96)
-    dense = jaxlr.qeq(R, chi, J, sig, cell=cell, method="dense", accuracy=1e-9)
-    pcg_ewald = jaxlr.qeq(R, chi, J, sig, cell=cell, method="pcg", coulomb_method="ewald", accuracy=1e-9,
+    dense = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="dense", accuracy=1e-9)
+    pcg_ewald = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="pcg", method="ewald", accuracy=1e-9,
                           tol=1e-10)
-    pcg_pme = jaxlr.qeq(R, chi, J, sig, cell=cell, method="pcg", coulomb_method="pme", accuracy=1e-7,
+    pcg_pme = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="pcg", method="pme", accuracy=1e-7,
                         tol=1e-9)
     q = np.asarray(dense.charges)
     assert dense.params.solver == "dense" and int(pcg_pme.iterations) > 0
@@ -134,7 +134,7 @@ def test_dense_equals_pcg_periodic_ewald_and_pme():
 @pytest.mark.slow
 def test_mesh_preconditioner_same_answer_fewer_iterations():
     R, chi, J, sig, cell = _periodic(4, 300, triclinic=False)
-    kw = dict(cell=cell, method="pcg", coulomb_method="pme", accuracy=1e-6, tol=1e-8)
+    kw = dict(cell=cell, solver="pcg", method="pme", accuracy=1e-6, tol=1e-8)
     jac = jaxlr.qeq(R, chi, J, sig, preconditioner="jacobi", **kw)
     mesh = jaxlr.qeq(R, chi, J, sig, preconditioner="mesh", **kw)
     np.testing.assert_allclose(np.asarray(mesh.charges), np.asarray(jac.charges), atol=1e-7)
@@ -149,7 +149,7 @@ def test_mesh_preconditioner_iterations_flat_in_system_size():
     counts = {}
     for n in (500, 4000):
         R, chi, J, sig, cell = _periodic(6, n, triclinic=False)
-        kw = dict(cell=cell, method="pcg", coulomb_method="pme", accuracy=1e-6, tol=1e-6)
+        kw = dict(cell=cell, solver="pcg", method="pme", accuracy=1e-6, tol=1e-6)
         counts[n] = [int(jaxlr.qeq(R, chi, J, sig, preconditioner=p, **kw).iterations) for p in ("mesh", "jacobi")]
     (mesh_small, jac_small), (mesh_large, jac_large) = counts[500], counts[4000]
     assert jac_large >= 1.5 * jac_small, counts
@@ -159,7 +159,7 @@ def test_mesh_preconditioner_iterations_flat_in_system_size():
 
 def test_warm_start_cuts_iterations():
     R, chi, J, sig, cell = _periodic(5, 128)
-    kw = dict(cell=cell, method="pcg", coulomb_method="pme", accuracy=1e-6, tol=1e-8)
+    kw = dict(cell=cell, solver="pcg", method="pme", accuracy=1e-6, tol=1e-8)
     cold = jaxlr.qeq(R, chi, J, sig, **kw)
     # the same Coulomb parameters for the moved atoms (the tuner's pick can shift with
     # the positions), so the cold solves share one compiled function
@@ -174,8 +174,8 @@ def test_warm_start_cuts_iterations():
 
 def test_independent_of_ewald_smearing():
     R, chi, J, sig, cell = _periodic(6, 64)
-    a = jaxlr.qeq(R, chi, J, sig, cell=cell, method="dense", accuracy=1e-10, smearing=1.2)
-    b = jaxlr.qeq(R, chi, J, sig, cell=cell, method="dense", accuracy=1e-10, smearing=2.1)
+    a = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="dense", accuracy=1e-10, smearing=1.2)
+    b = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="dense", accuracy=1e-10, smearing=2.1)
     np.testing.assert_allclose(np.asarray(a.charges), np.asarray(b.charges), atol=1e-9)
     np.testing.assert_allclose(float(a.energy), float(b.energy), rtol=1e-9)
 
@@ -185,7 +185,7 @@ def test_periodic_charges_approach_open_cluster():
     q_open = np.asarray(jaxlr.qeq(R, chi, J, sig).charges)
     errs = []
     for length in (12.0, 24.0, 48.0):
-        res = jaxlr.qeq(R, chi, J, sig, cell=np.eye(3) * length, method="dense", accuracy=1e-9)
+        res = jaxlr.qeq(R, chi, J, sig, cell=np.eye(3) * length, solver="dense", accuracy=1e-9)
         errs.append(np.abs(np.asarray(res.charges) - q_open).max())
     # tin-foil boundary of a neutral, dipolar cluster: the surface term 2πM²/3V shifts the
     # potentials by O(M·R/V), so the error decays like L^-3 (measured ratios ≈ 8)
@@ -198,9 +198,9 @@ def test_charged_periodic_needs_background():
     R, chi, J, sig, cell = _periodic(8, 32)
     with pytest.raises(ValueError, match="background"):
         jaxlr.qeq(R, chi, J, sig, cell=cell, total_charge=1.0)
-    res = jaxlr.qeq(R, chi, J, sig, cell=cell, total_charge=1.0, background=True, method="dense", accuracy=1e-9)
-    pcg = jaxlr.qeq(R, chi, J, sig, cell=cell, total_charge=1.0, background=True, method="pcg",
-                    coulomb_method="ewald", tol=1e-10, accuracy=1e-9)
+    res = jaxlr.qeq(R, chi, J, sig, cell=cell, total_charge=1.0, background=True, solver="dense", accuracy=1e-9)
+    pcg = jaxlr.qeq(R, chi, J, sig, cell=cell, total_charge=1.0, background=True, solver="pcg",
+                    method="ewald", tol=1e-10, accuracy=1e-9)
     assert abs(float(res.charges.sum()) - 1.0) < 1e-12
     np.testing.assert_allclose(np.asarray(pcg.charges), np.asarray(res.charges), atol=1e-7)
 
@@ -218,7 +218,7 @@ def _ewald_setup(R, cell, sig, accuracy=1e-9):
 
 def test_forces_are_hellmann_feynman_and_match_finite_differences():
     R, chi, J, sig, cell = _periodic(9, 24)
-    res = jaxlr.qeq(R, chi, J, sig, cell=cell, method="dense", accuracy=1e-10)
+    res = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="dense", accuracy=1e-10)
     fixed = jaxlr.coulomb(R, np.asarray(res.charges), cell=cell, sigma=sig, method="ewald", accuracy=1e-10)
     np.testing.assert_allclose(np.asarray(res.forces), np.asarray(fixed.forces), atol=1e-8)
     kw = _ewald_setup(R, cell, sig)
@@ -240,7 +240,7 @@ def test_forces_are_hellmann_feynman_and_match_finite_differences():
 @pytest.mark.slow
 def test_stress_matches_finite_strain():
     R, chi, J, sig, cell = _periodic(10, 24)
-    res = jaxlr.qeq(R, chi, J, sig, cell=cell, method="dense", accuracy=1e-10)
+    res = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="dense", accuracy=1e-10)
     kw = _ewald_setup(R, cell, sig)
     kw.pop("cell")
     volume = abs(np.linalg.det(cell))
@@ -384,12 +384,12 @@ def test_translation_rotation_permutation():
 
 def test_supercell_gives_replicated_charges():
     R, chi, J, sig, cell = _periodic(16, 12, triclinic=True)
-    single = jaxlr.qeq(R, chi, J, sig, cell=cell, method="dense", accuracy=1e-10)
+    single = jaxlr.qeq(R, chi, J, sig, cell=cell, solver="dense", accuracy=1e-10)
     shifts = np.array([[0, 0, 0], [1, 0, 0]])
     R2 = np.concatenate([R + s @ cell for s in shifts])
     cell2 = cell.copy()
     cell2[0] *= 2
-    double = jaxlr.qeq(R2, np.tile(chi, 2), np.tile(J, 2), np.tile(sig, 2), cell=cell2, method="dense",
+    double = jaxlr.qeq(R2, np.tile(chi, 2), np.tile(J, 2), np.tile(sig, 2), cell=cell2, solver="dense",
                        accuracy=1e-10)
     np.testing.assert_allclose(np.asarray(double.charges), np.tile(np.asarray(single.charges), 2), atol=1e-9)
     np.testing.assert_allclose(float(double.energy), 2 * float(single.energy), rtol=1e-9)
@@ -503,7 +503,7 @@ def test_dense_solves_are_unbatched_under_vmap():
 def test_pcg_reports_non_convergence():
     R, chi, J, sig, cell = _periodic(31, 64)
     with pytest.raises(ValueError, match="did not converge"):
-        jaxlr.qeq(R, chi, J, sig, cell=cell, method="pcg", coulomb_method="pme", maxiter=2, tol=1e-10)
+        jaxlr.qeq(R, chi, J, sig, cell=cell, solver="pcg", method="pme", maxiter=2, tol=1e-10)
 
 
 def test_bad_input():
@@ -534,7 +534,7 @@ def test_bad_input():
     big = costs().dense_limit + 1
     rb = np.random.default_rng(0).uniform(0.0, 60.0, (big, 3))
     with pytest.raises(ValueError, match="pcg"):
-        jaxlr.qeq(rb, np.zeros(big), np.ones(big), np.ones(big), method="dense")
+        jaxlr.qeq(rb, np.zeros(big), np.ones(big), np.ones(big), solver="dense")
 
 
 @pytest.mark.parametrize("solver", ["dense", "pcg"])

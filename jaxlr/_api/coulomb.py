@@ -25,8 +25,9 @@ from functools import partial
 import numpy as np
 import jax
 import jax.numpy as jnp
-from ..tuning._plan import stable_capacity, tuned
-from .. import tuning
+from ..system._deprecation import renamed_keyword
+from ..tuning._coulomb import ORDERS, tune_coulomb
+from ..tuning._plan import CoulombPlan, check_plan
 from ..electrostatics._ewald import half_space_kvectors
 from ..system._neighbors import Neighbors
 from ..electrostatics._pme import MeshSpec
@@ -58,22 +59,22 @@ class CoulombResult:
 
 
 @partial(jax.jit, static_argnames=("method", "mesh", "background", "want_stress"))
-def evaluate_coulomb(positions, charges, cell, sigma, smearing, neighbors, kvectors, order=None, *, method, mesh,
+def evaluate_coulomb(positions, charges, cell, sigma, smearing, neighbors, kvectors, perm=None, *, method, mesh,
               background, want_stress):
-    """Jitted :func:`coulomb_terms`; ``order`` (N,) optionally permutes the atoms first.
+    """Jitted :func:`coulomb_terms`; ``perm`` (N,) optionally permutes the atoms first.
 
-    A spatially sorted atom order makes the mesh scatter/gather and the neighbour gathers
-    cache-friendly for large systems; ``neighbors`` must then refer to the sorted order.
-    Outputs are returned in the caller's order.
+    A spatially sorted atom perm makes the mesh scatter/gather and the neighbour gathers
+    cache-friendly for large systems; ``neighbors`` must then refer to the sorted perm.
+    Outputs are returned in the caller's perm.
     """
-    if order is not None:
-        positions, charges = positions[order], charges[order]
-        sigma = None if sigma is None else sigma[order]
+    if perm is not None:
+        positions, charges = positions[perm], charges[perm]
+        sigma = None if sigma is None else sigma[perm]
     energy, potentials, forces, stress = coulomb_terms(
-        positions, charges, cell=cell, want_stress=want_stress, sigma=sigma, smearing=smearing,
+        positions, charges, cell=cell, stress=want_stress, sigma=sigma, smearing=smearing,
         neighbors=neighbors, kvectors=kvectors, method=method, mesh=mesh, background=background)
-    if order is not None:
-        inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+    if perm is not None:
+        inverse = jnp.zeros_like(perm).at[perm].set(jnp.arange(perm.shape[0], dtype=perm.dtype))
         potentials, forces = potentials[inverse], forces[inverse]
     return energy, potentials, forces, stress
 
@@ -82,7 +83,8 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
             accuracy: float = 1e-6, background: bool = False, smearing: float | None = None,
             cutoff: float | None = None, mesh: tuple[int, int, int] | None = None,
             order: int | None = None, k_cutoff: float | None = None,
-            neighbors: Neighbors | None = None, want_stress: bool = True) -> CoulombResult:
+            neighbors: Neighbors | None = None, stress: bool = True, plan: CoulombPlan | None = None,
+            want_stress: bool | None = None) -> CoulombResult:
     """Electrostatic energy, potentials, forces and stress of point or Gaussian charges.
 
     Args:
@@ -103,18 +105,19 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
         (K1, K2, K3) along the cell vectors as given — or a full :class:`MeshSpec`, e.g.
         ``result.params.mesh`` of an earlier call —, spline order 4–8, 1/Å).
       neighbors: a prebuilt :class:`jaxlr.Neighbors` (full list, cutoff ≥ ``cutoff``).
-      want_stress: compute the stress (periodic only).
+      stress: compute the stress (periodic only).
+      plan: a :class:`jaxlr.tuning.CoulombPlan` (:func:`jaxlr.tuning.plan_coulomb`, moved
+        along with its ``update``): its parameters and list capacity are used, so a moving
+        system keeps its compiled function.
+      want_stress: deprecated spelling of ``stress``.
 
     Returns:
       :class:`CoulombResult` with ``.energy`` (eV), ``.potentials`` (V, ∂E/∂q_i — the
       physical potential, E = ½ Σ q_i φ_i for point charges), ``.forces`` (eV/Å),
       ``.stress`` (eV/Å³, periodic only) and ``.params``.  Repeated calls with the same
-      shapes and settings reuse the compiled function.  Without explicit parameters, the
-      tuned ones and the neighbour-list capacity of the last call on the same kind of
-      system (N, dtype, method, accuracy, background, point or Gaussian charges) are
-      kept while they still meet ``accuracy`` for the new positions and cell, so a moving
-      system keeps its compiled function (:mod:`jaxlr.reuse`;
-      :func:`jaxlr.clear_tuning_cache` forgets them).
+      shapes and settings reuse the compiled function.  Without a plan or explicit
+      parameters each call tunes afresh for the atoms it is given (the front door keeps no
+      state); a moving system passes a plan to keep one compiled function.
 
     Raises:
       ValueError: bad shapes, NaN/inf, a degenerate cell, σ ≤ 0, net charge without
@@ -132,6 +135,7 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
     """
     # concrete values of the user's inputs (numpy or eager arrays), taken before any
     # conversion: inside jit even jnp.asarray(numpy_array) is a tracer
+    stress = renamed_keyword("want_stress", "stress", want_stress, stress, default=True, where="coulomb")
     pos_np = concrete_value(positions)
     q_np = concrete_value(charges)
     cell_np = None if cell is None else concrete_value(cell)
@@ -144,8 +148,8 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     accuracy = check_accuracy(accuracy, " (a relative force error)")
-    if order is not None and order not in tuning.ORDERS:
-        raise ValueError(f"PME spline order must be one of {tuning.ORDERS}, got {order!r}.")
+    if order is not None and order not in ORDERS:
+        raise ValueError(f"PME spline order must be one of {ORDERS}, got {order!r}.")
     for name, value in (("smearing", smearing), ("cutoff", cutoff), ("k_cutoff", k_cutoff)):
         if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
@@ -182,35 +186,34 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
 
     if cell is None:
         params = CoulombParams(method="direct")
-        return _run(positions, charges, None, sigma, None, neighbors, None, params, want_stress)
+        return _run(positions, charges, None, sigma, None, neighbors, None, params, stress)
 
     if pos_np is None or cell_np is None:
         if neighbors is None or smearing is None or (method != "ewald" and mesh is None):
             raise ValueError("coulomb() was called with traced positions or cell (inside jit or grad "
                              "w.r.t. them); pass neighbors=, smearing= and mesh= (or use the .forces and "
                              ".stress of an eager call, or the functional layer jaxlr.coulomb_energy).")
-    tune_kw = dict(method=method, background=background, n_atoms=n, dtype=jnp.dtype(dtype).name)
-    # nothing given explicitly: keep the last parameters and list capacity of this kind of
-    # system while they fit, so a moving system does not recompile (jaxlr.reuse)
-    key = None
-    if all(v is None for v in (smearing, cutoff, mesh, order, k_cutoff)):
-        key = ("coulomb", n, tune_kw["dtype"], method, float(accuracy), bool(background), sigma is None)
-    params = tuned(key, pos_np, q_np, cell_np, sig_np, accuracy=accuracy, smearing=smearing,
-                         cutoff=cutoff, mesh=mesh, order=order, k_cutoff=k_cutoff, **tune_kw)
-    order = None
+    perm = None
+    if plan is not None:
+        check_plan(plan, n, cell, (smearing, cutoff, mesh, order, k_cutoff), where="coulomb")
+        params = plan.params
+    else:
+        params = tune_coulomb(pos_np, q_np, cell_np, sig_np, accuracy=accuracy, smearing=smearing, cutoff=cutoff,
+                              mesh=mesh, order=order, k_cutoff=k_cutoff, method=method, background=background,
+                              n_atoms=n, dtype=jnp.dtype(dtype).name)
     if neighbors is None:
-        neighbors, order = sorted_neighbors(pos_np, cell_np, params.cutoff, sort=params.method == "pme")
-        neighbors = stable_capacity(None if key is None else key + (params.cutoff,), neighbors)
+        neighbors, perm = sorted_neighbors(pos_np, cell_np, params.cutoff, sort=params.method == "pme")
+        if plan is not None:
+            neighbors = plan.neighbors(None, None, neighbors)
     kvectors = None
     if params.method == "ewald":
         kvectors = jnp.asarray(half_space_kvectors(cell_np, params.k_cutoff), dtype)
-    return _run(positions, charges, cell, sigma, params.smearing, neighbors, kvectors, params, want_stress,
-                order)
+    return _run(positions, charges, cell, sigma, params.smearing, neighbors, kvectors, params, stress, perm)
 
 
-def _run(positions, charges, cell, sigma, smearing, neighbors, kvectors, params, want_stress, order=None):
+def _run(positions, charges, cell, sigma, smearing, neighbors, kvectors, params, stress, perm=None):
     smear = None if smearing is None else jnp.asarray(smearing, positions.dtype)
-    energy, potentials, forces, stress = evaluate_coulomb(
-        positions, charges, cell, sigma, smear, neighbors, kvectors, order, method=params.method,
-        mesh=params.mesh, background=params.background, want_stress=bool(want_stress and cell is not None))
-    return CoulombResult(energy=energy, potentials=potentials, forces=forces, stress=stress, params=params)
+    energy, potentials, forces, stress_out = evaluate_coulomb(
+        positions, charges, cell, sigma, smear, neighbors, kvectors, perm, method=params.method,
+        mesh=params.mesh, background=params.background, want_stress=bool(stress and cell is not None))
+    return CoulombResult(energy=energy, potentials=potentials, forces=forces, stress=stress_out, params=params)

@@ -45,8 +45,11 @@ from functools import partial
 import numpy as np
 import jax
 import jax.numpy as jnp
-from ..tuning._plan import stable_capacity, tuned
-from ..tuning._coulomb import standin_charges
+import warnings
+
+from ..system._deprecation import renamed_keyword
+from ..tuning._coulomb import standin_charges, tune_coulomb
+from ..tuning._plan import CoulombPlan, check_plan, choose_solver, plan_qeq
 from ..electrostatics._params import CoulombParams
 from ..electrostatics._energy import coulomb_terms
 from ..system._order import sorted_neighbors
@@ -54,9 +57,8 @@ from ..electrostatics._ewald import half_space_kvectors
 from ..equilibration._precondition import mesh_correction, preconditioner_mesh
 from ..system._checks import check_accuracy, check_cell, check_per_atom, check_positions, concrete_value
 from ..performance import costs as perf_costs
-from ..equilibration._qeq import QeqParams
-from ..equilibration._qeq import qeq_solve
-from ..equilibration._qeq import SOLVERS
+from ..equilibration._qeq import SOLVERS, QeqParams, qeq_solve
+from ..equilibration._solvers import SolverInfo
 
 __all__ = ['QeqResult', 'qeq']
 
@@ -73,7 +75,9 @@ class QeqResult:
       potentials: (N,) V, electrostatic potentials ∂E_coul/∂q_i at the equilibrated charges.
       forces: (N, 3) eV/Å, −dE*/dR (= Hellmann–Feynman forces at fixed charges).
       stress: (3, 3) eV/Å³ (periodic) or None.
-      converged: () bool.  residual: () relative residual.  iterations: () int (0 for dense).
+      info: :class:`jaxlr.SolverInfo` — converged () bool, iterations () int (0 for
+        dense), residual () relative residual; also readable as ``.converged``,
+        ``.iterations`` and ``.residual``.
       params: the :class:`QeqParams` used (static).
     """
 
@@ -83,24 +87,34 @@ class QeqResult:
     potentials: jax.Array
     forces: jax.Array
     stress: jax.Array | None
-    converged: jax.Array
-    residual: jax.Array
-    iterations: jax.Array
+    info: SolverInfo
     params: QeqParams = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def converged(self) -> jax.Array:
+        return self.info.converged
+
+    @property
+    def residual(self) -> jax.Array:
+        return self.info.residual
+
+    @property
+    def iterations(self) -> jax.Array:
+        return self.info.iterations
 
 
 @partial(jax.jit, static_argnames=("method", "mesh", "background", "solver", "tol", "maxiter", "want_stress",
                                    "mesh_precondition"))
 def _equilibrate(positions, chi, hard, sigma, cell, smearing, neighbors, kvectors, fragments, fragment_charges,
-                 guess, order=None, *, method, mesh, background, solver, tol, maxiter, want_stress,
+                 guess, perm=None, *, method, mesh, background, solver, tol, maxiter, want_stress,
                  mesh_precondition):
-    """Jitted solve + energy, potentials, forces, stress; ``order`` optionally permutes the
-    atoms into a cache-friendly spatial order first (``neighbors`` then refer to it)."""
-    if order is not None:
-        positions, chi, hard, sigma = (x[order] for x in (positions, chi, hard, sigma))
-        fragments = None if fragments is None else fragments[order]
-        guess = None if guess is None else guess[order]
-        inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+    """Jitted solve + energy, potentials, forces, stress; ``perm`` optionally permutes the
+    atoms into a cache-friendly spatial perm first (``neighbors`` then refer to it)."""
+    if perm is not None:
+        positions, chi, hard, sigma = (x[perm] for x in (positions, chi, hard, sigma))
+        fragments = None if fragments is None else fragments[perm]
+        guess = None if guess is None else guess[perm]
+        inverse = jnp.zeros_like(perm).at[perm].set(jnp.arange(perm.shape[0], dtype=perm.dtype))
     correction = None
     if mesh_precondition is not None:
         correction = mesh_correction(positions, hard, sigma, cell, mesh_precondition)
@@ -109,17 +123,22 @@ def _equilibrate(positions, chi, hard, sigma, cell, smearing, neighbors, kvector
                              fragments=fragments, fragment_charges=fragment_charges, solver=solver, tol=tol,
                              maxiter=maxiter, guess=guess, preconditioner=correction)
     e_coul, phi, forces, stress = coulomb_terms(
-        positions, q, cell=cell, want_stress=want_stress, sigma=sigma, smearing=smearing, neighbors=neighbors,
+        positions, q, cell=cell, stress=want_stress, sigma=sigma, smearing=smearing, neighbors=neighbors,
         kvectors=kvectors, method=method, mesh=mesh, background=background)
     energy = jnp.sum(chi * q + 0.5 * hard * q**2) + e_coul
-    if order is not None:
+    if perm is not None:
         q, phi, forces = q[inverse], phi[inverse], forces[inverse]
     return q, lam, info, energy, phi, forces, stress
 
 
 def _check_fragments(fragments, fragment_charges, total_charge, n, dtype):
     """Validate fragment labels and totals (host); returns (labels or None, totals (F,))."""
-    total = float(total_charge)
+    total_np = np.asarray(concrete_value(total_charge) if concrete_value(total_charge) is not None else np.nan)
+    if total_np.ndim != 0 or not np.issubdtype(total_np.dtype, np.number) or np.iscomplexobj(total_np):
+        hint = (" — per-fragment totals go in fragment_charges= (with fragments= labelling the atoms)"
+                if total_np.ndim == 1 else "")
+        raise ValueError(f"total_charge must be one real number (e), got {total_charge!r}{hint}.")
+    total = float(total_np)
     if not np.isfinite(total):
         raise ValueError(f"total_charge must be finite, got {total_charge!r}.")
     if fragments is None:
@@ -155,11 +174,12 @@ def _check_fragments(fragments, fragment_charges, total_charge, n, dtype):
 
 
 def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charge: float = 0.0,
-        fragments=None, fragment_charges=None, method: str = "auto", accuracy: float = 1e-6,
-        tol: float | None = None, coulomb_method: str = "auto", background: bool = False, guess=None,
-        maxiter: int = 1000, preconditioner: str = "auto", want_stress: bool = True,
+        fragments=None, fragment_charges=None, method: str = "auto", solver: str = "auto",
+        accuracy: float = 1e-6, tol: float | None = None, background: bool = False, guess=None,
+        maxiter: int = 1000, preconditioner: str = "auto", stress: bool = True,
         smearing: float | None = None, cutoff: float | None = None, mesh=None, k_cutoff: float | None = None,
-        neighbors=None) -> QeqResult:
+        neighbors=None, plan: CoulombPlan | None = None, coulomb_method: str | None = None,
+        want_stress: bool | None = None) -> QeqResult:
     """Charge equilibration: charges, energy, chemical potential, forces and stress.
 
     Minimises ``E(q) = Σ_i (χ_i q_i + ½ J_i q_i²) + E_coul(q; σ)`` (Gaussian charges)
@@ -175,21 +195,24 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
       total_charge: total charge Q (e) when there is one fragment.
       fragments: (N,) integer labels 0 … F−1 (e.g. one per molecule), with
         ``fragment_charges`` (F,) their totals (neutral fragments if omitted).
-      method: solver — "auto" (dense up to a few thousand atoms, else "pcg"), "dense"
-        or "pcg".
+      method: the electrostatics — "auto", "direct", "ewald" or "pme" (the dense solver
+        uses "direct" or "ewald").  (Before 0.2 ``method=`` named the solver: "dense" or
+        "pcg" here still selects the solver, with a DeprecationWarning.)
+      solver: "auto" (dense up to a few thousand atoms, else "pcg"), "dense" or "pcg".
       accuracy: relative RMS force accuracy of the electrostatics (as in
         :func:`jaxlr.coulomb`).
       tol: PCG tolerance on the relative residual (default: ``accuracy``).
-      coulomb_method: "auto", "direct", "ewald" or "pme" for the electrostatics (the
-        dense solver uses "direct" or "ewald").
       background: allow a net charge in a periodic cell (uniform neutralising background).
       guess: (N,) previous charges as a PCG warm start.
       maxiter: PCG iteration cap.  preconditioner: "auto", "jacobi" or "mesh" (PCG).
-      want_stress: compute the stress (periodic only).
+      stress: compute the stress (periodic only).
       smearing, cutoff, mesh, k_cutoff, neighbors: override the Coulomb parameters, as
-        in :func:`jaxlr.coulomb`.  Without them, the parameters and list capacity of the
-        last call on the same kind of system are kept while they still meet ``accuracy``
-        (as in :func:`jaxlr.coulomb`; :mod:`jaxlr.reuse`).
+        in :func:`jaxlr.coulomb`.
+      plan: a :class:`jaxlr.tuning.CoulombPlan` from :func:`jaxlr.tuning.plan_qeq` (moved
+        along with its ``update``): its parameters and list capacity are used, so a moving
+        system keeps its compiled function.  Without a plan each call tunes afresh (the
+        front door keeps no state).
+      coulomb_method, want_stress: deprecated spellings of ``method`` and ``stress``.
 
     Returns:
       :class:`QeqResult` (charges, energy, chemical_potential, potentials, forces,
@@ -207,6 +230,14 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
       >>> [round(float(q), 4) for q in res.charges]
       [0.1178, -0.1178]
     """
+    stress = renamed_keyword("want_stress", "stress", want_stress, stress, default=True, where="qeq")
+    if method in ("dense", "pcg"):
+        warnings.warn("qeq(method=...) now names the electrostatics; pass the solver as solver="
+                      f"{method!r}.", DeprecationWarning, stacklevel=2)
+        method, solver = "auto", method
+    method = renamed_keyword("coulomb_method", "method", coulomb_method, method, default="auto", where="qeq")
+    coulomb_method = method
+    method = solver
     pos_np = concrete_value(positions)
     cell_np = None if cell is None else concrete_value(cell)
     sig_np = concrete_value(sigma)
@@ -219,7 +250,7 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
     if hard_np is not None and np.any(hard_np < 0):
         raise ValueError("hardness must be ≥ 0: with J_i < 0 the Qeq matrix can be indefinite (no minimum).")
     if method not in SOLVERS:
-        raise ValueError(f"method (the solver) must be one of {SOLVERS}, got {method!r}.")
+        raise ValueError(f"solver must be one of {SOLVERS}, got {method!r}.")
     if preconditioner not in ("auto", "jacobi", "mesh"):
         raise ValueError(f"preconditioner must be 'auto', 'jacobi' or 'mesh', got {preconditioner!r}.")
     accuracy = check_accuracy(accuracy)
@@ -227,7 +258,8 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
     if not 0.0 < tol < 1.0:
         raise ValueError(f"tol must lie in (0, 1), got {tol!r}.")
     if coulomb_method not in ("auto", "direct", "ewald", "pme"):
-        raise ValueError(f"coulomb_method must be 'auto', 'direct', 'ewald' or 'pme', got {coulomb_method!r}.")
+        raise ValueError(f"method (the electrostatics) must be 'auto', 'direct', 'ewald' or 'pme', "
+                         f"got {coulomb_method!r}.")
     labels, totals = _check_fragments(fragments, fragment_charges, total_charge, n, positions.dtype)
     if cell is not None:
         cell = check_cell(cell)
@@ -235,9 +267,9 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
             raise ValueError(f"the cell carries a net charge of {totals.sum():.6g} e: pass background=True "
                              "for a uniform neutralising background.")
         if coulomb_method == "direct":
-            raise ValueError("coulomb_method='direct' is the open-boundary sum; use 'ewald' or 'pme' with a cell.")
+            raise ValueError("method='direct' is the open-boundary sum; use 'ewald' or 'pme' with a cell.")
     elif coulomb_method in ("ewald", "pme"):
-        raise ValueError(f"coulomb_method={coulomb_method!r} needs a periodic cell.")
+        raise ValueError(f"method={coulomb_method!r} needs a periodic cell.")
     if pos_np is None or (cell is not None and cell_np is None) or sig_np is None:
         raise ValueError("qeq() needs concrete positions, cell and sigma to choose its static parameters; "
                          "under jit or grad with respect to them use the functional layer "
@@ -248,40 +280,44 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
     positions, chi, hard, sigma = (x.astype(dtype) for x in (positions, chi, hard, sigma))
 
     solver = method
+    if plan is not None:
+        check_plan(plan, n, cell, (smearing, cutoff, mesh, k_cutoff), where="qeq")
+        if solver == "auto":
+            solver = "pcg" if plan.pair_cost is not None else "dense"
     if solver == "auto":
-        limit = perf_costs().dense_max_open if cell is None else perf_costs().dense_max_periodic
-        solver = "dense" if n <= limit and coulomb_method != "pme" else "pcg"
-    order = None
+        solver = choose_solver(n, cell is not None, coulomb_method)
+    perm = None
     if cell is None:
         coul = CoulombParams(method="direct")
         kvectors = None
     else:
         cell = cell.astype(dtype)
-        cm = coulomb_method
-        if solver == "dense":
-            if cm == "pme":
+        if plan is None:
+            if solver == "dense" and coulomb_method == "pme":
                 raise ValueError("the dense solver builds the Coulomb matrix by Ewald sums; use "
-                                 "coulomb_method='ewald' (or 'auto') or method='pcg' with PME.")
-            cm = "ewald"
-        # PCG reuses the real-space pair kernels across iterations: a pair costs a gather
-        # and a multiply-add per matvec, which shifts the optimum to shorter cutoffs
-        pair_costs = {"pair": perf_costs().pcg_pair_cost} if solver == "pcg" else None
-        tune_kw = dict(method=cm, background=background, n_atoms=n, dtype=jnp.dtype(dtype).name, costs=pair_costs)
-        # nothing given explicitly: keep the last parameters and list capacity of this kind
-        # of system while they fit, so a moving system does not recompile (jaxlr.reuse)
-        key = None
-        if all(v is None for v in (smearing, cutoff, mesh, k_cutoff)):
-            key = ("qeq", n, tune_kw["dtype"], solver, cm, float(accuracy), bool(background))
-        coul = tuned(key, pos_np, standin_charges(n), cell_np, sig_np, accuracy=accuracy,
-                           smearing=smearing, cutoff=cutoff, mesh=mesh, k_cutoff=k_cutoff, **tune_kw)
+                                 "method='ewald' (or 'auto') or solver='pcg' with PME.")
+            if all(v is None for v in (smearing, cutoff, mesh, k_cutoff)):
+                plan = plan_qeq(pos_np, sig_np, cell=cell_np, method=coulomb_method, solver=solver,
+                                accuracy=accuracy, background=background, dtype=jnp.dtype(dtype).name)
+                coul = plan.params
+            else:
+                cm = "ewald" if solver == "dense" else coulomb_method
+                pair_costs = {"pair": perf_costs().pcg_pair_cost} if solver == "pcg" else None
+                coul = tune_coulomb(pos_np, standin_charges(n), cell_np, sig_np, accuracy=accuracy, method=cm,
+                                    background=background, n_atoms=n, dtype=jnp.dtype(dtype).name,
+                                    costs=pair_costs, smearing=smearing, cutoff=cutoff, mesh=mesh,
+                                    k_cutoff=k_cutoff)
+        else:
+            coul = plan.params
         if neighbors is None:
-            neighbors, order = sorted_neighbors(pos_np, cell_np, coul.cutoff, sort=coul.method == "pme")
-            neighbors = stable_capacity(None if key is None else key + (coul.cutoff,), neighbors)
+            neighbors, perm = sorted_neighbors(pos_np, cell_np, coul.cutoff, sort=coul.method == "pme")
+            if plan is not None:
+                neighbors = plan.neighbors(None, None, neighbors)
         kvectors = (jnp.asarray(half_space_kvectors(cell_np, coul.k_cutoff), dtype)
                     if coul.method == "ewald" else None)
     if solver == "dense" and n > perf_costs().dense_limit:
         raise ValueError(f"method='dense' factorises an N×N matrix and is limited to {perf_costs().dense_limit} atoms "
-                         f"(got {n}); use method='pcg'.")
+                         f"(got {n}); use solver='pcg'.")
     if solver == "dense" and coul.method not in ("direct", "ewald"):
         raise ValueError("the dense solver needs 'direct' or 'ewald' electrostatics.")
     precond = preconditioner
@@ -297,13 +333,12 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
     if guess is not None:
         guess = check_per_atom("guess", guess, n).astype(dtype)
     smear = None if coul.smearing is None else jnp.asarray(coul.smearing, dtype)
-    q, lam, info, energy, phi, forces, stress = _equilibrate(
+    q, lam, info, energy, phi, forces, stress_out = _equilibrate(
         positions, chi, hard, sigma, cell, smear, neighbors, kvectors, labels, jnp.asarray(totals, dtype), guess,
-        order, method=coul.method, mesh=coul.mesh, background=background, solver=solver, tol=tol,
-        maxiter=int(maxiter), want_stress=bool(want_stress and cell is not None), mesh_precondition=mesh_pre)
+        perm, method=coul.method, mesh=coul.mesh, background=background, solver=solver, tol=tol,
+        maxiter=int(maxiter), want_stress=bool(stress and cell is not None), mesh_precondition=mesh_pre)
     result = QeqResult(charges=q, energy=energy, chemical_potential=lam, potentials=phi, forces=forces,
-                       stress=stress, converged=info.converged, residual=info.residual,
-                       iterations=info.iterations, params=params)
+                       stress=stress_out, info=info, params=params)
     conv = concrete_value(info.converged)
     if conv is not None and not bool(conv):
         res = concrete_value(info.residual)

@@ -94,11 +94,21 @@ class Dataset(Sequence):
         flags = {s.periodic for s in self.structures}
         return flags.pop() if len(flags) == 1 else None
 
-    def available_targets(self) -> tuple[str, ...]:
-        """Targets present in every structure, in the order of :data:`TARGETS`."""
+    def available_targets(self, *, every: bool = True) -> tuple[str, ...]:
+        """Targets present in every structure (``every=False``: in at least one), in the
+        order of :data:`TARGETS`.
+
+        Example:
+          >>> import numpy as np
+          >>> mk = lambda tg: Structure(positions=np.zeros((1, 3)), numbers=[1], targets=tg)
+          >>> ds = Dataset([mk({"energy": 0.0, "charges": [0.0]}), mk({"charges": [0.1]})])
+          >>> ds.available_targets(), ds.available_targets(every=False)
+          (('charges',), ('energy', 'charges'))
+        """
         if not self.structures:
             return ()
-        return tuple(t for t in TARGETS if all(t in s.targets for s in self.structures))
+        test = all if every else any
+        return tuple(t for t in TARGETS if test(t in s.targets for s in self.structures))
 
     def split(self, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> tuple["Dataset", ...]:
         """Random disjoint split (reproducible for a given ``seed``).
@@ -135,12 +145,19 @@ class Dataset(Sequence):
         return Dataset([s for s in self.structures if predicate(s)])
 
 
-def check_targets(dataset, targets) -> None:
+def check_targets(dataset, targets, *, indices=None, use: str = "evaluate") -> None:
     """Raise ``ValueError`` unless every requested target is present in every structure.
+
+    The message names how many structures lack a target and the first few of them, and
+    what to do: drop those structures, or stop asking for the target.
 
     Args:
       dataset: :class:`Dataset` or sequence of :class:`Structure`.
       targets: names from :data:`TARGETS`.
+      indices: (len(dataset),) numbers that name the structures in the message (e.g. the
+        frames of the file a split came from); default 0 … n − 1.
+      use: what the targets are for, in the advice: ``"evaluate"`` (remove the target from
+        the evaluated ones) or ``"train"`` (remove it from the loss weights).
 
     Example:
       >>> import numpy as np
@@ -154,16 +171,28 @@ def check_targets(dataset, targets) -> None:
     """
     if isinstance(targets, str):
         targets = (targets,)
+    if use not in ("evaluate", "train"):
+        raise ValueError(f"use must be 'evaluate' or 'train', got {use!r}.")
+    structures = list(dataset)
+    if indices is None:
+        indices = range(len(structures))
+    indices = [int(k) for k in indices]
+    if len(indices) != len(structures):
+        raise ValueError(f"indices must name each of the {len(structures)} structures, got {len(indices)}.")
     for t in targets:
         if t not in TARGET_SHAPES:
             raise ValueError(f"unknown target {t!r}; targets are {TARGETS}.")
-        missing = [k for k, s in enumerate(dataset) if t not in s.targets]
+        missing = [k for k, s in zip(indices, structures) if t not in s.targets]
         if missing:
             first = ", ".join(str(k) for k in missing[:5]) + (", ..." if len(missing) > 5 else "")
-            present = tuple(x for x in TARGETS if all(x in s.targets for s in dataset))
-            raise ValueError(f"target {t!r} is missing in {len(missing)} of {len(dataset)} structures "
+            present = tuple(x for x in TARGETS if all(x in s.targets for s in structures))
+            drop = (f"drop these structures (e.g. dataset.subset(lambda s: {t!r} in s.targets), or remove "
+                    "them from the file)")
+            stop = (f"remove {t!r} from the loss weights (weight 0, or weights without it)" if use == "train"
+                    else f"do not request {t!r}")
+            raise ValueError(f"target {t!r} is missing in {len(missing)} of {len(structures)} structures "
                              f"(structure indices {first}); targets available in all structures: {present}. "
-                             "Drop the target or filter the dataset (Dataset.subset).")
+                             f"Either {drop}, or {stop}.")
 
 
 def species_indices(numbers, species, *, structure: int | None = None) -> np.ndarray:

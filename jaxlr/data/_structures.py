@@ -39,6 +39,41 @@ def chemical_symbol(z: int) -> str:
     return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
 
 
+def _unknown_symbol(symbol: str, where: str) -> ValueError:
+    """The error for a string that is no chemical symbol (with the closest real symbols)."""
+    import difflib
+
+    try:
+        from ase.data import chemical_symbols
+    except ImportError:  # pragma: no cover - ASE is an optional dependency
+        chemical_symbols = []
+    close = difflib.get_close_matches(symbol, chemical_symbols[1:], n=3, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return ValueError(f"{where}unknown chemical symbol {symbol!r}{hint}; symbols are case-sensitive "
+                      "('H', 'He', ..., 'Og'). Fix the symbol or remove the structure.")
+
+
+def _atomic_numbers(value, n: int) -> np.ndarray:
+    """(n,) atomic numbers from integers or chemical symbols ("O", "H", ...)."""
+    raw = np.asarray(value)
+    if raw.shape == (n,) and raw.size and (raw.dtype.kind in "US" or raw.dtype == object):
+        if not all(isinstance(x, str) for x in raw.tolist()):
+            raise ValueError("numbers must hold atomic numbers or chemical symbols, not a mix of both.")
+        try:
+            from ase.data import atomic_numbers
+        except ImportError:  # pragma: no cover - ASE is an optional dependency
+            raise ValueError("chemical symbols in numbers need ASE (pip install ase); "
+                             "pass atomic numbers instead.") from None
+        out = []
+        for k, sym in enumerate(raw.tolist()):
+            z = atomic_numbers.get(sym, 0)
+            if z == 0:  # "X" (ASE's dummy atom) is no element either
+                raise _unknown_symbol(sym, f"numbers[{k}]: ")
+            out.append(z)
+        return np.array(out, dtype=np.int64)
+    return raw
+
+
 def _float_array(name: str, value, shape: tuple | None = None) -> np.ndarray:
     arr = np.array(value, dtype=np.float64, copy=True)
     if shape is not None and arr.shape != shape:
@@ -67,7 +102,8 @@ class Structure:
 
     Attributes:
       positions: (n, 3) Å.
-      numbers: (n,) int atomic numbers (1 … 118).
+      numbers: (n,) int atomic numbers (1 … 118); chemical symbols (``["O", "H", "H"]``)
+        are converted (an unknown symbol raises ``ValueError`` naming it).
       cell: (3, 3) Å, rows are lattice vectors (periodic in 3D), or None (open boundary).
       total_charge: net charge (e).
       fragments: (n,) int fragment label in [0, F) of each atom (e.g. the molecule), or None.
@@ -79,7 +115,7 @@ class Structure:
       info: everything else (free-form metadata, e.g. ``distance``, ``label``).
 
     Raises:
-      ValueError: wrong shapes, NaN/inf, unknown target names, a singular cell,
+      ValueError: wrong shapes, NaN/inf, unknown chemical symbols or target names, a singular cell,
         fragments without fragment charges (or vice versa), fragment charges that do not
         add up to the total charge.
 
@@ -107,7 +143,7 @@ class Structure:
         n = pos.shape[0]
         set_ = object.__setattr__
         set_(self, "positions", _float_array("positions", pos, (n, 3)))
-        numbers = _int_array("numbers", self.numbers, (n,))
+        numbers = _int_array("numbers", _atomic_numbers(self.numbers, n), (n,))
         if n and (numbers.min() < 1 or numbers.max() > 118):
             raise ValueError(f"numbers must be atomic numbers in 1..118, got {sorted(set(numbers.tolist()))}.")
         set_(self, "numbers", numbers)
@@ -315,6 +351,10 @@ def read_structures(path, index=":", *, periodic: bool | None = None, total_char
     Returns:
       list of :class:`Structure`.
 
+    Raises:
+      ValueError: partial periodicity, invalid values (naming the structure), an unknown
+        chemical symbol (naming the symbol and the 0-based frame of the file).
+
     Example:
       >>> # structures = read_structures("train.xyz")             # all frames
       >>> # dimers = read_structures("dimers.xyz", periodic=False)  # cell is a container
@@ -332,13 +372,42 @@ def read_structures(path, index=":", *, periodic: bool | None = None, total_char
 
         with importlib.import_module(opener).open(path, "rt") as handle:
             text = handle.read()
-        frames = ase.io.read(io.StringIO(text), index=index, format=format or "extxyz")
+        source, format = (lambda: io.StringIO(text)), format or "extxyz"
     else:
-        frames = ase.io.read(path, index=index, format=format)
+        source = lambda: path  # noqa: E731
+    try:
+        frames = ase.io.read(source(), index=index, format=format)
+    except KeyError as err:
+        # ASE turns symbols into numbers with a dict lookup: an unknown symbol is a bare KeyError
+        symbol = err.args[0] if len(err.args) == 1 else None
+        if not isinstance(symbol, str) or _is_symbol(symbol):
+            raise
+        frame = _first_failing_frame(source, format)
+        where = f"{path!r}" + (f", frame {frame} (0-based)" if frame is not None else "")
+        raise _unknown_symbol(symbol, f"{where}: ") from None
     if not isinstance(frames, list):
         frames = [frames]
     return [structure_from_atoms(a, periodic=periodic, total_charge_key=total_charge_key, index=k)
             for k, a in enumerate(frames)]
+
+
+def _is_symbol(symbol: str) -> bool:
+    from ase.data import atomic_numbers
+
+    return atomic_numbers.get(symbol, 0) > 0
+
+
+def _first_failing_frame(source, format) -> int | None:
+    """Index of the first frame that ASE cannot read (None if all are read this time)."""
+    import ase.io
+
+    k = 0
+    try:
+        for _ in ase.io.iread(source(), index=":", format=format):
+            k += 1
+    except Exception:  # noqa: BLE001 - any failure marks the frame
+        return k
+    return None
 
 
 

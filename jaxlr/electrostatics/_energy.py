@@ -28,6 +28,7 @@ from ._kernels import self_kernel
 from ._pme import MeshSpec, pme_reciprocal_energy
 from ._realspace import real_space_energy
 from ..units import KE
+from ..system._deprecation import renamed_keyword
 
 __all__ = ['coulomb_energy', 'long_range_energy', 'coulomb_terms']
 
@@ -110,7 +111,7 @@ def long_range_energy(positions, charges, *, cell=None, sigma=None, smearing=Non
     return energy
 
 
-def coulomb_terms(positions, charges, *, cell=None, want_stress: bool = True, **kwargs):
+def coulomb_terms(positions, charges, *, cell=None, stress: bool = True, want_stress: bool | None = None, **kwargs):
     """Energy, potentials, forces and (periodic) stress from :func:`coulomb_energy` (jittable).
 
     Returns ``(energy, potentials (N,), forces (N, 3), stress (3, 3) or None)``; the
@@ -118,8 +119,9 @@ def coulomb_terms(positions, charges, *, cell=None, want_stress: bool = True, **
     cheap transposition: the custom derivative rules reuse the mesh potential and the
     pair kernels, so this costs little more than the energy alone.
     """
+    stress = renamed_keyword("want_stress", "stress", want_stress, stress, default=True, where="coulomb_terms")
     periodic = cell is not None
-    if periodic and want_stress:
+    if periodic and stress:
         def f(r, q, c):
             return coulomb_energy(r, q, cell=c, **kwargs)
         energy, (g_r, g_q, g_c) = jax.value_and_grad(f, argnums=(0, 1, 2))(positions, charges, cell)

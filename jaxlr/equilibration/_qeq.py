@@ -40,11 +40,13 @@ and do not perturb the others.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 import dataclasses
 import math
 import jax
 import jax.numpy as jnp
-from ._solvers import dense_kkt_solve, implicit_solve, solve_pcg
+from ._solvers import SolverInfo, dense_kkt_solve, implicit_solve, solve_pcg
 from ..electrostatics._params import CoulombParams
 from ..electrostatics._energy import coulomb_energy, long_range_energy
 from ..electrostatics._matrix import coulomb_matrix
@@ -53,7 +55,7 @@ from ..system._neighbors import pair_displacements
 from ..electrostatics._pme import MeshSpec
 from ..units import KE
 
-__all__ = ['SOLVERS', 'qeq_solve', 'qeq_energy', 'QeqParams']
+__all__ = ['SOLVERS', 'QeqParams', 'QeqSolution', 'qeq_energy', 'qeq_solve']
 
 
 SOLVERS = ("auto", "dense", "pcg")
@@ -115,6 +117,20 @@ def _padding_safe_sigma(sigma, atom_mask):
     return jnp.where(jnp.asarray(atom_mask, bool), sigma, 1.0)
 
 
+class QeqSolution(NamedTuple):
+    """Output of :func:`qeq_solve` (a pytree; unpacks as ``q, lam, info``).
+
+    Attributes:
+      charges: (N,) e, the equilibrated charges (0 on padding atoms).
+      chemical_potential: (F,) V, λ_f = ∂E*/∂Q_f, one per fragment.
+      info: :class:`jaxlr.SolverInfo` (converged, iterations, residual).
+    """
+
+    charges: jax.Array
+    chemical_potential: jax.Array
+    info: SolverInfo
+
+
 def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smearing=None, neighbors=None,
               kvectors=None, method: str = "direct", mesh: MeshSpec | None = None, background: bool = False,
               fragments=None, fragment_charges=None, atom_mask=None, solver: str = "dense",
@@ -138,8 +154,9 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
         (:func:`jaxlr.qeq_precondition.mesh_correction`).
 
     Returns:
-      ``(charges (N,), chemical_potential (F,), info)`` with ``info`` a
-      :class:`jaxlr.constraints.SolverInfo` (converged, iterations, residual).
+      :class:`QeqSolution` ``(charges (N,), chemical_potential (F,), info)`` with
+      ``info`` a :class:`jaxlr.SolverInfo` (converged, iterations, residual); it unpacks
+      as a tuple.
       Differentiable (implicitly) in every floating-point input.
 
     Example:
@@ -196,7 +213,7 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
                              correction=preconditioner)
     else:
         raise ValueError(f"solver must be 'dense' or 'pcg', got {solver!r}.")
-    return implicit_solve(matvec, b, B, fragment_charges, run)
+    return QeqSolution(*implicit_solve(matvec, b, B, fragment_charges, run))
 
 
 def _qeq_total_energy(charges, positions, chi, hard, sigma, cell, smearing, *, neighbors, kvectors, method,

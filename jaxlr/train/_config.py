@@ -1,36 +1,9 @@
 """TOML configuration of a training run (``jaxlr fit CONFIG``) and checkpoint evaluation.
 
-A configuration has four tables; paths are relative to the configuration file's folder::
-
-    [data]
-    train = "train.xyz"          # required: extended XYZ (see jaxlr.train.data.read_structures)
-    valid = "valid.xyz"          # optional; otherwise `split` carves it out of `train`
-    test = "test.xyz"            # optional
-    split = [0.9, 0.1]           # fractions of `train` → (train, valid) or (train, valid, test)
-    split_seed = 0
-    periodic = false             # optional override of the files' pbc (false: drop container cells)
-    total_charge_key = "total_charge"
-    test_filter = "distance > 6" # optional: keep test structures whose info satisfies it
-                                 # (or a list of such conditions, all required)
-
-    [model]
-    name = "local"               # required: local | lode | latent | qeq | density
-    species = [1, 8]             # optional; default: the training set's species
-    hidden = [32, 32]            # every other key is a hyperparameter of build_potential
-    [model.local]
-    cutoff = 4.0
-
-    [training]                   # keyword arguments of jaxlr.train.loop.fit
-    epochs = 200
-    batch_size = 8
-    learning_rate = 1e-3
-    schedule = "cosine"          # cosine | constant | exponential
-    weights = { energy = 1.0, forces = 10.0 }
-
-    [output]
-    run_dir = "runs/water"       # default: runs/<config file stem>
-    evaluate = ["train", "valid", "test"]
-    plots = true
+The format is :data:`CONFIG_FORMAT` (below; ``jaxlr fit --help`` prints it).
+:func:`load_config` / :func:`normalize_config` validate a configuration before any data is
+read: unknown tables or keys (with the closest valid key), wrong types and out-of-range
+numbers raise ``ValueError`` naming the table and the key.
 
 :func:`run_fit` trains, saves the best checkpoint (``run_dir/checkpoint``), writes
 ``history.json``, ``metrics.json`` (MAE/RMSE per target and split), the resolved
@@ -40,6 +13,9 @@ configuration ``fit_config.json`` and plots, and prints a summary table.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 import re
 import sys
 import tomllib
@@ -47,7 +23,75 @@ from pathlib import Path
 
 from ._checkpoint import write_json
 
-__all__ = ["load_config", "normalize_config", "run_fit", "run_eval", "format_table", "structure_filter"]
+__all__ = ["load_config", "normalize_config", "run_fit", "run_eval", "format_table", "structure_filter",
+           "CONFIG_FORMAT"]
+
+#: The configuration format: tables, keys and one example (``jaxlr fit --help`` prints it).
+CONFIG_FORMAT = """\
+A configuration is a TOML file with four tables; paths are relative to its folder.
+
+[data]
+  train             required: extended XYZ file (energy eV, forces eV/A, ...)
+  valid, test       optional files; without `valid`, `split` carves it out of `train`
+  split             fractions of `train`: [train, valid] or [train, valid, test]
+                    (default [0.9, 0.1])
+  split_seed        integer seed of the split (default 0)
+  periodic          true/false: override the files' pbc (false drops container cells)
+  total_charge_key  info key of the total charge (default "total_charge")
+  test_filter       "KEY OP VALUE" (or a list, all required): test structures kept
+[model]
+  name              required: local | lode | latent | qeq | density
+  species           atomic numbers (default: the training set's)
+  hidden, ...       any other hyperparameter of the model (activation, chi_hidden, ...)
+  [model.local]     cutoff (A), max_radial, max_angular, sigma (A)
+  [model.lode]      cutoff, max_radial, max_angular, sigma, density_sigma, order
+  [model.coulomb]   accuracy, smearing, mesh, order
+[training]          (keyword arguments of jaxlr.train.fit)
+  epochs, batch_size, valid_batch_size, max_shapes, init_structures   integers >= 1
+  patience          integer >= 1 (leave out: never stop early)
+  seed              integer >= 0
+  learning_rate     number > 0 (peak rate)
+  schedule          cosine | constant | exponential
+  warmup_epochs     number >= 0
+  decay_rate        number in (0, 1] (exponential: final rate / peak)
+  final_lr_fraction number in [0, 1] (cosine: final rate / peak)
+  optimizer         adam | adamw;   weight_decay   number >= 0 (adamw)
+  clip_norm         number > 0 (global gradient norm)
+  weights           { target = weight }, targets: energy, forces, stress, charges,
+                    dipole, coefficients (default: energy and forces found in the
+                    data); every weighted target must be present in every structure
+  dtype             float32 | float64;   progress   true | false
+[output]
+  run_dir           default: runs/<config file stem>
+  evaluate          splits to evaluate (default ["train", "valid", "test"])
+  plots             true | false (default true)
+
+Example (water.toml):
+
+  [data]
+  train = "train.xyz"
+  test = "test.xyz"
+  split = [0.9, 0.1]
+
+  [model]
+  name = "local"
+  hidden = [32, 32]
+  [model.local]
+  cutoff = 4.0
+
+  [training]
+  epochs = 200
+  batch_size = 8
+  learning_rate = 1e-3
+  schedule = "cosine"
+  weights = { energy = 1.0, forces = 10.0 }
+
+  [output]
+  run_dir = "runs/water"
+"""
+
+if __doc__:  # help(jaxlr.train._config) shows the format too
+    __doc__ += "\n" + "\n".join(("    " + line).rstrip() for line in CONFIG_FORMAT.splitlines()) + "\n"
 
 _DATA_KEYS = {"train", "valid", "test", "split", "split_seed", "periodic", "total_charge_key", "test_filter"}
 _OUTPUT_KEYS = {"run_dir", "evaluate", "plots"}
@@ -64,6 +108,84 @@ def _training_keys() -> set:
 
 def _err(where: str, message: str) -> ValueError:
     return ValueError(f"configuration {where}: {message}")
+
+
+def _unknown(where: str, unknown, valid, hint: str = "") -> ValueError:
+    """Unknown keys of a table, each with its closest valid key, and the valid keys."""
+    valid = sorted(valid)
+    names = []
+    for key in sorted(unknown):
+        close = difflib.get_close_matches(key, valid, n=1)
+        names.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return _err(where, f"unknown key(s) {', '.join(names)}{hint}; valid keys: {valid}.")
+
+
+#: numeric [training] keys: (integer?, the allowed range as a test, how to say it)
+_TRAINING_NUMBERS = {
+    "epochs": (True, lambda v: v >= 1, "a positive integer (e.g. 200)"),
+    "batch_size": (True, lambda v: v >= 1, "a positive integer (structures per batch, e.g. 8)"),
+    "valid_batch_size": (True, lambda v: v >= 1, "a positive integer"),
+    "max_shapes": (True, lambda v: v >= 1, "a positive integer (padded sizes per dataset)"),
+    "init_structures": (True, lambda v: v >= 1, "a positive integer"),
+    "patience": (True, lambda v: v >= 1, "a positive integer (leave it out to never stop early)"),
+    "seed": (True, lambda v: v >= 0, "an integer >= 0"),
+    "learning_rate": (False, lambda v: v > 0, "a finite number > 0 (e.g. 1e-3)"),
+    "warmup_epochs": (False, lambda v: v >= 0, "a finite number >= 0 (epochs of linear warmup)"),
+    "decay_rate": (False, lambda v: 0 < v <= 1, "a number in (0, 1] (final rate / peak rate)"),
+    "final_lr_fraction": (False, lambda v: 0 <= v <= 1, "a number in [0, 1] (final rate / peak rate)"),
+    "weight_decay": (False, lambda v: v >= 0, "a finite number >= 0"),
+    "clip_norm": (False, lambda v: v > 0, "a finite number > 0 (gradient norm)"),
+}
+
+
+def _check_training_values(training: dict) -> None:
+    """Types and ranges of the [training] values (names the key and what is allowed)."""
+    from ._loop import OPTIMIZERS, SCHEDULES
+
+    for key, (integer, ok, allowed) in _TRAINING_NUMBERS.items():
+        if key not in training:
+            continue
+        v = training[key]
+        where = f"[training] {key}"
+        if isinstance(v, str):
+            raise _err(where, f"must be {allowed}, got the string {v!r} (write numbers without quotes).")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            raise _err(where, f"must be {allowed}, got {v!r}.")
+        if not (math.isfinite(v) and ok(v)):
+            raise _err(where, f"must be {allowed}, got {v!r}.")
+    choices = {"schedule": SCHEDULES, "optimizer": OPTIMIZERS, "dtype": ("float32", "float64")}
+    for key, options in choices.items():
+        if key in training and training[key] not in options:
+            raise _err(f"[training] {key}", f"must be one of {list(options)}, got {training[key]!r}.")
+    if "progress" in training and not isinstance(training["progress"], bool):
+        raise _err("[training] progress", f"must be true or false, got {training['progress']!r}.")
+
+
+def _check_model_table(model: dict) -> None:
+    """Keys of [model] and of its sub-tables ([model.local], ...) against the model's fields."""
+    from ..models._energy_models import MODELS
+
+    fields = [f for f in dataclasses.fields(MODELS[model["name"]]) if f.name not in ("parent", "name", "species")]
+    tables = {f.name: type(f.default) for f in fields
+              if dataclasses.is_dataclass(f.default) and not isinstance(f.default, type)}
+    unknown = set(model) - {"name", "species"} - {f.name for f in fields}
+    if unknown:
+        sub = [k for k in unknown if isinstance(model[k], dict)]
+        hint = (f" ([model.{sub[0]}] is no table of model {model['name']!r}; its tables: "
+                f"{[f'model.{t}' for t in tables]})") if sub else ""
+        raise _unknown(f"[model] (model {model['name']!r})", unknown, {"name", "species"} | {f.name for f in fields},
+                       hint)
+    for key, value in model.items():
+        if key in tables:
+            if not isinstance(value, dict):
+                raise _err(f"[model] {key}", f"must be a table ([model.{key}] with keys "
+                                             f"{[f.name for f in dataclasses.fields(tables[key])]}), got {value!r}.")
+            valid = {f.name for f in dataclasses.fields(tables[key])}
+            if set(value) - valid:
+                raise _unknown(f"[model.{key}]", set(value) - valid, valid)
+        elif isinstance(value, dict):
+            raise _err(f"[model.{key}]", f"{key!r} is a value, not a table, of model {model['name']!r}; its "
+                                         f"tables: {[f'model.{t}' for t in tables]}.")
 
 
 def structure_filter(conditions):
@@ -140,8 +262,10 @@ def normalize_config(raw: dict, base_dir=".", *, name: str = "fit") -> dict:
       input): data paths and ``run_dir`` absolute, defaults filled in.
 
     Raises:
-      ValueError: unknown tables or keys, missing ``[data] train`` or ``[model] name``,
-        wrongly typed values, unparsable ``test_filter``.
+      ValueError: unknown tables or keys (also in ``[model.local]`` and the other model
+        sub-tables, with the closest valid key), missing ``[data] train`` or ``[model]
+        name``, wrongly typed or out-of-range values (naming the table and the key, e.g.
+        ``[training] learning_rate``), unparsable ``test_filter``.
     """
     base = Path(base_dir).resolve()
     if not isinstance(raw, dict):
@@ -158,9 +282,9 @@ def normalize_config(raw: dict, base_dir=".", *, name: str = "fit") -> dict:
 
     # [data]
     data = dict(raw["data"])
-    unknown = sorted(set(data) - _DATA_KEYS)
+    unknown = set(data) - _DATA_KEYS
     if unknown:
-        raise _err("[data]", f"unknown key(s) {unknown}; known: {sorted(_DATA_KEYS)}.")
+        raise _unknown("[data]", unknown, _DATA_KEYS)
     if "train" not in data:
         raise _err("[data]", "'train' (the training data file) is required.")
     for key in ("train", "valid", "test"):
@@ -215,14 +339,15 @@ def normalize_config(raw: dict, base_dir=".", *, name: str = "fit") -> dict:
         if not isinstance(sp, list) or not sp or not all(isinstance(z, int) and not isinstance(z, bool)
                                                          for z in sp):
             raise _err("[model] species", f"must be a list of atomic numbers, got {sp!r}.")
+    _check_model_table(model)
 
     # [training]
     training = dict(raw.get("training", {}))
     allowed = _training_keys()
-    unknown = sorted(set(training) - allowed)
+    unknown = set(training) - allowed
     if unknown:
-        hint = " (run_dir belongs in [output])" if "run_dir" in unknown else ""
-        raise _err("[training]", f"unknown key(s) {unknown}{hint}; known: {sorted(allowed)}.")
+        hint = " (run_dir and plots belong in [output])" if unknown & {"run_dir", "plots"} else ""
+        raise _unknown("[training]", unknown, allowed, hint)
     if "weights" in training:
         if not isinstance(training["weights"], dict):
             raise _err("[training] weights", f"must be a table target = weight, got {training['weights']!r}.")
@@ -232,16 +357,13 @@ def normalize_config(raw: dict, base_dir=".", *, name: str = "fit") -> dict:
             check_weights(training["weights"])
         except ValueError as err:
             raise _err("[training] weights", str(err)) from None
-    for key in ("epochs", "batch_size", "seed", "max_shapes", "init_structures"):
-        v = training.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-            raise _err(f"[training] {key}", f"must be an integer, got {v!r}.")
+    _check_training_values(training)
 
     # [output]
     output = dict(raw.get("output", {}))
-    unknown = sorted(set(output) - _OUTPUT_KEYS)
+    unknown = set(output) - _OUTPUT_KEYS
     if unknown:
-        raise _err("[output]", f"unknown key(s) {unknown}; known: {sorted(_OUTPUT_KEYS)}.")
+        raise _unknown("[output]", unknown, _OUTPUT_KEYS)
     output["run_dir"] = _path(base, output.get("run_dir", f"runs/{name}"), "[output] run_dir")
     ev = output.get("evaluate", list(_SPLITS))
     if not isinstance(ev, list) or not set(ev) <= set(_SPLITS):
@@ -299,6 +421,16 @@ def _check_split(name, ds, species, targets):
         raise ValueError(f"{name} set: {err}") from None
 
 
+def _in_file_order(full, parts):
+    """The structures of ``parts`` (splits of the dataset ``full``) in file order, and their
+    0-based frame indices in the file."""
+    from ..data._dataset import Dataset
+
+    frame = {id(s): k for k, s in enumerate(full)}
+    frames = sorted(frame[id(s)] for part in parts for s in part)
+    return Dataset([full[k] for k in frames]), frames
+
+
 def format_table(metrics: dict) -> str:
     """A text table: rows = metrics, columns = splits, cells ``MAE / RMSE``.
 
@@ -351,8 +483,7 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
       the run folder (``run_dir``).
     """
     from ..models._potential import build_potential
-    from ._loop import metric_targets, evaluate, fit, resolve_dtype
-    from ._loss import check_weights
+    from ._loop import metric_targets, evaluate, fit, resolve_dtype, training_weights
 
     if isinstance(config_or_path, dict):
         cfg = normalize_config(config_or_path, ".")
@@ -390,18 +521,20 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
     species = model_cfg.pop("species", None)
     species = tuple(sorted(species)) if species is not None else sets["train"].species
     potential = build_potential(name, species=species, **model_cfg)
+    # every weighted target in every structure trained or validated on; the message names
+    # the frames of the file that lack one (a frame without energy is never dropped silently)
     weights = training.pop("weights", None)
-    avail = sets["train"].available_targets()
-    if weights is None:
-        from ._loop import default_weights
-
-        weights = default_weights(avail, potential.predicts)
-    try:
-        active = check_weights(weights, predicts=potential.predicts, available=avail)
-    except ValueError as err:
-        raise ValueError(f"training set: {err}") from None
+    if "valid" in data:
+        active = training_weights(weights, sets["train"], potential.predicts,
+                                  name=f"training data {str(data['train'])!r}")
+        training_weights(active, sets["valid"], name=f"validation data {str(data['valid'])!r}")
+    else:
+        used, frames = _in_file_order(full, (sets["train"], sets["valid"]))
+        what = "" if len(used) == len(full) else " (train and valid splits)"
+        active = training_weights(weights, used, potential.predicts, indices=frames,
+                                  name=f"training data {str(data['train'])!r}{what}")
     for split, ds in sets.items():
-        _check_split(split, ds, potential.species, tuple(active) if split != "test" else ())
+        _check_split(split, ds, potential.species, ())
 
     # ---- train ---------------------------------------------------------------------------
     run_dir = Path(output["run_dir"])

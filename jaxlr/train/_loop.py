@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import numbers
 import sys
 import time
 import warnings
@@ -42,7 +43,7 @@ from ._checkpoint import write_json
 from ._loss import Metrics, check_weights, loss_fn
 
 __all__ = ["fit", "FitResult", "evaluate", "make_optimizer", "make_train_step", "eval_step",
-           "energy_statistics", "SCHEDULES", "OPTIMIZERS", "FIT_OPTIONS"]
+           "energy_statistics", "training_weights", "SCHEDULES", "OPTIMIZERS", "FIT_OPTIONS"]
 
 SCHEDULES = ("cosine", "constant", "exponential")
 OPTIMIZERS = ("adam", "adamw")
@@ -100,6 +101,20 @@ def resolve_dtype(dtype=None):
     return dt
 
 
+def _number(name: str, value) -> float:
+    """``float(value)`` for a real number (not a bool or a string); ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
+def _positive_int(name: str, value) -> int:
+    """``int(value)`` for an integer ≥ 1 (not a bool or a float); ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
 def make_optimizer(learning_rate: float, *, steps: int, steps_per_epoch: int = 1, schedule: str = "cosine",
                    warmup_epochs: float = 0.0, decay_rate: float = 0.01, final_lr_fraction: float = 0.01,
                    optimizer: str = "adam", weight_decay: float = 1e-5, clip_norm: float | None = None):
@@ -125,15 +140,21 @@ def make_optimizer(learning_rate: float, *, steps: int, steps_per_epoch: int = 1
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}.")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}.")
-    lr = float(learning_rate)
+    lr = _number("learning_rate", learning_rate)
     if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate}.")
+        raise ValueError(f"learning_rate must be a finite positive number (e.g. 1e-3), got {learning_rate!r}.")
     steps = max(int(steps), 1)
-    warmup = int(round(float(warmup_epochs) * max(int(steps_per_epoch), 1)))
-    if warmup < 0:
-        raise ValueError(f"warmup_epochs must be ≥ 0, got {warmup_epochs}.")
+    warmup_epochs = _number("warmup_epochs", warmup_epochs)
+    if not (math.isfinite(warmup_epochs) and warmup_epochs >= 0):
+        raise ValueError(f"warmup_epochs must be a finite number ≥ 0, got {warmup_epochs!r}.")
+    warmup = int(round(warmup_epochs * max(int(steps_per_epoch), 1)))
     warmup = min(warmup, steps - 1)
     main_steps = max(steps - warmup, 1)
+    final_lr_fraction = _number("final_lr_fraction", final_lr_fraction)
+    decay_rate = _number("decay_rate", decay_rate)
+    weight_decay = _number("weight_decay", weight_decay)
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number ≥ 0, got {weight_decay!r}.")
     if schedule == "cosine":
         if not 0 <= float(final_lr_fraction) <= 1:
             raise ValueError(f"final_lr_fraction must lie in [0, 1], got {final_lr_fraction}.")
@@ -153,7 +174,8 @@ def make_optimizer(learning_rate: float, *, steps: int, steps_per_epoch: int = 1
     else:
         tx = optax.adamw(sched, weight_decay=float(weight_decay))
     if clip_norm is not None:
-        if not float(clip_norm) > 0:
+        clip_norm = _number("clip_norm", clip_norm)
+        if not (math.isfinite(clip_norm) and clip_norm > 0):
             raise ValueError(f"clip_norm must be positive (or None), got {clip_norm}.")
         tx = optax.chain(optax.clip_by_global_norm(float(clip_norm)), tx)
     return tx, sched
@@ -364,11 +386,62 @@ class _Progress:
 # fit
 # ------------------------------------------------------------------------------------
 def default_weights(available, predicts):
+    """``{"energy": 1, "forces": 1}`` restricted to ``available`` targets the model ``predicts``."""
     w = {t: 1.0 for t in ("energy", "forces") if t in available and t in predicts}
     if not w:
         raise ValueError(f"no loss weights given and the training data has neither energies nor forces "
                          f"(available: {tuple(available)}); pass weights={{target: weight}}.")
     return w
+
+
+def training_weights(weights, dataset, predicts=None, *, indices=None, name: str = "training set") -> dict:
+    """The active loss weights for training on ``dataset``, checked on the host.
+
+    Every weighted target must be present in every structure: a target that some
+    structures lack (e.g. an extended-XYZ frame without ``energy``) raises ``ValueError``
+    naming how many and which structures, instead of silently training on a subset.
+    Without ``weights`` the default (:func:`default_weights`) covers energies and forces
+    found in *any* structure, so such a file is refused too rather than trained on forces
+    alone.
+
+    Args:
+      weights: target → weight, or None for the default.
+      dataset: :class:`jaxlr.data.Dataset` the weights are used on (train or validation).
+      predicts: targets the model predicts (None: not checked).
+      indices: numbers naming the structures in the message (e.g. frames of a file).
+      name: how to call the dataset in the message.
+
+    Returns:
+      ``{target: weight}`` of the positive weights (see :func:`jaxlr.train.loss.check_weights`).
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.data import Dataset, Structure
+      >>> mk = lambda tg: Structure(positions=np.zeros((1, 3)), numbers=[1], targets=tg)
+      >>> ds = Dataset([mk({"energy": 0.0, "forces": np.zeros((1, 3))}), mk({"forces": np.zeros((1, 3))})])
+      >>> training_weights({"forces": 1.0}, ds)
+      {'forces': 1.0}
+      >>> try:
+      ...     training_weights(None, ds)
+      ... except ValueError as err:
+      ...     print(str(err).split(" (")[0])
+      training set: target 'energy' is missing in 1 of 2 structures
+    """
+    from ..data._dataset import check_targets
+
+    present = dataset.available_targets(every=False)
+    defaulted = weights is None
+    if defaulted:
+        weights = default_weights(present, present if predicts is None else predicts)
+    active = check_weights(weights, predicts=predicts)
+    try:
+        check_weights(active, available=present)
+        check_targets(dataset, tuple(active), indices=indices, use="train")
+    except ValueError as err:
+        hint = (f" (No weights were given: the default weights {active} use the energies and forces that "
+                "any structure holds; pass weights explicitly to train on fewer targets.)") if defaulted else ""
+        raise ValueError(f"{name}: {err}{hint}") from None
+    return active
 
 
 def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: int = 100, batch_size: int = 8,
@@ -424,25 +497,21 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
     # ---- 1. settings and data checks (host, nothing compiled) -----------------------------
     train = _as_dataset(train, "training")
     valid = _as_dataset(valid, "validation")
-    epochs = int(epochs)
-    if epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs}.")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-    if patience is not None and int(patience) < 1:
-        raise ValueError(f"patience must be a positive integer or None, got {patience}.")
-    if int(init_structures) < 1:
-        raise ValueError(f"init_structures must be a positive integer, got {init_structures}.")
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    if patience is not None:
+        patience = _positive_int("patience", patience)
+    init_structures = _positive_int("init_structures", init_structures)
+    max_shapes = _positive_int("max_shapes", max_shapes)
+    if valid_batch_size is not None:
+        valid_batch_size = _positive_int("valid_batch_size", valid_batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer ≥ 0, got {seed!r}.")
     dt = resolve_dtype(dtype)
     avail = train.available_targets()
-    if weights is None:
-        weights = default_weights(avail, potential.predicts)
-    active = check_weights(weights, predicts=potential.predicts, available=avail)
+    active = training_weights(weights, train, potential.predicts, name="training set")
     if valid is not None:
-        try:
-            check_weights(active, available=valid.available_targets())
-        except ValueError as err:
-            raise ValueError(f"validation set: {err}") from None
+        training_weights(active, valid, name="validation set")
     # optimizer settings are checked here, before the (costly) neighbour lists
     make_optimizer(learning_rate, steps=1, schedule=schedule, warmup_epochs=warmup_epochs, decay_rate=decay_rate,
                    final_lr_fraction=final_lr_fraction, optimizer=optimizer, weight_decay=weight_decay,

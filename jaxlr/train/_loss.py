@@ -93,8 +93,8 @@ def check_weights(weights: Mapping[str, float], *, predicts: Iterable[str] | Non
         available = tuple(available)
         missing = [t for t in active if t not in available]
         if missing:
-            raise ValueError(f"the data lacks the weighted target(s) {missing} (available in every structure: "
-                             f"{available}); set their loss weight to 0 or use data with these references.")
+            raise ValueError(f"the data lacks the weighted target(s) {missing} (available: {available}); set "
+                             "their loss weight to 0 or use data with these references.")
     return active
 
 

@@ -4,7 +4,7 @@ from ._coulomb import ORDERS, PME_ERROR_FIT, force_scale, real_space_error, ewal
 from ._density import tune_density
 from ._lode import multipole_pme_error, basis_extent, tune_lode
 from ._lode_error import LodeErrorModel, K_NODES, DIRECTIONS, LATTICE_TERMS
-from ._plan import clear_tuning_cache
+from ._plan import CAPACITY_SLACK, CoulombPlan, check_plan, choose_solver, plan_coulomb, plan_qeq
 
 __all__ = [
     "DIRECTIONS",
@@ -14,7 +14,12 @@ __all__ = [
     "ORDERS",
     "PME_ERROR_FIT",
     "basis_extent",
-    "clear_tuning_cache",
+    "CAPACITY_SLACK",
+    "CoulombPlan",
+    "check_plan",
+    "choose_solver",
+    "plan_coulomb",
+    "plan_qeq",
     "ewald_kspace_error",
     "force_scale",
     "multipole_pme_error",
