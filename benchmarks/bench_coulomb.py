@@ -27,17 +27,16 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr.testing import random_ionic_system
-
-from jaxlr.system._order import SORT_ABOVE, spatial_order
 from jaxlr._api.coulomb import evaluate_coulomb
+from jaxlr.system._order import SORT_ABOVE, spatial_order
+from jaxlr.testing import random_ionic_system
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402

@@ -54,15 +54,14 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
+from bench_coulomb import interleaved_times  # noqa: E402  (same folder)
 
 import jaxlr  # noqa: E402
-from jaxlr.system._order import SORT_ABOVE, spatial_order
 from jaxlr.electrostatics import _pme as pme
 from jaxlr.electrostatics._pme import pme_reciprocal_energy
 from jaxlr.electrostatics._realspace import real_space_energy
+from jaxlr.system._order import SORT_ABOVE, spatial_order
 from jaxlr.testing import random_ionic_system
-
-from bench_coulomb import interleaved_times  # noqa: E402  (same folder)
 
 
 def main(argv=None):

@@ -5,11 +5,12 @@ neighbour counts) is moved by Gaussian steps (default 0.05 Å per atom and axis)
 ``jaxlr.coulomb(..., method="pme", accuracy=...)`` is called after every step, twice
 over the same trajectory:
 
-* **fresh**: ``jaxlr.clear_tuning_cache()`` before every call, so every call tunes its
-  parameters and sizes its neighbour list from scratch (jaxlr's behaviour before
-  :mod:`jaxlr.reuse`);
-* **reuse**: the front door keeps the last parameters and list capacity while they
-  still meet the accuracy (the default).
+* **fresh**: no plan, so every call tunes its parameters and sizes its neighbour list
+  from scratch (the front door without a plan is stateless);
+* **plan**: ``plan = jaxlr.tuning.plan_coulomb(...)`` once, then ``plan, kept =
+  plan.update(...)`` and ``jaxlr.coulomb(..., plan=plan)`` per step: the parameters and
+  list capacity are kept while they still meet the accuracy.  The update's host time
+  (error estimate and neighbour count) is included in the call time.
 
 For each it prints the number of compilations (growth of the compiled-function cache of
 ``jaxlr.coulomb``'s core), the number of distinct meshes and cutoffs used, and the median
@@ -28,7 +29,8 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import jaxlr  # noqa: E402
-from jaxlr._api.coulomb import evaluate_coulomb
+from jaxlr._api.coulomb import evaluate_coulomb  # noqa: E402
+from jaxlr.tuning import plan_coulomb  # noqa: E402
 
 
 def rocksalt(k, a=5.64, disorder=0.5, seed=0):
@@ -42,14 +44,19 @@ def rocksalt(k, a=5.64, disorder=0.5, seed=0):
 
 def run(mode, pos, q, cell, steps, step, accuracy):
     rng = np.random.default_rng(1)
-    jaxlr.clear_tuning_cache()
     before = evaluate_coulomb._cache_size()
     times, meshes, cutoffs = [], set(), set()
+    plan = None
     for _ in range(steps):
-        if mode == "fresh":
-            jaxlr.clear_tuning_cache()
         t = time.perf_counter()
-        res = jaxlr.coulomb(pos, q, cell=cell, method="pme", accuracy=accuracy)
+        if mode == "fresh":
+            res = jaxlr.coulomb(pos, q, cell=cell, method="pme", accuracy=accuracy)
+        else:
+            if plan is None:
+                plan = plan_coulomb(pos, q, cell=cell, method="pme", accuracy=accuracy)
+            else:
+                plan, _ = plan.update(pos, q, cell=cell)
+            res = jaxlr.coulomb(pos, q, cell=cell, plan=plan)
         jax.block_until_ready(res.forces)
         times.append(time.perf_counter() - t)
         meshes.add(res.params.mesh)
@@ -71,7 +78,7 @@ def main(argv=None):
     print("| mode | compilations | meshes | cutoffs | median call s | total s |")
     print("|---|---|---|---|---|---|")
     # JAX's caches are cleared before each mode, so both compile from scratch
-    for mode in ("fresh", "reuse"):
+    for mode in ("fresh", "plan"):
         jax.clear_caches()
         compiled, n_mesh, n_cut, times = run(mode, pos, q, cell, args.steps, args.step, args.accuracy)
         print(f"| {mode} | {compiled} | {n_mesh} | {n_cut} | {statistics.median(times):.3f} | {sum(times):.1f} |",

@@ -9,9 +9,9 @@ Run:  python benchmarks/calibrate_costs.py   (about 3 minutes)
 
 import time
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 

@@ -81,13 +81,14 @@ def system(name):
 def model_part(names):
     import jax
     import jax.numpy as jnp
+
     import jaxlr
-    from jaxlr.tuning._lode import _mesh_kmax, basis_extent
-    from jaxlr.tuning._lode_error import LodeErrorModel
     from jaxlr.features._lode_kspace import TABLE_STEP, radial_points
     from jaxlr.features._lode_ksum import ksum_cutoff, lode_ksum
     from jaxlr.features._lode_pme import K_NEGLIGIBLE, make_lode_pme
     from jaxlr.system._cell import perpendicular_widths, reduced_basis
+    from jaxlr.tuning._lode import _mesh_kmax, basis_extent
+    from jaxlr.tuning._lode_error import LodeErrorModel
 
     print("model: ln(estimate / measured) of the PME feature error, features l ≤ L' for L' = 0 … 4")
     print(f"{'system':>6} {'σ_L':>5} {'r_c':>5} {'N':>4} {'points':>7} {'mean':>7} {'rms':>6} {'min':>7} {'max':>7}")

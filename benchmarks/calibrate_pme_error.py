@@ -11,13 +11,13 @@ Run:  python benchmarks/calibrate_pme_error.py [--orders 4 5 6 7 8]   (about 3 m
 
 import argparse
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxlr.electrostatics._ewald import half_space_kvectors, ewald_reciprocal_energy
+from jaxlr.electrostatics._ewald import ewald_reciprocal_energy, half_space_kvectors
 from jaxlr.electrostatics._pme import MeshSpec, pme_reciprocal_energy
 from jaxlr.system._cell import perpendicular_widths
 from jaxlr.units import KE

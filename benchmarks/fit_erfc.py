@@ -15,8 +15,8 @@ Run:  python benchmarks/fit_erfc.py      (needs mpmath; prints the tables for ja
 and the largest relative error of erfc on 0 ≤ x ≤ 6 for each degree)
 """
 
-import numpy as np
 import mpmath as mp
+import numpy as np
 from numpy.polynomial import chebyshev
 
 SCALE = 3.0

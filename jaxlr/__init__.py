@@ -32,6 +32,7 @@ from ._api.lode import lode as lode
 from ._api.lode import lode_multipoles as lode_multipoles
 from ._api.qeq import QeqResult as QeqResult
 from ._api.qeq import qeq as qeq
+from ._version import version as __version__
 from .electrostatics import CoulombParams as CoulombParams
 from .electrostatics import MeshSpec as MeshSpec
 from .electrostatics import coulomb_energy as coulomb_energy
@@ -56,8 +57,6 @@ from .system import Neighbors as Neighbors
 from .system import neighbor_list as neighbor_list
 from .tuning import tune_coulomb as tune_coulomb
 from .units import KE as KE
-
-from ._version import version as __version__
 
 #: subpackages loaded on first attribute access (they import flax, optax, ASE, …)
 _LAZY = ("data", "models", "train", "cli", "testing")

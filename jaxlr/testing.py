@@ -1,18 +1,14 @@
-"""Host-side validation of user inputs (numpy, eager, never jitted).
-
-Every front door calls these helpers before anything is compiled, so bad input
-raises a :class:`ValueError` that says what to change instead of producing NaN
-or a silent wrong answer.  Inputs may also be JAX tracers (when a front door is
-called under ``jax.grad`` or ``jax.jit``): then only their shapes are checked,
-value checks need concrete numbers.
+"""Helpers for tests, benchmarks and examples: random ionic systems and toy model batches (not part of the curated API).
 """
 
 from __future__ import annotations
-import numpy as np
+
 import jax
 import jax.numpy as jnp
-from .system._neighbors import neighbor_list, with_capacity
+import numpy as np
+
 from .data._batch import AtomsBatch
+from .system._neighbors import neighbor_list, with_capacity
 
 __all__ = ['random_ionic_system', 'toy_batch']
 

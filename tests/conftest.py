@@ -27,9 +27,9 @@ import sys
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import jax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,4 +131,4 @@ def pad_system(positions, charges, n_total, sigma=None, *, cell=None, seed=0):
 
 
 #: Coulomb constant (eV·Å/e²), the library's and the reference's value
-KE = 14.399645
+KE = 14.399645351950548   # Hartree·Bohr in eV·Å (ASE: units.Hartree * units.Bohr)

@@ -47,7 +47,7 @@ import numpy as np
 from scipy.special import erf, erfc
 
 #: Coulomb constant in eV * Angstrom / e^2.
-KE = 14.399645
+KE = 14.399645351950548   # Hartree·Bohr in eV·Å (ASE: units.Hartree * units.Bohr)
 
 #: Convergence parameter of the default Ewald cut-offs.  With
 #: ``rcut = sqrt(2) * X * s`` the largest neglected real-space term is

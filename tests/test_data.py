@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import gzip
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
 
 import jaxlr
+from jaxlr.data import (
+    BatchLoader,
+    Dataset,
+    Structure,
+    check_targets,
+    detect_fragments,
+    fit_offsets,
+    make_batches,
+    read_structures,
+    species_indices,
+)
+from jaxlr.data._batch import AtomsBatch, Targets
 from jaxlr.data._bundled import data_path, dimer_monomers, load_charged_dimers, load_point_charges
 from jaxlr.data.generate.point_charges import min_image_distance
-from jaxlr.data._batch import AtomsBatch, Targets
-from jaxlr.data import BatchLoader, Dataset, Structure, check_targets, detect_fragments, fit_offsets, make_batches, read_structures, species_indices
-
-import reference
 
 pytest.importorskip("ase")
 import ase.io  # noqa: E402
@@ -155,6 +164,29 @@ def test_partial_pbc_refused(tmp_path):
     assert read_structures(tmp_path / "slab.xyz", periodic=False)[0].cell is None
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_unknown_chemical_symbol_names_symbol_and_frame(tmp_path, compressed):
+    frame = "2\nProperties=species:S:1:pos:R:3 energy=-1.0\nO 0 0 0\n{} 0 0 0.96\n"
+    text = frame.format("H") + frame.format("H") + frame.format("Xx") + frame.format("H")
+    path = tmp_path / ("bad.xyz.gz" if compressed else "bad.xyz")
+    with (gzip.open(path, "wt") if compressed else open(path, "w")) as f:
+        f.write(text)
+    with pytest.raises(ValueError, match=r"bad\.xyz.*frame 2 \(0-based\): unknown chemical symbol 'Xx' "
+                                         r"\(did you mean 'Xe'\?\).*remove the structure"):
+        read_structures(path)
+    with pytest.raises(ValueError, match="'Xx'"):
+        Dataset.from_file(path)
+    # Structure accepts chemical symbols; an unknown one is named with its atom
+    s = Structure(positions=np.zeros((3, 3)) + np.arange(3)[:, None], numbers=["O", "H", "H"])
+    assert s.numbers.tolist() == [8, 1, 1] and s.numbers.dtype == np.int64
+    with pytest.raises(ValueError, match=r"numbers\[1\]: unknown chemical symbol 'Xx'"):
+        Structure(positions=np.zeros((2, 3)), numbers=["O", "Xx"])
+    with pytest.raises(ValueError, match=r"'CL' \(did you mean 'Cl'"):
+        Structure(positions=np.zeros((2, 3)), numbers=["Na", "CL"])
+    with pytest.raises(ValueError, match="numbers must be atomic numbers in 1..118"):
+        Structure(positions=np.zeros((1, 3)), numbers=[0])
+
+
 # --------------------------------------------------------------------------------------
 # Dataset bookkeeping, checks
 # --------------------------------------------------------------------------------------
@@ -186,6 +218,16 @@ def test_missing_target_and_unknown_species():
         make_batches(ds, (1, 6, 8), cutoff=3.0, batch_size=2, targets=("forces",))
     with pytest.raises(ValueError, match="unknown target"):
         check_targets(ds, ["force"])
+    # present in some structures only: named (with caller's indices, e.g. file frames) and
+    # the advice fits the use (train: the loss weights; evaluate: the requested targets)
+    assert ds.available_targets(every=False) == ("energy", "forces", "charges", "dipole", "coefficients")
+    with pytest.raises(ValueError, match=r"'forces' is missing in 1 of 3 structures \(structure indices 11\)"
+                                         r".*drop these structures.*remove 'forces' from the loss weights"):
+        check_targets(ds, ["forces"], indices=[10, 11, 12], use="train")
+    with pytest.raises(ValueError, match="do not request 'forces'"):
+        check_targets(ds, ["forces"])
+    with pytest.raises(ValueError, match="indices must name each of the 3 structures"):
+        check_targets(ds, ["forces"], indices=[0])
     assert species_indices([6, 1, 8, 6], (1, 6, 8)).tolist() == [1, 0, 2, 1]
     with pytest.raises(ValueError, match=r"structure 3 contains atomic number 8 \(O\).*\(1, 6\)"):
         species_indices([1, 8, 6], (1, 6), structure=3)

@@ -27,23 +27,30 @@ import importlib.util
 import math
 import os
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
 import mpmath
+import numpy as np
+import pytest
+from conftest import KE, random_rotation
 from scipy.special import erf
 
 import jaxlr
-from jaxlr.equilibration._density import GaussianBasis, assemble_linear, assemble_local, density_solve, per_atom_widths
 from jaxlr._api.density import density_qeq, polarizability
-from jaxlr.equilibration._density_fit import GaussianDensity, project_density
 from jaxlr.electrostatics._ewald import half_space_kvectors
-from jaxlr.system._neighbors import with_capacity
-from jaxlr.electrostatics._gaussian_multipoles import density_potentials, gaussian_kernel, interaction_tensor, make_pme_matvec, multipole_energy, multipole_matrix, radial_derivatives
+from jaxlr.electrostatics._gaussian_multipoles import (
+    density_potentials,
+    gaussian_kernel,
+    interaction_tensor,
+    make_pme_matvec,
+    multipole_energy,
+    multipole_matrix,
+    radial_derivatives,
+)
 from jaxlr.electrostatics._pme import MeshSpec
-
-from conftest import KE, random_rotation
+from jaxlr.equilibration._density import GaussianBasis, assemble_linear, assemble_local, density_solve, per_atom_widths
+from jaxlr.equilibration._density_fit import GaussianDensity, project_density
+from jaxlr.system._neighbors import with_capacity
 
 SQRT2 = math.sqrt(2.0)
 C0 = math.sqrt(2.0 / math.pi)

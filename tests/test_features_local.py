@@ -12,17 +12,29 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import random_rotation, separated_points
 from scipy import special
 
 import jaxlr
-from jaxlr.features import cutoff_function, gto_widths, power_spectrum, flatten_invariants, radial_basis, radial_quadrature, real_spherical_harmonics, scaled_modified_spherical_bessel, solid_harmonics, spherical_expansion, spherical_expansion_terms, wigner_d_real
+from jaxlr.features import (
+    cutoff_function,
+    flatten_invariants,
+    gto_widths,
+    power_spectrum,
+    radial_basis,
+    radial_quadrature,
+    real_spherical_harmonics,
+    scaled_modified_spherical_bessel,
+    solid_harmonics,
+    spherical_expansion,
+    spherical_expansion_terms,
+    wigner_d_real,
+)
 from jaxlr.features._spherical import _jitted_terms
-from conftest import separated_points
-from conftest import random_rotation
 
 # One small static configuration and one system shape (N_ATOMS atoms, CAP neighbour
 # slots) shared by most tests: compilation dominates the runtime on a small CPU, and every

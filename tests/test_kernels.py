@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-import mpmath as mp
-import numpy as np
 import jax
 import jax.numpy as jnp
+import mpmath as mp
+import numpy as np
 
 from jaxlr.electrostatics._kernels import erfc_exp, pair_kernel, pair_kernel_dr
 

@@ -24,24 +24,29 @@ import dataclasses
 import importlib
 import math
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import random_rotation
 from scipy.integrate import quad
-from scipy.special import erf as np_erf, eval_legendre, spherical_jn
+from scipy.special import erf as np_erf
+from scipy.special import eval_legendre, spherical_jn
 
 import jaxlr
+from jaxlr._api.lode import lode, lode_multipoles
 from jaxlr.features._harmonics import real_spherical_harmonics, wigner_d_real
 from jaxlr.features._lode import LodeParams, lode_features, multipole_features
-from jaxlr._api.lode import lode, lode_multipoles
-from jaxlr.tuning._lode import multipole_pme_error, tune_lode
 from jaxlr.features._lode_direct import pair_radial_functions
+from jaxlr.features._lode_kspace import (
+    radial_points,
+    reduced_radial_integral,
+    spherical_bessel,
+    spherical_bessel_reduced,
+)
 from jaxlr.features._lode_ksum import ksum_cutoff
-from jaxlr.features._lode_kspace import radial_points, reduced_radial_integral, spherical_bessel, spherical_bessel_reduced
 from jaxlr.features._radial import gto_widths, radial_basis, radial_transform
-
-from conftest import random_rotation
+from jaxlr.tuning._lode import multipole_pme_error, tune_lode
 
 XI_CUBIC = 2.837297479480620   # Wigner constant of the simple cubic Ewald potential
 

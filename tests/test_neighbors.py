@@ -8,15 +8,14 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import pad_system, random_system
 
 import jaxlr
 from jaxlr.system._cell import perpendicular_widths
-
-from conftest import pad_system, random_system
 
 
 def brute_force_pairs(positions, cutoff, cell=None):

@@ -14,19 +14,18 @@ import importlib
 import math
 from fractions import Fraction
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference as ref
+from conftest import random_system, rms
 
 import jaxlr
 from jaxlr import performance
 from jaxlr.electrostatics._pme import spread_charges
 from jaxlr.electrostatics._splines import alias_sum_u, alias_sum_u2, bspline_values, bspline_weights
 from jaxlr.tuning._coulomb import force_scale
-
-import reference as ref
-from conftest import random_system, rms
 
 
 def cardinal_bspline(x, p):

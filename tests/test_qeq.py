@@ -10,19 +10,19 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from scipy.special import erf
 
 import jaxlr
-from jaxlr.equilibration._solvers import solve_dense
 from jaxlr.electrostatics._matrix import coulomb_matrix
 from jaxlr.equilibration._qeq import qeq_energy, qeq_solve
+from jaxlr.equilibration._solvers import solve_dense
 from jaxlr.performance import costs
 
-KE = 14.399645
+KE = 14.399645351950548   # Hartree·Bohr in eV·Å (ASE: units.Hartree * units.Bohr)
 
 
 def _coulomb_matrix_numpy(R, sig):

@@ -1,4 +1,4 @@
-"""TODO"""
+"""The front doors (eager): validate → plan → jitted core → result.  Re-exported by :mod:`jaxlr`."""
 
 from .coulomb import CoulombResult, coulomb
 from .density import density_qeq, polarizability

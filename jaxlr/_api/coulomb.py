@@ -1,41 +1,27 @@
-"""The Coulomb front door: energies, potentials, forces and stress of point or Gaussian charges.
+"""The Coulomb front door :func:`coulomb` (eager): validate, plan or tune, build the neighbour list, call the jitted core.
 
-Two layers:
-
-* :func:`coulomb_energy` — the pure, jittable functional core.  Given static choices
-  (method, mesh, k-vectors, background) and traced arrays (positions, charges, cell,
-  widths σ, smearing s), it returns the total electrostatic energy.  Everything else
-  (potentials, forces, stress, hyperparameter gradients, second derivatives) follows by
-  ``jax.grad``; :func:`coulomb_terms` packages the usual derivatives.
-* :func:`coulomb` — the eager front door: validates inputs, tunes parameters from a
-  requested accuracy, builds the neighbour list on the host, and calls the jitted core.
-
-Energy conventions (DESIGN.md): ``E = ½ Σ_i Σ_j' q_i q_j KE K(r_ij)`` over all pairs
-(and periodic images) plus, for Gaussian charges, each Gaussian's self-energy
-``KE q_i²/(2√π σ_i)``.  Periodic sums are Ewald sums with tin-foil boundary conditions.
-A net charge in a periodic cell needs ``background=True`` (uniform neutralising
-background, i.e. the k = 0 term omitted).  Potentials are the physical ones,
-``φ_i = ∂E/∂q_i`` (so ``E = ½ Σ q_i φ_i`` for point charges) — peers that report
-``E = Σ q_i φ_i`` carry a factor ½ in theirs.  Stress is ``(1/V) ∂E/∂ε`` (ASE sign).
+Conventions and the functional layer: :mod:`jaxlr.electrostatics`.
 """
 
 from __future__ import annotations
+
 import dataclasses
 from functools import partial
-import numpy as np
+
 import jax
 import jax.numpy as jnp
-from ..system._deprecation import renamed_keyword
-from ..tuning._coulomb import ORDERS, tune_coulomb
-from ..tuning._plan import CoulombPlan, check_plan
+import numpy as np
+
+from ..electrostatics._energy import coulomb_terms
 from ..electrostatics._ewald import half_space_kvectors
-from ..system._neighbors import Neighbors
+from ..electrostatics._params import METHODS, CoulombParams
 from ..electrostatics._pme import MeshSpec
 from ..system._checks import check_accuracy, check_cell, check_per_atom, check_positions, concrete_value
-from ..electrostatics._params import CoulombParams
-from ..electrostatics._energy import coulomb_terms
+from ..system._deprecation import renamed_keyword
+from ..system._neighbors import Neighbors
 from ..system._order import sorted_neighbors
-from ..electrostatics._params import METHODS
+from ..tuning._coulomb import ORDERS, tune_coulomb
+from ..tuning._plan import CoulombPlan, check_plan
 
 __all__ = ['CoulombResult', 'coulomb']
 
@@ -77,6 +63,26 @@ def evaluate_coulomb(positions, charges, cell, sigma, smearing, neighbors, kvect
         inverse = jnp.zeros_like(perm).at[perm].set(jnp.arange(perm.shape[0], dtype=perm.dtype))
         potentials, forces = potentials[inverse], forces[inverse]
     return energy, potentials, forces, stress
+
+
+#: a periodic cell counts as neutral while |Σq| ≤ this × Σ|q| (charges rounded to ~6 decimals)
+NEUTRALITY_RTOL = 1e-6
+
+
+def _check_no_coincident(pos_np, cell_np) -> None:
+    """Point charges at the same place (or periodic image) have an infinite energy: refuse them."""
+    pos = np.asarray(pos_np, np.float64)
+    if cell_np is not None:
+        frac = pos @ np.linalg.inv(np.asarray(cell_np, np.float64))
+        pos = np.round((frac - np.floor(frac)) % 1.0, 12)
+    _, first, counts = np.unique(pos, axis=0, return_index=True, return_counts=True)
+    if np.any(counts > 1):
+        k = int(np.nonzero(counts > 1)[0][0])
+        i = int(first[k])
+        j = int(np.nonzero(np.all(pos == pos[i], axis=1))[0][1])
+        raise ValueError(f"atoms {i} and {j} sit at the same place{' (up to a lattice vector)' if cell_np is not None else ''}: "
+                         "two point charges there have an infinite Coulomb energy; remove the duplicate or give "
+                         "the charges Gaussian widths (sigma=).")
 
 
 def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
@@ -179,11 +185,17 @@ def coulomb(positions, charges, *, cell=None, sigma=None, method: str = "auto",
         cell = cell.astype(dtype)
         if q_np is not None and not background:
             total = float(np.sum(q_np))
-            tol = 10.0 * float(jnp.finfo(dtype).eps) * max(1.0, float(np.sum(np.abs(q_np))))
+            # relative to the charges' scale: charges written to ~6 decimals are neutral
+            scale = float(np.sum(np.abs(q_np)))
+            tol = max(10.0 * float(jnp.finfo(dtype).eps), NEUTRALITY_RTOL) * max(1.0, scale)
             if abs(total) > tol:
-                raise ValueError(f"the cell carries a net charge of {total:.6g} e: a periodic sum needs a "
-                                 "neutral cell, or background=True for a uniform neutralising background.")
+                raise ValueError(f"the cell carries a net charge of {total:.6g} e (more than {tol:.2g} e, "
+                                 f"{NEUTRALITY_RTOL:g} of Σ|q|): a periodic sum needs a neutral cell — "
+                                 "neutralise the charges (e.g. subtract their mean) or pass background=True "
+                                 "for a uniform neutralising background.")
 
+    if sigma is None and pos_np is not None:
+        _check_no_coincident(pos_np, cell_np)
     if cell is None:
         params = CoulombParams(method="direct")
         return _run(positions, charges, None, sigma, None, neighbors, None, params, stress)

@@ -1,68 +1,36 @@
-"""Density coefficients: multipolar charge equilibration in a small atom-centred Gaussian basis.
+"""Front doors of density coefficients (eager): :func:`density_qeq` and :func:`polarizability`.
 
-Charge equilibration (:mod:`jaxlr.qeq`) generalised from one charge per atom to a few
-s-type Gaussians of different widths and p-type (dipole) Gaussians per atom, widths per
-species (:class:`GaussianBasis`; normalisation and kernels in :mod:`jaxlr.multipoles`):
-
-* s function n of atom i: ``g_σ(r − R_i) = (2πσ²)^(−3/2) exp(−|r − R_i|²/2σ²)``, unit
-  charge; coefficient ``c_{i,s,n}`` = the charge it carries (e).
-* p function m of atom i: ``p_σ,α(r − R_i) = −∂_α g_σ(r − R_i)``, unit dipole along α;
-  coefficient ``μ_{i,m} ∈ R³`` = its dipole moment (e·Å).
-* per-atom layout of the coefficients ``c_i`` (n_basis = n_s + 3 n_p):
-  ``[c_s1 … c_sns, μ_1x, μ_1y, μ_1z, μ_2x, …]``.
-* atomic charge ``q_i = Σ_n c_{i,s,n}``, atomic dipole ``μ_i = Σ_m μ_{i,m}`` (s functions
-  are centred on R_i and carry no dipole), total dipole ``Σ_i q_i R_i + μ_i``.
-
-The energy minimised over the coefficients is
-
-    E(c) = Σ_i [ b_iᵀ c_i + ½ c_iᵀ H_i c_i ] + ½ cᵀ C c − F·Σ_i (q_i R_i + μ_i)
-
-subject to ``Σ_{i∈f} q_i = Q_f`` for each fragment f (default: one fragment, the total
-charge).  ``b_i`` (N, n_basis) is the per-atom linear term ("electronegativities", eV/e
-and V for the dipole slots), ``H_i`` (N, n_basis, n_basis) the per-atom local matrix
-("hardness", symmetric positive definite), both traced (typically predicted by neural
-networks); ``C`` is the exact Coulomb matrix of all s and p Gaussians, self-interactions
-and same-atom cross terms included (open boundary, Ewald or PME); ``F`` (V/Å) a uniform
-external field (open boundary only).  Stationarity: ``(C + H) c + b − F_terms = B λ`` with
-λ_f = ∂E*/∂Q_f the fragments' chemical potentials.  With one s function per atom and no
-p functions this is plain Qeq with χ_i = b_i and J_i = H_i.
-
-Rotation: E is invariant when each ``H_i`` and ``b_i`` transform with the atom's basis
-(s slots invariant, p slots as vectors) — :func:`assemble_local` and
-:func:`assemble_linear` build such terms from scalars (p–p blocks ∝ identity, no s–p
-coupling); then charges are invariant and dipoles rotate with the molecule.
-
-Layers: :func:`density_solve` is the pure, jittable core (dense Cholesky or
-matrix-free PCG with a PME operator, differentiated implicitly through
-``jax.lax.custom_linear_solve``); :func:`density_qeq` is the eager front door (validation,
-parameter choice, neighbour list).  :func:`polarizability` differentiates the total
-dipole with respect to the field.  :func:`jaxlr.density_fit.project_density` fits the
-basis to a given density in the Coulomb metric (reference coefficients from quantum
-chemistry).
+Equations, basis and solvers: :mod:`jaxlr.equilibration` (``density_solve``).
 """
 
 from __future__ import annotations
+
 import dataclasses
 from functools import partial
-import numpy as np
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from ..electrostatics._ewald import half_space_kvectors
-from ..system._neighbors import Neighbors, neighbor_list
+from ..equilibration._density import (
+    METHODS,
+    SOLVERS,
+    DensityParams,
+    DensityResult,
+    GaussianBasis,
+    check_finite,
+    check_local,
+    check_shape,
+    density_solve,
+    fragment_totals,
+    per_atom_widths,
+    validated_widths,
+)
 from ..performance import costs
 from ..system._checks import check_accuracy, check_cell, check_positions, concrete_value
-from ..equilibration._density import DensityParams
-from ..equilibration._density import DensityResult
-from ..equilibration._density import GaussianBasis
-from ..equilibration._density import check_local
-from ..equilibration._density import check_shape
-from ..equilibration._density import check_finite
-from ..equilibration._density import fragment_totals
-from ..equilibration._density import validated_widths
-from ..equilibration._density import density_solve
-from ..equilibration._density import per_atom_widths
+from ..system._neighbors import Neighbors, neighbor_list
 from ..tuning._density import tune_density
-from ..equilibration._density import METHODS, SOLVERS
 
 __all__ = ['density_qeq', 'polarizability']
 

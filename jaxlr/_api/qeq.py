@@ -1,64 +1,31 @@
-"""Charge equilibration (Qeq) of Gaussian charges, solved inside the differentiable program.
+"""The charge-equilibration front door :func:`qeq` (eager): validate, plan, solve, differentiate.
 
-The Qeq energy (DESIGN.md) of charges q with electronegativities χ (V), hardnesses J
-(V/e) and Gaussian widths σ (Å) is
-
-    E(q) = Σ_i (χ_i q_i + ½ J_i q_i²) + E_coul(q; σ),
-
-minimised subject to one total-charge constraint per fragment, Σ_{i∈f} q_i = Q_f
-(default: one fragment, the whole system).  With C the (periodic) Coulomb matrix of the
-Gaussian charges (``E_coul = ½ qᵀ C q``, self-energies included) the minimiser solves
-
-    (C + diag J) q + χ = Σ_f λ_f 1_f,     Σ_{i∈f} q_i = Q_f,
-
-where λ_f = ∂E*/∂Q_f is the chemical potential of fragment f (V).  The system is
-positive definite on the constraint space whenever σ_i > 0 and J_i ≥ 0.
-
-Solvers (``solver=``, :mod:`jaxlr.constraints`):
-
-* ``"dense"`` — the N×N Coulomb matrix (:func:`jaxlr.coulomb_matrix.coulomb_matrix`,
-  open boundary or Ewald) factorised by Cholesky: exact, O(N³), for up to a few thousand
-  atoms.
-* ``"pcg"`` — matrix-free projected preconditioned conjugate gradients; one matvec is one
-  potential evaluation ``C q = ∂E_coul/∂q`` (direct, Ewald or PME: O(N log N)), plus
-  J q.  Preconditioner: the diagonal J_i + KE/(√π σ_i), optionally with a long-range
-  mesh correction (:mod:`jaxlr.qeq_precondition`) that keeps the iteration count flat as
-  the box grows.  A warm start (``guess=``, e.g. the previous MD step's charges) is
-  projected onto the constraints first.  Convergence flag, residual and iteration count
-  are returned.
-
-Derivatives are implicit: the solve is wrapped in ``jax.lax.custom_linear_solve``, so
-derivatives of the charges with respect to χ, J, σ, positions, cell and fragment
-charges cost one more solve of the same system (JVP or VJP), never an unrolled loop.
-The equilibrated energy :func:`qeq_energy` has its own JVP rule, the envelope theorem
-(∂E/∂q = λ on the constraint set): its first derivatives — forces, stress, ∂E/∂χ = q —
-need no extra solve and equal the Hellmann–Feynman derivatives at fixed charges; its
-second derivatives (training on forces) differentiate through the implicit solve.
-
-Padding: atoms with ``atom_mask`` False (or fragment label −1) get exactly zero charge
-and do not perturb the others.
+Equations, solvers and derivative rules: :mod:`jaxlr.equilibration` (``qeq_solve``).  A warm
+start (``guess=``, e.g. the previous MD step's charges) cuts PCG iterations.
 """
 
 from __future__ import annotations
+
 import dataclasses
+import warnings
 from functools import partial
-import numpy as np
+
 import jax
 import jax.numpy as jnp
-import warnings
+import numpy as np
 
-from ..system._deprecation import renamed_keyword
-from ..tuning._coulomb import standin_charges, tune_coulomb
-from ..tuning._plan import CoulombPlan, check_plan, choose_solver, plan_qeq
-from ..electrostatics._params import CoulombParams
 from ..electrostatics._energy import coulomb_terms
-from ..system._order import sorted_neighbors
 from ..electrostatics._ewald import half_space_kvectors
+from ..electrostatics._params import CoulombParams
 from ..equilibration._precondition import mesh_correction, preconditioner_mesh
-from ..system._checks import check_accuracy, check_cell, check_per_atom, check_positions, concrete_value
-from ..performance import costs as perf_costs
 from ..equilibration._qeq import SOLVERS, QeqParams, qeq_solve
 from ..equilibration._solvers import SolverInfo
+from ..performance import costs as perf_costs
+from ..system._checks import check_accuracy, check_cell, check_per_atom, check_positions, concrete_value
+from ..system._deprecation import renamed_keyword
+from ..system._order import sorted_neighbors
+from ..tuning._coulomb import standin_charges, tune_coulomb
+from ..tuning._plan import CoulombPlan, check_plan, choose_solver, plan_qeq
 
 __all__ = ['QeqResult', 'qeq']
 

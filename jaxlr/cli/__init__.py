@@ -49,13 +49,13 @@ def tour(sizes=(1000, 4000)) -> None:
 
     jax.config.update("jax_enable_x64", True)  # a script may; the library never does
     import jax.numpy as jnp
+
+    from .._api.coulomb import coulomb, evaluate_coulomb
     from .._version import version
-    from ..units import KE
-    from .._api.coulomb import coulomb
     from ..system._neighbors import neighbor_list
-    from ..tuning._coulomb import force_scale, tune_coulomb
-    from .._api.coulomb import evaluate_coulomb
     from ..testing import random_ionic_system
+    from ..tuning._coulomb import force_scale, tune_coulomb
+    from ..units import KE
 
     print(f"jaxlr {version} — pure-JAX long-range electrostatics (jax {jax.__version__}, "
           f"{jax.devices()[0].platform})\n")
@@ -159,8 +159,14 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="train local and long-range models on bundled data; print the comparison")
     d.add_argument("--run-dir", default="jaxlr-demo", help="folder for plots, history and checkpoint")
     d.add_argument("--epochs", type=int, default=25, help="epochs of the Qeq model")
-    f = sub.add_parser("fit", help="train a model from a TOML config")
-    f.add_argument("config")
+    from ..train._config import CONFIG_FORMAT
+
+    f = sub.add_parser("fit", help="train a model from a TOML config",
+                       description="Train a model from a TOML configuration: read the data, check it against\n"
+                                   "the model and the loss weights (before anything is compiled), train,\n"
+                                   "evaluate, and write the run folder (checkpoint, history, metrics, plots).",
+                       epilog=CONFIG_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("config", help="the TOML configuration file (format below)")
     e = sub.add_parser("eval", help="evaluate a checkpoint on an extended-XYZ file")
     e.add_argument("checkpoint")
     e.add_argument("data")

@@ -1,11 +1,17 @@
-"""TODO"""
+"""Host data layer: structures, datasets, padded batches and the bundled data sets (numpy + ASE).
+
+:class:`Structure` / :func:`read_structures` (extended XYZ via ASE, loaded lazily),
+:class:`Dataset`, :class:`BatchLoader` / :func:`make_batches` padding into the one model
+input :class:`AtomsBatch` with :class:`Targets`, :func:`pad_batch` for the functional
+layer, and the bundled sets (:func:`load_point_charges`, :func:`load_charged_dimers`).
+"""
 
 from ._batch import TARGETS, AtomsBatch, Targets
 from ._batching import BatchLoader, make_batches
-from ._bundled import data_path, load_point_charges, load_charged_dimers, dimer_monomers
-from ._dataset import Dataset, check_targets, species_indices, fit_offsets
+from ._bundled import data_path, dimer_monomers, load_charged_dimers, load_point_charges
+from ._dataset import Dataset, check_targets, fit_offsets, species_indices
 from ._padding import Batch, pad_batch
-from ._structures import Structure, structure_from_atoms, read_structures, detect_fragments, TARGET_SHAPES
+from ._structures import TARGET_SHAPES, Structure, detect_fragments, read_structures, structure_from_atoms
 
 __all__ = [
     "AtomsBatch",

@@ -13,8 +13,11 @@ Padding conventions (every model obeys them; tests check them):
 """
 
 from __future__ import annotations
+
 import dataclasses
+
 import jax
+
 from ..system._neighbors import Neighbors
 
 __all__ = ['TARGETS', 'AtomsBatch', 'Targets']

@@ -215,8 +215,8 @@ class BatchLoader:
         """Build one padded batch from dataset ``indices`` (−1 = padding structure) with N = ``n_atoms``."""
         import jax.numpy as jnp
 
-        from ._batch import AtomsBatch, Targets
         from ..system._neighbors import Neighbors
+        from ._batch import AtomsBatch, Targets
 
         b, n, m, f = len(indices), int(n_atoms), self.capacity, self.n_fragments
         pos = np.zeros((b, n, 3))

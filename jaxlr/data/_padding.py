@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..system._neighbors import Neighbors, neighbor_list, with_capacity
 

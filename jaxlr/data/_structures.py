@@ -47,7 +47,10 @@ def _unknown_symbol(symbol: str, where: str) -> ValueError:
         from ase.data import chemical_symbols
     except ImportError:  # pragma: no cover - ASE is an optional dependency
         chemical_symbols = []
-    close = difflib.get_close_matches(symbol, chemical_symbols[1:], n=3, cutoff=0.5)
+    known = chemical_symbols[1:]
+    close = [symbol.capitalize()] if symbol.capitalize() in known else []   # 'CL' → 'Cl'
+    close += [c for c in difflib.get_close_matches(symbol, known, n=3, cutoff=0.5) if c not in close]
+    close = close[:3]
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     return ValueError(f"{where}unknown chemical symbol {symbol!r}{hint}; symbols are case-sensitive "
                       "('H', 'He', ..., 'Og'). Fix the symbol or remove the structure.")

@@ -20,15 +20,18 @@ background, i.e. the k = 0 term omitted).  Potentials are the physical ones,
 """
 
 from __future__ import annotations
+
 import math
+
 import jax
 import jax.numpy as jnp
+
+from ..system._deprecation import renamed_keyword
+from ..units import KE
 from ._ewald import ewald_reciprocal_energy
 from ._kernels import self_kernel
 from ._pme import MeshSpec, pme_reciprocal_energy
 from ._realspace import real_space_energy
-from ..units import KE
-from ..system._deprecation import renamed_keyword
 
 __all__ = ['coulomb_energy', 'long_range_energy', 'coulomb_terms']
 

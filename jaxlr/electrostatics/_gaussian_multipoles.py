@@ -66,15 +66,15 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._ewald import structure_tables
-from ._kernels import ERF_SERIES, ERF_SERIES_D1, horner, erfc_exp
 from ..system._neighbors import Neighbors, pair_displacements
-from ._pme import MeshSpec, interpolate_mesh, influence_function
 from ..units import KE
+from ._ewald import structure_tables
+from ._kernels import ERF_SERIES, ERF_SERIES_D1, erfc_exp, horner
+from ._pme import MeshSpec, influence_function, interpolate_mesh
 
 __all__ = ["density_potentials", "gaussian_kernel", "interaction_tensor", "make_pme_matvec",
            "multipole_energy", "multipole_matrix", "pair_blocks", "radial_derivatives"]

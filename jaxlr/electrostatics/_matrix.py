@@ -23,10 +23,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._ewald import structure_tables
-from ._kernels import pair_kernel, self_kernel
 from ..system._neighbors import Neighbors, pair_displacements
 from ..units import KE
+from ._ewald import structure_tables
+from ._kernels import pair_kernel, self_kernel
 
 __all__ = ["coulomb_matrix"]
 

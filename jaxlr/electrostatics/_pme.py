@@ -43,16 +43,16 @@ import math
 from functools import lru_cache
 from typing import NamedTuple
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from ..performance import costs
+from ..units import KE
 from ._ewald import screened_inverse_square
 from ._fused import fused_sums
 from ._splines import alias_sum_u, alias_sum_u2, bspline_weights
-from ..units import KE
-from ..performance import costs
 
 __all__ = ["MeshSpec", "influence_function", "make_reciprocal_energy", "pme_reciprocal_energy",
            "spread_charges"]

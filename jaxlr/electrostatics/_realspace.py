@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from ._fused import fused_sums
-from ._kernels import pair_kernel, pair_kernel_dr
+from ..performance import costs
 from ..system._neighbors import pair_displacements
 from ..units import KE
-from ..performance import costs
+from ._fused import fused_sums
+from ._kernels import pair_kernel, pair_kernel_dr
 
 __all__ = ["real_space_energy"]
 

@@ -16,8 +16,8 @@ import math
 from fractions import Fraction
 from functools import lru_cache
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["bspline_weights", "bspline_values", "alias_sum_u", "alias_sum_u2"]
 

@@ -42,17 +42,20 @@ chemistry).
 """
 
 from __future__ import annotations
+
 import dataclasses
 import math
-import numpy as np
+
 import jax
 import jax.numpy as jnp
-from ._solvers import dense_kkt_solve, implicit_solve, solve_pcg
+import numpy as np
+
 from ..electrostatics._gaussian_multipoles import basis_shells, make_pme_matvec, multipole_matrix, pair_blocks
-from ..system._neighbors import Neighbors
 from ..electrostatics._pme import MeshSpec
 from ..system._checks import concrete_value
+from ..system._neighbors import Neighbors
 from ..units import KE
+from ._solvers import dense_kkt_solve, implicit_solve, solve_pcg
 
 __all__ = ['GaussianBasis', 'assemble_local', 'assemble_linear', 'DensityParams', 'DensityResult', 'density_solve', 'per_atom_widths']
 

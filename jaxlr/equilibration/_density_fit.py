@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._solvers import solve_dense, spd_solve
-from ._density import GaussianBasis, check_shape, check_finite, s_slots, validated_widths, per_atom_widths
 from ..electrostatics._gaussian_multipoles import density_potentials, multipole_matrix, pair_blocks
 from ..system._checks import check_positions, concrete_value
 from ..units import KE
+from ._density import GaussianBasis, check_finite, check_shape, per_atom_widths, s_slots, validated_widths
+from ._solvers import solve_dense, spd_solve
 
 __all__ = ["GaussianDensity", "ProjectionResult", "fit_density", "project_density"]
 

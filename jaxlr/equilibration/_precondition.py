@@ -45,14 +45,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..electrostatics._pme import MeshSpec, interpolate_mesh, spread_charges
 from ..electrostatics._splines import alias_sum_u2
-from ..system._cell import perpendicular_widths
-from ..system._cell import fft_friendly
+from ..system._cell import fft_friendly, perpendicular_widths
 from ..units import KE
 
 __all__ = ["preconditioner_mesh", "mesh_correction"]

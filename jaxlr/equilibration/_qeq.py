@@ -41,19 +41,21 @@ and do not perturb the others.
 
 from __future__ import annotations
 
-from typing import NamedTuple
 import dataclasses
 import math
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
-from ._solvers import SolverInfo, dense_kkt_solve, implicit_solve, solve_pcg
-from ..electrostatics._params import CoulombParams
+
 from ..electrostatics._energy import coulomb_energy, long_range_energy
-from ..electrostatics._matrix import coulomb_matrix
 from ..electrostatics._kernels import pair_kernel
-from ..system._neighbors import pair_displacements
+from ..electrostatics._matrix import coulomb_matrix
+from ..electrostatics._params import CoulombParams
 from ..electrostatics._pme import MeshSpec
+from ..system._neighbors import pair_displacements
 from ..units import KE
+from ._solvers import SolverInfo, dense_kkt_solve, implicit_solve, solve_pcg
 
 __all__ = ['SOLVERS', 'QeqParams', 'QeqSolution', 'qeq_energy', 'qeq_solve']
 

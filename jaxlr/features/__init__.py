@@ -11,9 +11,15 @@
 
 from ._harmonics import lm_index, n_harmonics, real_spherical_harmonics, solid_harmonics, wigner_d_real
 from ._invariants import flatten_invariants, power_spectrum
-from ._radial import gto_widths, radial_basis, radial_quadrature, radial_transform
 from ._lode import LODE_METHODS, LodeMultipoles, LodeParams, LodeResult, lode_features, multipole_features
-from ._spherical import SphericalExpansion, cutoff_function, scaled_modified_spherical_bessel, spherical_expansion, spherical_expansion_terms
+from ._radial import gto_widths, radial_basis, radial_quadrature, radial_transform
+from ._spherical import (
+    SphericalExpansion,
+    cutoff_function,
+    scaled_modified_spherical_bessel,
+    spherical_expansion,
+    spherical_expansion_terms,
+)
 
 __all__ = [
     "LODE_METHODS",

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["real_spherical_harmonics", "solid_harmonics", "wigner_d_real", "lm_index", "n_harmonics"]
 

@@ -9,7 +9,7 @@ Definition (Grisafi & Ceriotti, J. Chem. Phys. 151, 204105 (2019)): per species 
 with the orthonormal GTO radial basis R_n of :mod:`jaxlr.features.radial` (∫_0^{r_c} R_n R_m
 r² dr = δ_nm) and the real spherical harmonics of :mod:`jaxlr.features.harmonics`
 (orthonormal, no Condon–Shortley phase, l = 1 ∝ (y, z, x)).  Units: V_a in e/Å per unit
-atom "charge" — multiply by k_e = 14.399645 eV·Å/e² for volts — and features in
+atom "charge" — multiply by k_e = 14.399645351950548 eV·Å/e² for volts — and features in
 e/Å · Å^{3/2}.  All atoms count, the centre included, unless ``exclude_center=True``
 (then the atom's own Gaussian is left out; in a periodic cell its images stay).
 
@@ -62,11 +62,14 @@ field gradient ∂E_α/∂x_β = −∂_α∂_β V_a of each species density at 
 """
 
 from __future__ import annotations
+
 import dataclasses
+
 import jax
 import jax.numpy as jnp
+
 from ..electrostatics._pme import MeshSpec
-from ._lode_direct import masked_index, lode_direct, lode_direct_multipoles
+from ._lode_direct import lode_direct, lode_direct_multipoles, masked_index
 from ._lode_ksum import lode_ksum, lode_ksum_multipoles
 from ._lode_pme import make_lode_pme, make_lode_pme_multipoles
 

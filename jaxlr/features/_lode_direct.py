@@ -35,15 +35,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erf, erfc
 
-from ._harmonics import real_spherical_harmonics
-from ._lode_ksum import l_of_lm, species_onehot
-from ._lode_kspace import radial_evaluator, self_projection
 from ..performance import costs
+from ._harmonics import real_spherical_harmonics
+from ._lode_kspace import radial_evaluator, self_projection
+from ._lode_ksum import l_of_lm, species_onehot
 
 __all__ = ["lode_direct", "lode_direct_multipoles", "pair_radial_functions"]
 

@@ -29,9 +29,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._radial import radial_quadrature, radial_transform
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..electrostatics._ewald import screened_inverse_square
 from ._harmonics import solid_harmonics
@@ -228,7 +228,7 @@ def lode_ksum_multipoles(positions, species_index, cell, sigma, kvectors, *, n_s
 
     Returns:
       ``(potential (N, A), field (N, A, 3), field_gradient (N, A, 3, 3))`` in e/Å, e/Å²,
-      e/Å³ (multiply by k_e = 14.399645 eV·Å/e² for V, V/Å, V/Å²).
+      e/Å³ (multiply by k_e = 14.399645351950548 eV·Å/e² for V, V/Å, V/Å²).
 
     Example:
       >>> import numpy as np, jaxlr

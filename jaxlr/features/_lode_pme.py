@@ -44,17 +44,24 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..electrostatics._ewald import screened_inverse_square
 from ..electrostatics._pme import MeshSpec, k_squared, spread_charges
 from ..electrostatics._splines import alias_sum_u, alias_sum_u2, bspline_weights
-from ._harmonics import solid_harmonics
-from ._lode_ksum import finish_features, finish_multipoles, species_onehot
-from ._lode_kspace import hermite_basis, interpolate_radial_integral, radial_evaluator, radial_integral_table, radial_nodes, self_projection
 from ..performance import costs
+from ._harmonics import solid_harmonics
+from ._lode_kspace import (
+    hermite_basis,
+    interpolate_radial_integral,
+    radial_evaluator,
+    radial_integral_table,
+    radial_nodes,
+    self_projection,
+)
+from ._lode_ksum import finish_features, finish_multipoles, species_onehot
 
 __all__ = ["make_lode_pme", "make_lode_pme_multipoles", "check_spec", "bspline_derivative_weights", "solid_operator",
            "K_NEGLIGIBLE"]

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["gto_widths", "radial_basis", "radial_quadrature", "radial_transform", "OVERLAP_POINTS"]
 

@@ -69,12 +69,12 @@ import dataclasses
 import functools
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ..system._neighbors import Neighbors, neighbor_list, pair_displacements
 from ..system._checks import check_cell, check_positions, concrete_value
+from ..system._neighbors import Neighbors, neighbor_list, pair_displacements
 from ._harmonics import real_spherical_harmonics
 from ._radial import check_cutoff, gto_primitives, gto_widths, radial_transform
 

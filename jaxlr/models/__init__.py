@@ -9,8 +9,8 @@ model) and ``"density"`` (multipolar density coefficients).
 from ._descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
 from ._electrostatics import CoulombSpec
 from ._energy_models import MODELS, DensityModel, LatentChargeModel, LocalModel, LodeModel, QeqModel
-from ._output import ModelOutput
 from ._nets import SpeciesMLP
+from ._output import ModelOutput
 from ._potential import Potential, build_potential
 
 __all__ = [

@@ -17,14 +17,13 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from ..electrostatics._pme import MeshSpec
 from ..features._invariants import power_spectrum
 from ..features._lode import LodeParams, lode_features
-from ..tuning._lode import tune_lode
 from ..features._radial import gto_widths
 from ..features._spherical import spherical_expansion_terms
-from ..electrostatics._pme import MeshSpec
-from ..system._cell import perpendicular_widths
-from ..system._cell import fft_friendly
+from ..system._cell import fft_friendly, perpendicular_widths
+from ..tuning._lode import tune_lode
 from ._electrostatics import periodic_cells
 
 __all__ = ["LocalSpec", "LodeSpec", "local_invariants", "multiscale_invariants", "far_padding", "plan_lode",

@@ -13,12 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..electrostatics._energy import coulomb_energy
-from ..system._neighbors import Neighbors
 from ..electrostatics._pme import MeshSpec
-from ..tuning._coulomb import standin_charges
-from ..system._cell import perpendicular_widths
-from ..system._cell import fft_friendly
-from ..tuning._coulomb import tune_coulomb
+from ..system._cell import fft_friendly, perpendicular_widths
+from ..system._neighbors import Neighbors
+from ..tuning._coulomb import standin_charges, tune_coulomb
 
 __all__ = ["CoulombSpec", "plan_coulomb", "all_pairs", "coulomb_kwargs", "structure_coulomb_energy"]
 

@@ -1,19 +1,10 @@
-"""The one input batch and the one output type shared by every jaxlr model.
-
-A batch holds B padded structures of N atom slots each (a pytree; the leading axis is the
-structure).  Host code (:func:`jaxlr.train.data.make_batches`) builds it from a dataset;
-models read it inside ``jit`` and ``vmap`` over the leading axis.
-
-Padding conventions (every model obeys them; tests check them):
-
-- padding atoms have ``species = -1``, ``atom_mask = False``, ``fragments = -1``, position
-  0; they appear in no neighbour list, get zero charge, zero energy and zero force;
-- padding structures (to fill the last batch) have ``structure_mask = False`` and all their
-  atoms masked; their outputs are finite and ignored by losses and metrics.
+"""The one output type of every jaxlr model (:class:`ModelOutput`).
 """
 
 from __future__ import annotations
+
 import dataclasses
+
 import jax
 
 __all__ = ['ModelOutput']

@@ -10,15 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data._batch import AtomsBatch
 from ._descriptors import LocalSpec, LodeSpec, plan_lode
 from ._electrostatics import CoulombSpec, plan_coulomb
 from ._energy_models import MODELS
-from ..data._batch import AtomsBatch
 from ._output import ModelOutput
 
 __all__ = ["Potential", "build_potential"]

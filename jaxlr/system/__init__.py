@@ -1,8 +1,22 @@
-"""TODO"""
+"""Host preparation (numpy, eager, never jitted): input checks, cell geometry, neighbour lists.
 
-from ._cell import cell_volume, perpendicular_widths, reduced_basis, fft_friendly
-from ._checks import is_concrete, concrete_value, check_accuracy, concrete_or_none, check_positions, check_per_atom, check_cell
-from ._neighbors import Neighbors, neighbor_list, with_capacity, from_jax_md, pair_displacements
+Everything that fixes an array shape is decided here and handed on as Python ints and
+tuples: :func:`neighbor_list` (vesin) builds full padded :class:`Neighbors` lists,
+:func:`check_positions` & co. raise a :class:`ValueError` that says what to change before
+anything is compiled.
+"""
+
+from ._cell import cell_volume, fft_friendly, perpendicular_widths, reduced_basis
+from ._checks import (
+    check_accuracy,
+    check_cell,
+    check_per_atom,
+    check_positions,
+    concrete_or_none,
+    concrete_value,
+    is_concrete,
+)
+from ._neighbors import Neighbors, from_jax_md, neighbor_list, pair_displacements, with_capacity
 
 __all__ = [
     "Neighbors",

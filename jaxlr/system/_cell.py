@@ -1,13 +1,8 @@
-"""Host-side validation of user inputs (numpy, eager, never jitted).
-
-Every front door calls these helpers before anything is compiled, so bad input
-raises a :class:`ValueError` that says what to change instead of producing NaN
-or a silent wrong answer.  Inputs may also be JAX tracers (when a front door is
-called under ``jax.grad`` or ``jax.jit``): then only their shapes are checked,
-value checks need concrete numbers.
+"""Cell geometry on the host (numpy): volume, perpendicular widths, a reduced basis, FFT-friendly mesh sizes.
 """
 
 from __future__ import annotations
+
 import numpy as np
 
 __all__ = ['cell_volume', 'perpendicular_widths', 'reduced_basis', 'fft_friendly']

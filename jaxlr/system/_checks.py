@@ -8,9 +8,11 @@ value checks need concrete numbers.
 """
 
 from __future__ import annotations
-import numpy as np
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
 from ._cell import perpendicular_widths
 
 __all__ = ['is_concrete', 'concrete_value', 'check_accuracy', 'concrete_or_none', 'check_positions', 'check_per_atom', 'check_cell']

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._checks import check_cell, check_positions, concrete_or_none
 from ._cell import perpendicular_widths
+from ._checks import check_cell, check_positions, concrete_or_none
 
 __all__ = ["Neighbors", "neighbor_list", "with_capacity", "from_jax_md", "pair_displacements"]
 

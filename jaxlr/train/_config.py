@@ -483,7 +483,7 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
       the run folder (``run_dir``).
     """
     from ..models._potential import build_potential
-    from ._loop import metric_targets, evaluate, fit, resolve_dtype, training_weights
+    from ._loop import evaluate, fit, metric_targets, resolve_dtype, training_weights
 
     if isinstance(config_or_path, dict):
         cfg = normalize_config(config_or_path, ".")
@@ -608,9 +608,9 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
       ValueError: unknown species or missing targets in the data (before compilation),
         not a checkpoint folder.
     """
-    from ._checkpoint import CONFIG_FILE, load
     from ..data._dataset import Dataset, check_targets
-    from ._loop import metric_targets, evaluate
+    from ._checkpoint import CONFIG_FILE, load
+    from ._loop import evaluate, metric_targets
 
     ckpt = Path(checkpoint_dir)
     if not (ckpt / CONFIG_FILE).is_file() and (ckpt / "checkpoint" / CONFIG_FILE).is_file():

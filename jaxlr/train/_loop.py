@@ -176,7 +176,7 @@ def make_optimizer(learning_rate: float, *, steps: int, steps_per_epoch: int = 1
     if clip_norm is not None:
         clip_norm = _number("clip_norm", clip_norm)
         if not (math.isfinite(clip_norm) and clip_norm > 0):
-            raise ValueError(f"clip_norm must be positive (or None), got {clip_norm}.")
+            raise ValueError(f"clip_norm must be a finite positive number (or None), got {clip_norm!r}.")
         tx = optax.chain(optax.clip_by_global_norm(float(clip_norm)), tx)
     return tx, sched
 
@@ -489,9 +489,9 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
       >>> # result = fit(pot, train, valid, weights={"energy": 1.0, "forces": 10.0}, epochs=200,
       >>> #              run_dir="runs/water")
     """
-    from ._checkpoint import save
     from ..data._batching import BatchLoader
     from ..data._dataset import fit_offsets
+    from ._checkpoint import save
 
     t_start = time.perf_counter()
     # ---- 1. settings and data checks (host, nothing compiled) -----------------------------

@@ -19,15 +19,17 @@ Cost constants were measured on a 2-core CPU (:mod:`jaxlr.performance`).
 """
 
 from __future__ import annotations
+
 import itertools
 import math
+
 import numpy as np
+
 from ..electrostatics._pme import MeshSpec
-from ..system._cell import cell_volume, perpendicular_widths, reduced_basis
-from ._search import bisect
-from ._search import expected_capacity
-from ..system._cell import fft_friendly
 from ..performance import costs as perf_costs
+from ..system._cell import cell_volume, fft_friendly, perpendicular_widths, reduced_basis
+from ..units import KE
+from ._search import bisect, expected_capacity
 
 __all__ = ['ORDERS', 'PME_ERROR_FIT', 'force_scale', 'real_space_error', 'ewald_kspace_error', 'pme_mesh_error', 'tune_coulomb']
 
@@ -38,7 +40,6 @@ ORDERS = (4, 5, 6, 7, 8)
 _TUNED_ORDERS = (4, 5, 6, 7, 8)
 
 
-KE_ = 14.399645
 
 
 #: log c_p(x) = a0 + a1 log x + a2 (log x)², x = h/s, per spline order (fit to measured errors)
@@ -90,18 +91,18 @@ def force_scale(positions, charges, cell=None, r0: float | None = None) -> float
     j = np.asarray(j, dtype=np.int64)
     s = np.bincount(i, weights=q[j] ** 2 / np.maximum(d, 1e-3) ** 4, minlength=n)
     tail = 4.0 * math.pi * (q2 / volume) / r0 if cell is not None else 0.0
-    f2 = KE_**2 * np.mean(q * q * (s + tail))
+    f2 = KE**2 * np.mean(q * q * (s + tail))
     return float(math.sqrt(f2))
 
 
 def real_space_error(q2: float, n: int, volume: float, cutoff: float, smearing: float) -> float:
     """Absolute RMS real-space truncation error of forces (eV/Å)."""
-    return 2.0 * KE_ * q2 / math.sqrt(n * volume * cutoff) * math.exp(-0.5 * (cutoff / smearing) ** 2)
+    return 2.0 * KE * q2 / math.sqrt(n * volume * cutoff) * math.exp(-0.5 * (cutoff / smearing) ** 2)
 
 
 def ewald_kspace_error(q2: float, n: int, volume: float, k_cutoff: float, smearing: float) -> float:
     """Absolute RMS error of forces (eV/Å) from truncating the Ewald k-sum at k_cutoff."""
-    return (2.0 * KE_ * q2 / (smearing * math.sqrt(n * volume * k_cutoff))
+    return (2.0 * KE * q2 / (smearing * math.sqrt(n * volume * k_cutoff))
             * math.exp(-0.5 * (k_cutoff * smearing) ** 2))
 
 
@@ -115,7 +116,7 @@ def pme_mesh_error(q2: float, n: int, volume: float, spacing: float, smearing: f
     if lx < lo:
         extra, lx = order * (lx - lo), lo
     c = PME_ERROR_MARGIN * math.exp(a0 + a1 * lx + a2 * lx * lx + extra)
-    return KE_ * q2 / math.sqrt(n * volume * smearing) * c
+    return KE * q2 / math.sqrt(n * volume * smearing) * c
 
 
 def _max_mesh_spacing(q2: float, n: int, volume: float, smearing: float, order: int, budget: float) -> float:
@@ -136,7 +137,7 @@ def _max_mesh_spacing(q2: float, n: int, volume: float, smearing: float, order: 
     if ok(bad):
         return bad
     a0, a1, a2 = PME_ERROR_FIT[order]
-    target = math.log(budget / (PME_ERROR_MARGIN * KE_ * q2 / math.sqrt(n * volume * smearing)))
+    target = math.log(budget / (PME_ERROR_MARGIN * KE * q2 / math.sqrt(n * volume * smearing)))
     lo = math.log(_FIT_MIN_X)
     at_lo = a0 + a1 * lo + a2 * lo * lo
     if target >= at_lo:

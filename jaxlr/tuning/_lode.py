@@ -1,86 +1,24 @@
-"""LODE features — the front door, the jittable dispatch and the parameter tuning.
-
-Definition (Grisafi & Ceriotti, J. Chem. Phys. 151, 204105 (2019)): per species a,
-
-    ρ_a(x) = Σ_{j∈a} (2πσ_L²)^{−3/2} exp(−|x − R_j|²/2σ_L²)     (unit Gaussians),
-    V_a = ρ_a ∗ 1/r                                                (no Coulomb constant k_e),
-    ⟨a n l m|V_i⟩ = ∫_{|x|<r_c} R_n(|x|) Y_lm(x̂) V_a(R_i + x) d³x,
-
-with the orthonormal GTO radial basis R_n of :mod:`jaxlr.features.radial` (∫_0^{r_c} R_n R_m
-r² dr = δ_nm) and the real spherical harmonics of :mod:`jaxlr.features.harmonics`
-(orthonormal, no Condon–Shortley phase, l = 1 ∝ (y, z, x)).  Units: V_a in e/Å per unit
-atom "charge" — multiply by k_e = 14.399645 eV·Å/e² for volts — and features in
-e/Å · Å^{3/2}.  All atoms count, the centre included, unless ``exclude_center=True``
-(then the atom's own Gaussian is left out; in a periodic cell its images stay).
-
-Periodic cells: the k = 0 term of each V_a is dropped, i.e. every species density is
-neutralised by a uniform background of its own (the convention of featomic's
-LodeSphericalExpansion and of Ewald sums in tin-foil boundary conditions).  So V_a has
-zero cell average, and a periodic feature differs from an open-boundary one of the same
-atoms by the background and image terms (for a cubic box of side L, V_per − V_open =
-N_a(−ξ/L) + (2π/3L³) Σ_j (|x − R_j|² + 3σ_L²) + O(L⁻⁵), ξ = 2.837297…).
-
-Three routes (``method``):
-
-* ``"ksum"`` — explicit k-sum, O(N · N_k), the periodic reference
-  (:mod:`jaxlr.features.lode_ksum`);
-* ``"pme"`` — smooth PME, O(N log N) (:mod:`jaxlr.features.lode_pme`);
-* ``"direct"`` — open boundary, real-space quadrature over all pairs
-  (:mod:`jaxlr.features.lode_direct`);
-* ``"auto"`` — direct without a cell, PME with one.
-
-Accuracy (``accuracy=``): the target *relative RMS feature error*,
-``ε = ‖F − F_ref‖ / ‖F_ref‖`` with Frobenius norms over all atoms, species channels and
-(n, l, m) components, F_ref the converged features (dominated by the large l = 0 features;
-the error of a small high-l block relative to its own size is larger).  The tuner
-(:func:`tune_lode`) estimates ε with the parameter-free error model of
-:mod:`jaxlr.features.lode_error` (ideal-gas atoms: the k-sum's truncated tail, and the
-PME aliasing of spreading and of the l-th derivative of the B-spline interpolation,
-including the coherent self term of each atom) and picks the k-sum cutoff, or the PME
-spline order and mesh of least estimated cost, that meet the target.  Measured against
-converged k-sums (``python benchmarks/calibrate_lode_error.py``; random two-species
-cells, cubic and triclinic, σ_L = 0.6 … 1.5 Å, r_c = 3 … 4 Å, L ≤ 4) the achieved ε lies
-between 0.4 and 1.7 times the request for 1e-3 … 1e-6 (PME and k-sum); the model itself
-is within e^{−0.5} … e^{+0.8} of about 1,000 measured PME errors (p = 4 … 12,
-σ_L = 0.5 … 2 Å, r_c = 2 … 20 Å, RMS of the log ratio 0.18).
-For ordered or liquid structures, whose long-wavelength density fluctuations are
-smaller than an ideal gas's, ‖F_ref‖ — and so ε — can differ from the estimate by a
-factor of order one.  The multipole variant has its own fit (:data:`MULTIPOLE_ERROR_FIT`,
-an upper envelope of the largest of the relative errors of potential, field and field
-gradient).  The direct route is converged to ~1e-13 whatever ``accuracy`` says.
-
-Relation to featomic's LodeSphericalExpansion (checked to 1e-10 in the tests): identical
-definition, k = 0 convention, i^l sign, harmonics and normalisation; featomic's
-``Gto(max_radial=N−1, radius=r0)`` has widths ``gto_widths(r0, N)`` but is orthonormalised
-and projected on [0, 5·r0] (no sharp sphere), so it equals jaxlr's
-``lode(..., cutoff=5*r0, max_radial=N, radial_widths=gto_widths(r0, N))`` with
-``SmearedPowerLaw(smearing=σ_L, exponent=1)``.
-
-The multipole variant (:func:`lode_multipoles`) gives the potential, field E = −∇V_a and
-field gradient ∂E_α/∂x_β = −∂_α∂_β V_a of each species density at each atom (the l ≤ 2
-"LODE multipoles").
+"""Parameter choice for LODE features (:func:`tune_lode`, host): method, k-cutoff or mesh and spline order from a requested accuracy.
 """
 
 from __future__ import annotations
+
 import math
 from functools import lru_cache
+
 import numpy as np
+
 from ..electrostatics._pme import MeshSpec
-from ..system._checks import check_accuracy, check_cell
-from ..system._cell import perpendicular_widths, reduced_basis
-from ..performance import costs as perf_costs
-from ._search import bisect
-from ..system._cell import fft_friendly
-from ._lode_error import LodeErrorModel
-from ..features._lode_ksum import ksum_cutoff
+from ..features._lode import DEFAULT_DENSITY, LODE_METHODS, LODE_ORDERS, MULTIPOLE_ERROR_FIT, LodeParams
 from ..features._lode_kspace import TABLE_STEP, radial_points
+from ..features._lode_ksum import ksum_cutoff
 from ..features._lode_pme import K_NEGLIGIBLE
 from ..features._radial import gto_widths
-from ..features._lode import DEFAULT_DENSITY
-from ..features._lode import LODE_METHODS
-from ..features._lode import LODE_ORDERS
-from ..features._lode import LodeParams
-from ..features._lode import MULTIPOLE_ERROR_FIT
+from ..performance import costs as perf_costs
+from ..system._cell import fft_friendly, perpendicular_widths, reduced_basis
+from ..system._checks import check_accuracy, check_cell
+from ._lode_error import LodeErrorModel
+from ._search import bisect
 
 __all__ = ['multipole_pme_error', 'basis_extent', 'tune_lode']
 

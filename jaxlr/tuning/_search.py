@@ -1,25 +1,10 @@
-"""Parameter tuning: requested accuracy → smearing, cutoff, mesh and spline order (host, numpy).
-
-Error model (random-charge approximation, RMS force error per atom):
-
-* real space (Kolafa & Perram 1992):  ΔF_r = 2 KE Σq² / √(N V r_c) · exp(−r_c²/2s²)
-* Ewald k-sum (same derivation):       ΔF_k = 2 KE Σq² / (s √(N V k_c)) · exp(−k_c² s²/2)
-* PME mesh:  ΔF_m = KE Σq² / √(N V s) · c_p(h/s), with h the largest mesh-plane spacing
-  and c_p a fit (log-quadratic in h/s) of errors measured against converged Ewald sums
-  for each spline order p — see ``benchmarks/calibrate_pme_error.py``, which produced
-  :data:`PME_ERROR_FIT`.
-
-The relative error is ΔF / F₀ with F₀ the RMS force scale of uncorrelated charges,
-F₀² = (1/N) Σ_i KE² q_i² Σ_j q_j²/r_ij⁴ (short-range sum + continuum tail), which equals
-the RMS force of a random system and stays meaningful for symmetric crystals whose
-forces vanish.  For every smearing, a few shares of the squared error budget
-(:data:`BUDGET_SHARES`) are tried for the real-space cutoff and the rest of the budget
-goes to reciprocal space; the candidate (s, share, p) of least estimated cost is chosen.
-Cost constants were measured on a 2-core CPU (:mod:`jaxlr.performance`).
+"""Search helpers of the tuners (host): bisection on a monotone predicate and the expected neighbour capacity.
 """
 
 from __future__ import annotations
+
 import math
+
 from ..system._neighbors import round_capacity
 
 __all__ = []

@@ -92,8 +92,7 @@ def generate(n_structures: int, seed: int = DEFAULT_SEED, *, verbose: bool = Tru
 
     from ..._api.coulomb import coulomb
     from ...electrostatics._ewald import half_space_kvectors
-    from ...system._neighbors import neighbor_list
-    from ...system._neighbors import with_capacity
+    from ...system._neighbors import neighbor_list, with_capacity
     from ...tuning._coulomb import tune_coulomb
 
     if not jax.config.jax_enable_x64:
