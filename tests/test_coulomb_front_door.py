@@ -206,4 +206,4 @@ def test_explicit_parameters_validated(override):
 
 def test_accuracy_accepts_numpy_scalars():
     pos, q, cell, _ = random_system(94, 6, triclinic=True)
-    jaxlr.coulomb(pos, q, cell=cell, method="ewald", accuracy=np.float32(1e-4), want_stress=False)
+    jaxlr.coulomb(pos, q, cell=cell, method="ewald", accuracy=np.float32(1e-4), stress=False)

@@ -195,7 +195,7 @@ def test_pme_matches_reference(name, accuracy):
     s = reference_system(name)
     want_stress = accuracy == 1e-5  # stress costs an extra compile: check it at one accuracy
     res = jaxlr.coulomb(s["pos"], s["q"], cell=s["cell"], sigma=s["sigma"], method="pme",
-                        accuracy=accuracy, want_stress=want_stress)
+                        accuracy=accuracy, stress=want_stress)
     assert res.params.method == "pme"
     n = len(s["q"])
     a = mean_spacing(n, s["cell"])
@@ -232,7 +232,7 @@ def test_image_sum_matches_ewald(gaussian):
     q -= q.mean()
     sig = rng.uniform(0.3, 0.8, 4) if gaussian else None
     e_img = ref.image_sum_energy(pos, q, cell, 16, sigma=sig, taper=0.5)
-    res = jaxlr.coulomb(pos, q, cell=cell, sigma=sig, method="ewald", accuracy=1e-12, want_stress=False)
+    res = jaxlr.coulomb(pos, q, cell=cell, sigma=sig, method="ewald", accuracy=1e-12, stress=False)
     assert abs(float(res.energy) - e_img) <= 2e-5 * abs(e_img)
 
 
@@ -254,7 +254,7 @@ def smearing_system(gaussian, charged=False):
 def test_smearing_independence_ewald(gaussian):
     """Converged Ewald: energy identical to 1e-10 for three smearings, and equal to the reference."""
     pos, q, cell, sig, nbrs, kvec = smearing_system(gaussian)
-    f = terms_fn("ewald", want_stress=False)
+    f = terms_fn("ewald", stress=False)
     results = [f(pos, q, cell, sig, s, nbrs, kvec) for s in SMEARINGS]
     e_ref, _, f_ref, _ = ref.ewald_energy(pos, q, cell, sig)
     for e, phi, forces, _ in results:
@@ -271,7 +271,7 @@ def test_smearing_independence_pme():
     """
     pos, q, cell, sig, nbrs, _ = smearing_system(False)
     spec = jaxlr.MeshSpec((24, 24, 24), order=8)
-    f = terms_fn("pme", spec, want_stress=False)
+    f = terms_fn("pme", spec, stress=False)
     e_ref, _, f_ref, _ = ref.ewald_energy(pos, q, cell)
     f0 = force_scale(pos, q, cell)
     energies = []
@@ -391,7 +391,7 @@ WIGNER_SC = -2.837297479480620  # energy of a unit point charge in a cubic box o
 def test_single_ion_with_background(method, accuracy, tol):
     L = 5.0
     res = jaxlr.coulomb(np.zeros((1, 3)), np.array([1.0]), cell=np.eye(3) * L, method=method,
-                        accuracy=accuracy, background=True, want_stress=False)
+                        accuracy=accuracy, background=True, stress=False)
     expected = KE * WIGNER_SC / (2 * L)
     assert abs(float(res.energy) - expected) <= tol * abs(expected)
     assert float(np.max(np.abs(res.forces))) <= 1e-12

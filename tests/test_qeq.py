@@ -101,7 +101,7 @@ def test_fragments_sum_exactly_and_match_numpy():
     totals = np.array([1.0, -1.0, 0.0])
     q_ref, mu_ref = _kkt_numpy(R, chi, J, sig, totals, labels)
     for solver in ("dense", "pcg"):
-        res = jaxlr.qeq(R, chi, J, sig, fragments=labels, fragment_charges=totals, method=solver, tol=1e-11)
+        res = jaxlr.qeq(R, chi, J, sig, fragments=labels, fragment_charges=totals, solver=solver, tol=1e-11)
         q = np.asarray(res.charges)
         np.testing.assert_allclose(np.bincount(labels, weights=q), totals, atol=1e-12)
         np.testing.assert_allclose(q, q_ref, atol=1e-9)

@@ -44,7 +44,7 @@ def test_tuner_mesh_spacing_closed_form_equals_bisection():
 def test_auto_method_meets_accuracy():
     s = reference_system("triclinic-point")
     acc = 1e-5
-    res = jaxlr.coulomb(s["pos"], s["q"], cell=s["cell"], accuracy=acc, want_stress=False)
+    res = jaxlr.coulomb(s["pos"], s["q"], cell=s["cell"], accuracy=acc, stress=False)
     assert res.params.method in ("ewald", "pme")
     assert rms(np.asarray(res.forces) - s["forces"]) <= 3 * acc * s["f0"]
     assert jaxlr.coulomb(s["pos"][:5], s["q"][:5]).params.method == "direct"  # open → direct
@@ -56,7 +56,7 @@ def test_explicit_cutoff_with_wide_gaussians_is_honest():
     acc = 1e-5
     try:
         res = jaxlr.coulomb(s["pos"], s["q"], cell=s["cell"], sigma=s["sigma"], method="pme",
-                            accuracy=acc, cutoff=3.45, want_stress=False)
+                            accuracy=acc, cutoff=3.45, stress=False)
     except ValueError:
         return  # refusing an unreachable accuracy is fine
     achieved = rms(np.asarray(res.forces) - s["forces"]) / s["f0"]

@@ -1,6 +1,6 @@
 """Datasets of structures: bookkeeping, target checks, species and energy offsets (host, numpy).
 
-:class:`Dataset` is a list of :class:`~jaxlr.train.structures.Structure` with splits,
+:class:`Dataset` is a list of :class:`~jaxlr.data.Structure` with splits,
 subsets, species and available targets; :func:`check_targets` and
 :func:`species_indices` validate a dataset against a model; :func:`fit_offsets` gives
 per-species energy offsets by least squares.

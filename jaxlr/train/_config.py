@@ -197,7 +197,7 @@ def structure_filter(conditions):
 
     Example:
       >>> import numpy as np
-      >>> from jaxlr.train.data import Structure
+      >>> from jaxlr.data import Structure
       >>> keep = structure_filter(["distance >= 6", "n_atoms < 10"])
       >>> keep(Structure(positions=np.zeros((1, 3)), numbers=[1], info={"distance": 7.5}))
       True
@@ -469,7 +469,7 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
     """Train from a configuration (a TOML path or a dict) and write the run folder.
 
     Steps: read the data (``[data]``), check species and weighted targets of every split
-    (before anything is compiled), build the model (``[model]``), :func:`jaxlr.train.loop.fit`
+    (before anything is compiled), build the model (``[model]``), :func:`jaxlr.train.fit`
     with ``[training]``, evaluate the best variables on the splits of ``[output] evaluate``,
     write ``metrics.json``, ``fit_config.json``, the parity plots of the test set, and print
     a summary table.
@@ -590,10 +590,10 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
     """Evaluate a checkpoint on a data file: MAE/RMSE per target, printed as a table.
 
     Args:
-      checkpoint_dir: a folder written by :func:`jaxlr.train.checkpoint.save` (e.g.
+      checkpoint_dir: a folder written by :func:`jaxlr.train.save` (e.g.
         ``run_dir/checkpoint``) or a run folder containing ``checkpoint/``.
       data_path: extended XYZ file with references.
-      periodic: override the file's pbc (see :func:`jaxlr.train.data.read_structures`).
+      periodic: override the file's pbc (see :func:`jaxlr.data.read_structures`).
       batch_size: structures per evaluation batch.
       targets: names to evaluate (default: every target the model predicts and every
         structure holds; missing requested ones raise ``ValueError``).

@@ -12,13 +12,13 @@ fails first, on the host, before anything is compiled):
    variables from a representative batch of up to ``init_structures`` training structures;
 4. trains with one jitted step (``value_and_grad`` over ``variables["params"]`` only, the
    feature statistics ``variables["stats"]`` stay fixed) that compiles once per batch shape
-   — :class:`~jaxlr.train.data.BatchLoader` bounds the shapes — and evaluates the
+   — :class:`~jaxlr.data.BatchLoader` bounds the shapes — and evaluates the
    validation set every epoch with a jitted prediction (MAE/RMSE per target);
 5. keeps the best variables (lowest validation loss), stops early after ``patience``
    epochs without improvement, and with ``run_dir`` writes ``history.json`` every epoch,
    the best checkpoint (``run_dir/checkpoint``) and, at the end, the plots.
 
-The validation loss is the loss of :func:`jaxlr.train.loss.loss_fn` over the whole
+The validation loss is the loss of :func:`jaxlr.train.loss_fn` over the whole
 validation set (Σ_t w_t MSE_t, energies per atom), independent of how it is batched.
 """
 
@@ -277,15 +277,15 @@ def evaluate(potential, variables, dataset, *, targets=None, batch_size: int = 1
 
     Args:
       potential, variables: the model.
-      dataset: :class:`jaxlr.train.data.Dataset` (or sequence of structures).
+      dataset: :class:`jaxlr.data.Dataset` (or sequence of structures).
       targets: names to evaluate (default: every target that the model predicts and all
         structures hold; stress only for periodic data).  Missing ones raise ``ValueError``.
-      batch_size, max_shapes: batching (see :class:`jaxlr.train.data.BatchLoader`).
+      batch_size, max_shapes: batching (see :class:`jaxlr.data.BatchLoader`).
       keep: keep predictions for parity plots.
       name: how to call the dataset in error messages.
 
     Returns:
-      the :class:`jaxlr.train.loss.Metrics` accumulator (``.result()`` for the dict,
+      the :class:`jaxlr.train.Metrics` accumulator (``.result()`` for the dict,
       ``.parity()`` with ``keep=True``).
     """
     from ..data._batching import BatchLoader
@@ -412,7 +412,7 @@ def training_weights(weights, dataset, predicts=None, *, indices=None, name: str
       name: how to call the dataset in the message.
 
     Returns:
-      ``{target: weight}`` of the positive weights (see :func:`jaxlr.train.loss.check_weights`).
+      ``{target: weight}`` of the positive weights (see :func:`jaxlr.train._loss.check_weights`).
 
     Example:
       >>> import numpy as np
@@ -454,11 +454,13 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
 
     Args:
       potential: :class:`jaxlr.models.Potential` (e.g. from :func:`jaxlr.models.build_potential`).
-      train: training :class:`jaxlr.train.data.Dataset`.
+      train: training :class:`jaxlr.data.Dataset`.
       valid: validation dataset (early stopping and best-variable selection), or None (the
         training loss is monitored instead).
-      weights: loss weight per target (see :func:`jaxlr.train.loss.loss_fn`); default
-        ``{"energy": 1, "forces": 1}`` restricted to the targets the training data holds.
+      weights: loss weight per target (see :func:`jaxlr.train.loss_fn`); default
+        ``{"energy": 1, "forces": 1}`` restricted to the targets some training structure
+        holds.  Every weighted target must be present in every training and validation
+        structure (see :func:`training_weights`): none is dropped silently.
       epochs: maximum number of epochs.  batch_size: structures per training batch.
       learning_rate, schedule ("cosine" | "constant" | "exponential"), warmup_epochs,
         decay_rate, final_lr_fraction, optimizer ("adam" | "adamw"), weight_decay,
@@ -478,12 +480,13 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
       :class:`FitResult` with the best variables.
 
     Raises:
-      ValueError: bad settings, weighted targets that the model cannot predict or the data
-        lacks, species outside the potential's species — all before any compilation.
+      ValueError: bad settings (naming the argument, e.g. ``learning_rate``), weighted
+        targets that the model cannot predict or that some structures lack (naming them),
+        species outside the potential's species — all before any compilation.
 
     Example:
       >>> # from jaxlr.models import build_potential
-      >>> # from jaxlr.train.data import Dataset
+      >>> # from jaxlr.data import Dataset
       >>> # train, valid = Dataset.from_file("water.xyz").split((0.9, 0.1))
       >>> # pot = build_potential("local", species=train.species)
       >>> # result = fit(pot, train, valid, weights={"energy": 1.0, "forces": 10.0}, epochs=200,
