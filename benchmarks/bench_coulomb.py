@@ -46,9 +46,9 @@ def reference_forces(pos, q, cell):
     n = len(q)
     if n <= 4000:
         return np.asarray(jaxlr.coulomb(pos, q, cell=cell, method="ewald", accuracy=1e-11,
-                                        want_stress=False).forces)
+                                        stress=False).forces)
     return np.asarray(jaxlr.coulomb(pos, q, cell=cell, method="pme", accuracy=1e-10, order=8,
-                                    want_stress=False).forces)
+                                    stress=False).forces)
 
 
 def rel_err(f, ref):

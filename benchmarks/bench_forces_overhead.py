@@ -32,7 +32,7 @@ the script prints a floor for the ratio of energy + forces to energy alone:
 the ratio even if real-space forces cost nothing and the interpolation cost only its
 gather; and the same floor with the inverse FFT's cost inside the pipeline.
 
-With ``--stress`` it also times energy + forces + stress (``want_stress=True``, as
+With ``--stress`` it also times energy + forces + stress (``stress=True``, as
 :func:`jaxlr.coulomb` does by default for periodic systems) in the same rounds, and
 prints its fastest call against that of energy + forces.
 
@@ -91,12 +91,12 @@ def main(argv=None):
             energy = jax.jit(lambda r, q, c, s, nb: jaxlr.coulomb_energy(
                 r, q, cell=c, smearing=s, neighbors=nb, **kw))
             terms = jax.jit(lambda r, q, c, s, nb: jaxlr.coulomb_terms(
-                r, q, cell=c, smearing=s, neighbors=nb, want_stress=False, **kw)[:3])
+                r, q, cell=c, smearing=s, neighbors=nb, stress=False, **kw)[:3])
             fns = {"energy": lambda: jax.block_until_ready(energy(r, qq, c, s, nbrs)),
                    "terms": lambda: jax.block_until_ready(terms(r, qq, c, s, nbrs))}
             if args.stress:
                 with_stress = jax.jit(lambda r, q, c, s, nb: jaxlr.coulomb_terms(
-                    r, q, cell=c, smearing=s, neighbors=nb, want_stress=True, **kw))
+                    r, q, cell=c, smearing=s, neighbors=nb, stress=True, **kw))
                 fns["stress"] = lambda: jax.block_until_ready(with_stress(r, qq, c, s, nbrs))
             for fn in fns.values():  # compile and warm up
                 fn()

@@ -77,7 +77,7 @@ def test_two_atoms_closed_form(solver):
     c11, c22 = KE / (math.sqrt(math.pi) * s1), KE / (math.sqrt(math.pi) * s2)
     c12 = KE * erf(r / (math.sqrt(2.0) * math.hypot(s1, s2))) / r
     q_exact = (chi[1] - chi[0]) / (J[0] + J[1] + c11 + c22 - 2.0 * c12)
-    res = jaxlr.qeq(R, chi, J, np.array([s1, s2]), method=solver, tol=1e-12)
+    res = jaxlr.qeq(R, chi, J, np.array([s1, s2]), solver=solver, tol=1e-12)
     np.testing.assert_allclose(np.asarray(res.charges), [q_exact, -q_exact], rtol=1e-10, atol=1e-13)
     # chemical potential: χ_1 + (J_1 + C_11) q_1 + C_12 q_2
     mu = chi[0] + (J[0] + c11) * q_exact - c12 * q_exact
