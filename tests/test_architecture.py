@@ -4,7 +4,8 @@ Rules (README, "Architecture"):
 
 1. The core — ``units``, ``performance``, ``system``, ``electrostatics``, ``equilibration``,
    ``features``, ``tuning`` and the front doors in ``_api`` — never imports ``data``,
-   ``models``, ``train``, ``cli``, ``testing``, nor flax, optax, matplotlib, ase or jax_md.
+   ``models``, ``train``, ``cli``, ``testing``, the integrations ``md`` and ``ase``, nor
+   flax, optax, matplotlib, ase or jax_md.
 2. No module inside the package imports the root package ``jaxlr`` itself.
 3. No name starting with ``_`` is imported from another module.
 4. No import cycle, neither between modules nor between the topic subpackages.
@@ -22,7 +23,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxlr"
 CORE = ("units", "performance", "system", "electrostatics", "equilibration", "features", "tuning", "_api")
-NOT_IN_CORE_PACKAGES = ("data", "models", "train", "cli", "testing")
+NOT_IN_CORE_PACKAGES = ("data", "models", "train", "cli", "testing", "md", "ase")
 HEAVY = ("flax", "optax", "matplotlib", "ase", "jax_md")
 
 
