@@ -131,3 +131,23 @@ def test_solves_return_solver_info():
     assert isinstance(sol.info, jaxlr.SolverInfo)
     q, lam, info = sol                                      # still unpacks as a tuple
     np.testing.assert_allclose(q, res.charges, atol=1e-12)
+
+
+def test_density_warm_start_is_guess_and_results_nest_info():
+    from jaxlr.equilibration import GaussianBasis
+
+    basis = GaussianBasis(species=(1, 8), s_widths=((0.5,), (0.4, 0.9)), p_widths=((0.6,), (0.5,)))
+    R = np.array([[0.0, 0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])
+    Z = np.array([8, 1, 1])
+    nb = basis.n_basis
+    linear = np.zeros((3, nb))
+    linear[0, 0], linear[1:, 0] = 2.0, -1.0
+    local = np.broadcast_to(np.eye(nb) * 10.0, (3, nb, nb)).copy()
+    res = jaxlr.density_qeq(R, Z, linear, local, basis=basis, solver="pcg", tol=1e-10)
+    assert isinstance(res.info, jaxlr.SolverInfo) and res.converged is res.info.converged
+    warm = jaxlr.density_qeq(R, Z, linear, local, basis=basis, solver="pcg", tol=1e-10, guess=res.coefficients)
+    np.testing.assert_allclose(warm.coefficients, res.coefficients, atol=1e-8)
+    assert int(warm.iterations) <= int(res.iterations)
+    with pytest.warns(DeprecationWarning, match="x0= is deprecated"):
+        old = jaxlr.density_qeq(R, Z, linear, local, basis=basis, solver="pcg", tol=1e-10, x0=res.coefficients)
+    np.testing.assert_allclose(old.coefficients, warm.coefficients, atol=1e-12)

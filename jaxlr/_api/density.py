@@ -29,6 +29,7 @@ from ..equilibration._density import (
 )
 from ..performance import costs
 from ..system._checks import check_accuracy, check_cell, check_positions, concrete_value
+from ..system._deprecation import renamed_keyword
 from ..system._neighbors import Neighbors, neighbor_list
 from ..tuning._density import tune_density
 
@@ -37,11 +38,11 @@ __all__ = ['density_qeq', 'polarizability']
 
 @partial(jax.jit, static_argnames=("method", "mesh", "background", "solver", "tol", "maxiter"))
 def _run(positions, sigma_s, sigma_p, linear, local, fragments, fragment_charges, active, field, cell, smearing,
-         neighbors, kvectors, x0, *, method, mesh, background, solver, tol, maxiter):
+         neighbors, kvectors, guess, *, method, mesh, background, solver, tol, maxiter):
     return density_solve(positions, sigma_s, sigma_p, linear, local, fragments=fragments,
                          fragment_charges=fragment_charges, active=active, field=field, cell=cell,
                          smearing=smearing, neighbors=neighbors, kvectors=kvectors, method=method, mesh=mesh,
-                         background=background, solver=solver, tol=tol, maxiter=maxiter, x0=x0)
+                         background=background, solver=solver, tol=tol, maxiter=maxiter, guess=guess)
 
 
 def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell=None, field=None,
@@ -49,7 +50,7 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
                 solver: str = "auto", accuracy: float = 1e-6, tol: float | None = None, maxiter: int = 500,
                 background: bool = False, smearing: float | None = None, cutoff: float | None = None,
                 k_cutoff: float | None = None, mesh=None, order: int | None = None,
-                neighbors: Neighbors | None = None, x0=None) -> DensityResult:
+                neighbors: Neighbors | None = None, guess=None, x0=None) -> DensityResult:
     """Density coefficients, charges, dipoles and energy by multipolar charge equilibration.
 
     Minimises ``E(c) = Σ_i [b_iᵀc_i + ½ c_iᵀH_ic_i] + ½cᵀCc − F·Σ_i(q_iR_i + μ_i)`` subject to
@@ -79,7 +80,8 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
       smearing, cutoff, k_cutoff, mesh, order, neighbors: override the periodic parameters
         (Å, Å, 1/Å, (K1, K2, K3) or a :class:`jaxlr.MeshSpec`, spline order, a full
         :class:`jaxlr.Neighbors` list with cutoff ≥ ``cutoff``).
-      x0: (N, n_basis) warm start for PCG.
+      guess: (N, n_basis) warm start for PCG (e.g. the previous MD step's coefficients).
+      x0: deprecated spelling of ``guess``.
 
     Returns:
       :class:`DensityResult` (coefficients, charges, dipoles, total_dipole, energy,
@@ -105,6 +107,7 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
       >>> bool(res.charges[0] < 0), round(float(res.charges.sum()), 10) + 0.0
       (True, 0.0)
     """
+    guess = renamed_keyword("x0", "guess", x0, guess, default=None, where="density_qeq")
     if not isinstance(basis, GaussianBasis):
         raise ValueError("basis must be a jaxlr.GaussianBasis.")
     if method not in METHODS:
@@ -194,12 +197,12 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
     if params.solver == "dense" and n * nb > costs().dense_limit:
         raise ValueError(f"solver='dense' factorises an (N·n_basis)² matrix and is limited to {costs().dense_limit} "
                          f"unknowns (got {n * nb}); use solver='pcg' (periodic) or a smaller system.")
-    if x0 is not None:
-        check_shape("x0", x0, (n, nb))
-        check_finite("x0", x0)
+    if guess is not None:
+        check_shape("guess", guess, (n, nb))
+        check_finite("guess", guess)
     smear = None if params.smearing is None else jnp.asarray(params.smearing, dtype)
     result = _run(positions, sigma_s, sigma_p, linear, local, jnp.asarray(labels), totals, jnp.asarray(active),
-                  field, cell_j, smear, neighbors, kvectors, None if x0 is None else jnp.asarray(x0, dtype),
+                  field, cell_j, smear, neighbors, kvectors, None if guess is None else jnp.asarray(guess, dtype),
                   method=params.method, mesh=params.mesh, background=params.background, solver=params.solver,
                   tol=params.tol, maxiter=params.maxiter)
     result = dataclasses.replace(result, params=params)

@@ -53,9 +53,10 @@ import numpy as np
 from ..electrostatics._gaussian_multipoles import basis_shells, make_pme_matvec, multipole_matrix, pair_blocks
 from ..electrostatics._pme import MeshSpec
 from ..system._checks import concrete_value
+from ..system._deprecation import renamed_keyword
 from ..system._neighbors import Neighbors
 from ..units import KE
-from ._solvers import dense_kkt_solve, implicit_solve, solve_pcg
+from ._solvers import SolverInfo, dense_kkt_solve, implicit_solve, solve_pcg
 
 __all__ = ['GaussianBasis', 'assemble_local', 'assemble_linear', 'DensityParams', 'DensityResult', 'density_solve', 'per_atom_widths']
 
@@ -264,7 +265,9 @@ class DensityResult:
         periodic cell only meaningful for neutral fragments kept whole).
       energy: () E at the minimum (eV), local + linear + Coulomb + field terms.
       chemical_potential: (F,) λ_f = ∂E/∂Q_f (V).
-      converged: () bool; residual: () relative KKT residual; iterations: () int.
+      info: :class:`jaxlr.SolverInfo` — converged () bool, iterations () int (0 for
+        dense), residual () relative KKT residual; also readable as ``.converged``,
+        ``.iterations`` and ``.residual``.
       params: the :class:`DensityParams` used (static).
     """
 
@@ -274,10 +277,20 @@ class DensityResult:
     total_dipole: jax.Array
     energy: jax.Array
     chemical_potential: jax.Array
-    converged: jax.Array
-    residual: jax.Array
-    iterations: jax.Array
+    info: SolverInfo
     params: DensityParams = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def converged(self) -> jax.Array:
+        return self.info.converged
+
+    @property
+    def residual(self) -> jax.Array:
+        return self.info.residual
+
+    @property
+    def iterations(self) -> jax.Array:
+        return self.info.iterations
 
 
 # ======================================================================================
@@ -291,7 +304,7 @@ def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None,
                   active=None, field=None, cell=None, smearing=None, neighbors: Neighbors | None = None,
                   kvectors=None, method: str = "direct", mesh: MeshSpec | None = None,
                   background: bool = False, solver: str = "dense", tol: float = 1e-8, maxiter: int = 500,
-                  x0=None) -> DensityResult:
+                  guess=None, x0=None) -> DensityResult:
     """Minimise the multipolar Qeq energy (module docstring) — the pure, jittable core.
 
     Args:
@@ -310,7 +323,8 @@ def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None,
       method: "direct", "ewald" or "pme" (static).  mesh: :class:`jaxlr.MeshSpec` for "pme".
       solver: "dense" (Cholesky of the assembled matrix; not with "pme") or "pcg" (static).
       tol, maxiter: PCG tolerance on the relative projected residual and iteration cap.
-      x0: optional (N, n_basis) warm start for PCG (e.g. the previous MD step).
+      guess: optional (N, n_basis) warm start for PCG (e.g. the previous MD step).
+      x0: deprecated spelling of ``guess``.
 
     Returns:
       :class:`DensityResult`.  Derivatives of every output with respect to positions,
@@ -324,6 +338,7 @@ def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None,
       >>> bool(res.charges[0] > 0), round(float(res.charges.sum()), 12)
       (True, 0.0)
     """
+    guess = renamed_keyword("x0", "guess", x0, guess, default=None, where="density_solve")
     dtype = positions.dtype
     n, ns = sigma_s.shape
     n_p = sigma_p.shape[1]
@@ -393,7 +408,7 @@ def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None,
         def solve(b, c):
             return dense_kkt_solve(amat, b, constraint, c)
     elif solver == "pcg":
-        start = None if x0 is None else jnp.asarray(x0, dtype).reshape(-1)
+        start = None if guess is None else jnp.asarray(guess, dtype).reshape(-1)
 
         def solve(b, c):
             return solve_pcg(matvec, b, constraint, c, diagonal, x0=start, tol=tol, maxiter=maxiter)
@@ -409,8 +424,7 @@ def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None,
     params = DensityParams(method=method, solver=solver, mesh=mesh, background=background, tol=float(tol),
                            maxiter=int(maxiter))
     return DensityResult(coefficients=coefficients, charges=charges, dipoles=dipoles, total_dipole=total_dipole,
-                         energy=energy, chemical_potential=lam, converged=info.converged,
-                         residual=info.residual, iterations=info.iterations, params=params)
+                         energy=energy, chemical_potential=lam, info=info, params=params)
 
 
 def per_atom_widths(index, s_widths, p_widths, basis: GaussianBasis):
