@@ -10,12 +10,11 @@ from ._batch import TARGETS, AtomsBatch, Targets
 from ._batching import BatchLoader, make_batches
 from ._bundled import data_path, dimer_monomers, load_charged_dimers, load_point_charges
 from ._dataset import Dataset, check_targets, fit_offsets, species_indices
-from ._padding import Batch, pad_batch
+from ._padding import pad_atoms, pad_batch, pad_neighbors
 from ._structures import TARGET_SHAPES, Structure, detect_fragments, read_structures, structure_from_atoms
 
 __all__ = [
     "AtomsBatch",
-    "Batch",
     "BatchLoader",
     "Dataset",
     "Structure",
@@ -30,7 +29,9 @@ __all__ = [
     "load_charged_dimers",
     "load_point_charges",
     "make_batches",
+    "pad_atoms",
     "pad_batch",
+    "pad_neighbors",
     "read_structures",
     "species_indices",
     "structure_from_atoms",

@@ -48,6 +48,11 @@ class AtomsBatch:
         neighbour cutoff (host-built), periodic shifts when ``cell`` is given.
       cell: (B, 3, 3) Å, rows are lattice vectors, or None (open boundary for all).
       field: (B, 3) uniform external electric field (V/Å), or None (no field).
+      charges: (B, N) fixed charges (e) for the functional layer (:func:`pad_batch`), or
+        None (models predict their own).
+      sigma: (B, N) Gaussian charge widths (Å; 1 on padding atoms), or None.
+
+    ``neighbors`` may be None for batches built without a cutoff (:func:`pad_batch`).
     """
 
     positions: jax.Array
@@ -57,9 +62,11 @@ class AtomsBatch:
     total_charge: jax.Array
     fragments: jax.Array
     fragment_charges: jax.Array
-    neighbors: Neighbors
+    neighbors: Neighbors | None
     cell: jax.Array | None = None
     field: jax.Array | None = None
+    charges: jax.Array | None = None
+    sigma: jax.Array | None = None
 
     @property
     def n_structures(self) -> int:

@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
-from ._batch import TARGETS
+from ._batch import TARGETS, AtomsBatch, Targets
 from ._dataset import check_targets, species_indices
+from ._padding import pad_atoms, pad_neighbors
 
 __all__ = ["BatchLoader", "make_batches"]
 
@@ -215,73 +216,49 @@ class BatchLoader:
         """Build one padded batch from dataset ``indices`` (−1 = padding structure) with N = ``n_atoms``."""
         import jax.numpy as jnp
 
-        from ..system._neighbors import Neighbors
-        from ._batch import AtomsBatch, Targets
-
-        b, n, m, f = len(indices), int(n_atoms), self.capacity, self.n_fragments
-        pos = np.zeros((b, n, 3))
-        species = np.full((b, n), -1, dtype=np.int32)
-        atom_mask = np.zeros((b, n), dtype=bool)
-        structure_mask = np.zeros(b, dtype=bool)
-        total = np.zeros(b)
-        frags = np.full((b, n), -1, dtype=np.int32)
-        fq = np.zeros((b, f))
-        nb_idx = np.broadcast_to(np.arange(n, dtype=np.int32)[None, :, None], (b, n, m)).copy()
-        nb_mask = np.zeros((b, n, m), dtype=bool)
-        nb_shifts = np.zeros((b, n, m, 3), dtype=np.int8) if self.periodic else None
-        cells = np.zeros((b, 3, 3)) if self.periodic else None
-        tg = {t: None for t in TARGETS}
-        shapes = {"energy": (), "forces": (n, 3), "stress": (3, 3), "charges": (n,), "dipole": (3,),
-                  "coefficients": (n, getattr(self, "n_coefficients", 0))}
-        for t in self.targets:
-            tg[t] = np.zeros((b,) + shapes[t])
-        fallback_cell = None
-        for k, i in enumerate(indices):
-            if i < 0:
-                continue
-            s = self.structures[int(i)]
-            na = s.n_atoms
-            if na > n:
-                raise ValueError(f"structure {i} has {na} atoms, more than the batch's N = {n}.")
-            pos[k, :na] = s.positions
-            species[k, :na] = self.channels[int(i)]
-            atom_mask[k, :na] = True
-            structure_mask[k] = True
-            total[k] = s.total_charge
-            if s.fragments is None:
-                frags[k, :na] = 0
-                fq[k, 0] = s.total_charge
-            else:
-                frags[k, :na] = s.fragments
-                fq[k, :s.fragment_charges.size] = s.fragment_charges
-            idx, mask, shifts = self._neighbors[int(i)]
-            c = idx.shape[1]
-            nb_idx[k, :na, :c] = np.where(mask, idx, np.arange(na, dtype=np.int32)[:, None])
-            nb_mask[k, :na, :c] = mask
-            if self.periodic:
-                nb_shifts[k, :na, :c] = np.where(mask[..., None], shifts, 0)
-                cells[k] = s.cell
-                if fallback_cell is None:
-                    fallback_cell = s.cell
-            for t in self.targets:
-                v = s.targets[t]
-                if v.ndim and shapes[t] and shapes[t][0] == n:
-                    tg[t][k, :na] = v
+        n, f = int(n_atoms), self.n_fragments
+        structs = [None if i < 0 else self.structures[int(i)] for i in indices]
+        for i, s in zip(indices, structs):
+            if s is not None and s.n_atoms > n:
+                raise ValueError(f"structure {i} has {s.n_atoms} atoms, more than the batch's N = {n}.")
+        real = [s is not None for s in structs]
+        fq = np.zeros((len(structs), f))
+        for k, s in enumerate(structs):
+            if s is not None:
+                if s.fragments is None:
+                    fq[k, 0] = s.total_charge
                 else:
-                    tg[t][k] = v
-        if self.periodic:
-            # padding structures get a valid cell so that model outputs stay finite
-            for k in np.nonzero(~structure_mask)[0]:
-                cells[k] = fallback_cell if fallback_cell is not None else np.eye(3)
+                    fq[k, :s.fragment_charges.size] = s.fragment_charges
+        # padding structures get a valid cell so that model outputs stay finite
+        fallback = next((s.cell for s in structs if s is not None), np.eye(3)) if self.periodic else None
+        per_atom = {"forces": (3,), "charges": (), "coefficients": (getattr(self, "n_coefficients", 0),)}
+        per_structure = {"energy": (), "stress": (3, 3), "dipole": (3,)}
+        tg = {t: None for t in TARGETS}
+        for t in self.targets:
+            values = [None if s is None else s.targets[t] for s in structs]
+            if t in per_atom:
+                tg[t] = pad_atoms(values, n, trailing=per_atom[t])
+            else:
+                tg[t] = np.stack([np.zeros(per_structure[t]) if v is None else np.asarray(v) for v in values])
         dt = self.dtype or jnp.zeros(()).dtype
-        neighbors = Neighbors(idx=jnp.asarray(nb_idx), mask=jnp.asarray(nb_mask),
-                              shifts=None if nb_shifts is None else jnp.asarray(nb_shifts),
-                              overflow=jnp.zeros(b, dtype=bool))
-        atoms = AtomsBatch(positions=jnp.asarray(pos, dt), species=jnp.asarray(species),
-                           atom_mask=jnp.asarray(atom_mask), structure_mask=jnp.asarray(structure_mask),
-                           total_charge=jnp.asarray(total, dt), fragments=jnp.asarray(frags),
-                           fragment_charges=jnp.asarray(fq, dt), neighbors=neighbors,
-                           cell=None if cells is None else jnp.asarray(cells, dt), field=None)
+        neighbors = pad_neighbors([None if i < 0 else self._neighbors[int(i)] for i in indices], n, self.capacity,
+                                  periodic=self.periodic)
+        atoms = AtomsBatch(
+            positions=jnp.asarray(pad_atoms([None if s is None else s.positions for s in structs], n,
+                                            trailing=(3,)), dt),
+            species=jnp.asarray(pad_atoms([None if i < 0 else self.channels[int(i)] for i in indices], n,
+                                          fill=-1, dtype=np.int32)),
+            atom_mask=jnp.asarray(pad_atoms([None if s is None else np.ones(s.n_atoms, bool) for s in structs], n,
+                                            fill=False, dtype=bool)),
+            structure_mask=jnp.asarray(np.array(real)),
+            total_charge=jnp.asarray(np.array([0.0 if s is None else s.total_charge for s in structs]), dt),
+            fragments=jnp.asarray(pad_atoms([None if s is None else (np.zeros(s.n_atoms, np.int32) if s.fragments
+                                                                      is None else s.fragments) for s in structs],
+                                            n, fill=-1, dtype=np.int32)),
+            fragment_charges=jnp.asarray(fq, dt), neighbors=neighbors,
+            cell=None if not self.periodic else jnp.asarray(np.stack([fallback if s is None else s.cell
+                                                                      for s in structs]), dt),
+            field=None)
         targets = Targets(**{t: (None if v is None else jnp.asarray(v, dt)) for t, v in tg.items()})
         return atoms, targets
 
