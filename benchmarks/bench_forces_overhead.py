@@ -20,7 +20,7 @@ FFT costs inside the pipeline (on a 2-core VM about twice its cost on its own).
 
 With ``--pieces`` it also times the mesh steps on their own (fastest calls): spreading
 the charges, the forward FFT, the inverse FFT and the interpolation of potentials and
-gradients at the atoms (:mod:`jaxlr.pme` internals), and the interpolation's cost per
+gradients at the atoms (:mod:`jaxlr.electrostatics` internals), and the interpolation's cost per
 stencil value (atoms × p³).  It also times a *window gather*: the bare sum of the p³
 mesh values around each atom, with no weights and no derivatives.  An interpolation
 that reads its windows through an XLA gather is not faster than that (gathers of p²
@@ -207,7 +207,7 @@ PIECES = ("spread", "FFT", "inverse FFT", "interpolate", "window gather")
 
 
 def time_pieces(r, q, c, s, spec):
-    """Fastest of 60 interleaved calls of each mesh step (the steps of :mod:`jaxlr.pme`)."""
+    """Fastest of 60 interleaved calls of each mesh step (the steps of :mod:`jaxlr.electrostatics`)."""
     frac = r @ jnp.linalg.inv(c)
     spread = jax.jit(lambda f, q: pme.spread_charges(f, q, spec))
     mesh = spread(frac, q)

@@ -217,7 +217,7 @@ def calibrate(opts):
     box combinations, spline orders and mesh spacings, and fit ``log ε = a + b log(h/σ)``
     per spline order (upper envelope) — the numbers of
     :data:`jaxlr.features._lode.MULTIPOLE_ERROR_FIT`.  (The features use the parameter-free
-    model of :mod:`jaxlr.features.lode_error`; see benchmarks/calibrate_lode_error.py.)"""
+    model of :mod:`jaxlr.tuning`; see benchmarks/calibrate_lode_error.py.)"""
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)

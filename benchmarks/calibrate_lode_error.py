@@ -1,6 +1,6 @@
 """Check the LODE error model and the tuner against converged k-sums (float64, CPU).
 
-The model (:mod:`jaxlr.features.lode_error`) has no fitted constant; this script shows how
+The model (:mod:`jaxlr.tuning`) has no fitted constant; this script shows how
 well it predicts, and what the tuner achieves:
 
 * ``model``: for random two-species cells (cubic and triclinic, σ_L = 0.5 … 2 Å,

@@ -1,6 +1,6 @@
 """Worked example: reference density coefficients for one water molecule from PySCF.
 
-The multipolar charge-equilibration model of :mod:`jaxlr.density` predicts the
+The multipolar charge-equilibration model of :mod:`jaxlr.equilibration` predicts the
 coefficients of a small atom-centred basis of s and p Gaussians.  Training data for it
 comes from density fitting of a quantum-chemistry electron density *in the same basis*,
 in the Coulomb metric.  This script
@@ -15,7 +15,7 @@ in the Coulomb metric.  This script
 5. prints the atomic charges and dipoles of the fitted charge density (nuclei included)
    and the molecular dipole against PySCF's.
 
-Conventions bridged here (see :mod:`jaxlr.multipoles`): jaxlr's s functions carry unit
+Conventions bridged here (see :mod:`jaxlr.electrostatics`): jaxlr's s functions carry unit
 charge and its p functions unit dipole, ``p_α = −∂_α g = (x_α/σ²) g``; PySCF's auxiliary
 functions are normalised to ∫χ² = 1 with the same shapes (real p functions ordered x, y,
 z), so ``χ_k = n_k b_k`` with a positive factor n_k, read off the Coulomb self-interaction

@@ -31,7 +31,7 @@ SQRT2 = math.sqrt(2.0)
 def terms_fn(method, mesh=None, background=False, stress=True):
     """Jitted ``coulomb_terms`` → (E, potentials, forces, stress)."""
     def f(positions, charges, cell, sigma, smearing, neighbors, kvectors):
-        return jaxlr.coulomb_terms(positions, charges, cell=cell, stress=want_stress, sigma=sigma,
+        return jaxlr.coulomb_terms(positions, charges, cell=cell, stress=stress, sigma=sigma,
                                    smearing=smearing, neighbors=neighbors, kvectors=kvectors,
                                    method=method, mesh=mesh, background=background)
     return jax.jit(f)

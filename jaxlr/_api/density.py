@@ -97,7 +97,7 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
 
     Example:
       >>> import numpy as np
-      >>> from jaxlr.density import GaussianBasis, density_qeq
+      >>> from jaxlr import GaussianBasis, density_qeq
       >>> basis = GaussianBasis(species=(1, 8), s_widths=((0.5,), (0.4, 0.8)), p_widths=((0.6,), (0.5,)))
       >>> R = np.array([[0.0, 0.0, 0.0], [0.0, 0.76, 0.59], [0.0, -0.76, 0.59]])
       >>> Z = np.array([8, 1, 1]); nb = basis.n_basis
@@ -166,7 +166,7 @@ def density_qeq(positions, species, linear, local, *, basis: GaussianBasis, cell
         cell_j = check_cell(cell).astype(dtype)
         if cell_np is None:
             raise ValueError("density_qeq needs a concrete cell (k-vectors and mesh are chosen on the host); "
-                             "use jaxlr.density.density_solve for derivatives with respect to the cell.")
+                             "use jaxlr.density_solve for derivatives with respect to the cell.")
         q_tot = concrete_value(totals)
         if q_tot is not None and not background and abs(float(np.sum(q_tot))) > 1e-10:
             raise ValueError(f"the cell carries a net charge of {float(np.sum(q_tot)):.6g} e: pass "
@@ -225,7 +225,7 @@ def polarizability(positions, species, linear, local, *, basis: GaussianBasis, f
 
     Example:
       >>> import numpy as np
-      >>> from jaxlr.density import GaussianBasis
+      >>> from jaxlr.equilibration import GaussianBasis
       >>> basis = GaussianBasis(species=(1,), s_widths=((0.5,),), p_widths=((0.6,),))
       >>> R = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]])
       >>> H = np.tile(np.eye(4) * 8.0, (2, 1, 1))

@@ -104,7 +104,7 @@ def _params_for(cell, sigma_np, dtype, method, accuracy, mesh, order, k_cutoff, 
     cell_np = None if cell is None else concrete_value(cell)
     if cell is not None and (cell_np is None or sigma_np is None):
         raise ValueError("the cell or sigma is traced (inside jit): pass params=... (e.g. result.params of an "
-                         "eager call, or jaxlr.features.lode.tune_lode(...)), or call the functional core "
+                         "eager call, or jaxlr.tuning.tune_lode(...)), or call the functional core "
                          "lode_features.")
     return tune_lode(cell_np, 1.0 if sigma_np is None else sigma_np, method=method, accuracy=accuracy, mesh=mesh,
                      order=order, k_cutoff=k_cutoff, n_atoms=n, multipoles=multipoles,
@@ -189,7 +189,7 @@ def lode(positions, species, *, cell=None, cutoff: float, max_radial: int, max_a
         mismatch, unknown method, accuracy outside (0, 1), species outside species_list.
 
     Example:
-      >>> import numpy as np, jaxlr.features.lode as L
+      >>> import numpy as np, jaxlr as L
       >>> R = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
       >>> res = L.lode(R, [8, 1, 1], cutoff=3.0, max_radial=4, max_angular=2, sigma=1.0)
       >>> res.values.shape, res.species
@@ -247,7 +247,7 @@ def lode_multipoles(positions, species, *, cell=None, sigma, method: str = "auto
       :class:`LodeMultipoles`.
 
     Example:
-      >>> import numpy as np, jaxlr.features.lode as L
+      >>> import numpy as np, jaxlr as L
       >>> R = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0]])
       >>> m = L.lode_multipoles(R, [1, 1], sigma=0.5, exclude_center=True)
       >>> round(float(m.potential[0, 0]), 6), round(float(m.field[0, 0, 0]), 6)   # 1/r, −1/r² (erf ≈ 1)

@@ -117,7 +117,7 @@ def _check_fragments(fragments, fragment_charges, total_charge, n, dtype):
         raise ValueError(f"fragments must be ({n},) integer labels 0 … F−1, got shape {labels.shape} "
                          f"and dtype {labels.dtype}.")
     if labels.min() < 0:
-        raise ValueError("fragment labels must be ≥ 0 (pad structures with jaxlr.pad_batch-style masks "
+        raise ValueError("fragment labels must be ≥ 0 (pad structures with jaxlr.data.pad_batch-style masks "
                          "through the functional layer instead).")
     n_frag = int(labels.max()) + 1
     missing = sorted(set(range(n_frag)) - set(labels.tolist()))
@@ -150,7 +150,7 @@ def qeq(positions, electronegativity, hardness, sigma, *, cell=None, total_charg
     """Charge equilibration: charges, energy, chemical potential, forces and stress.
 
     Minimises ``E(q) = Σ_i (χ_i q_i + ½ J_i q_i²) + E_coul(q; σ)`` (Gaussian charges)
-    subject to ``Σ_{i∈f} q_i = Q_f`` per fragment — see :mod:`jaxlr.qeq` for the
+    subject to ``Σ_{i∈f} q_i = Q_f`` per fragment — see :mod:`jaxlr.equilibration` for the
     equations, solvers and derivative rules.
 
     Args:

@@ -3,7 +3,7 @@
 - ``jaxlr demo``: on the bundled data, trains local and long-range models for a few CPU
   minutes and prints the comparison (point-charge learning curve, charged-dimer
   extrapolation, charge states and Coulomb tail of a Qeq model) and where the plots went.
-- ``jaxlr fit CONFIG``: train from a TOML config (see :mod:`jaxlr.train.config`).
+- ``jaxlr fit CONFIG``: train from a TOML config (see :mod:`jaxlr.train`).
 - ``jaxlr eval CHECKPOINT DATA``: MAE/RMSE of a saved model on an extended-XYZ file.
 - ``jaxlr tour``: the electrostatics engine — Madelung constants from Ewald and PME,
   PME-versus-Ewald agreement, timings of energy + forces.

@@ -169,7 +169,7 @@ def train_dimer_model(model: str = "qeq", *, epochs: int = 60, run_dir=None, pro
 
     The monomers carry their own total charges (±1), the dimers fragment charges (or, with
     ``fragments=False``, only their total charge 0), so a charge-aware model sees both
-    charge states.  Returns the :class:`jaxlr.train.loop.FitResult`.
+    charge states.  Returns the :class:`jaxlr.train.FitResult`.
     """
     from ..data._dataset import Dataset
     from ..train._loop import fit

@@ -1,7 +1,7 @@
 """The one input batch and the one output type shared by every jaxlr model.
 
 A batch holds B padded structures of N atom slots each (a pytree; the leading axis is the
-structure).  Host code (:func:`jaxlr.train.data.make_batches`) builds it from a dataset;
+structure).  Host code (:func:`jaxlr.data.make_batches`) builds it from a dataset;
 models read it inside ``jit`` and ``vmap`` over the leading axis.
 
 Padding conventions (every model obeys them; tests check them):

@@ -1,7 +1,7 @@
 """Padded batches for training: :class:`BatchLoader` and :func:`make_batches` (host, numpy).
 
-Padding a dataset into :class:`jaxlr.models.inputs.AtomsBatch` and
-:class:`~jaxlr.models.inputs.Targets` with a bounded number of distinct shapes, so a
+Padding a dataset into :class:`jaxlr.data.AtomsBatch` and
+:class:`~jaxlr.data.Targets` with a bounded number of distinct shapes, so a
 jitted training step compiles only a few times.  Neighbour lists are built once per
 structure and reused every epoch; jax arrays appear only in the batches handed to the
 models.
@@ -81,7 +81,7 @@ class BatchLoader:
     - F = one fragment count (largest over the dataset, at least 1, or ``n_fragments``).
 
     So a jitted step compiles at most ``len(loader.shapes)`` times.  Padding conventions
-    are those of :class:`jaxlr.models.inputs.AtomsBatch`.
+    are those of :class:`jaxlr.data.AtomsBatch`.
 
     Args:
       dataset: :class:`Dataset` or sequence of :class:`Structure` (all periodic or all open).
@@ -281,7 +281,7 @@ def make_batches(dataset, species, *, cutoff: float, batch_size: int, targets=()
 
     Example:
       >>> import numpy as np
-      >>> from jaxlr.train.data import Dataset, Structure
+      >>> from jaxlr.data import Dataset, Structure
       >>> s = Structure(positions=np.array([[0.0, 0, 0], [0, 0, 1.0]]), numbers=[1, 1],
       ...               targets={"energy": -1.0})
       >>> [(atoms, tg)] = make_batches(Dataset([s, s, s]), (1,), cutoff=2.0, batch_size=4,

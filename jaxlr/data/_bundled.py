@@ -2,7 +2,7 @@
 
 * ``point_charges.xyz.gz`` — 2000 periodic boxes of 64 random point charges (±1 e, written as
   Na/Cl) with Ewald energies, forces and stress (Grisafi & Ceriotti, JCP 151, 204105 (2019)
-  protocol); made by :mod:`jaxlr.datasets.make_point_charges`.  :func:`load_point_charges`.
+  protocol); made by :mod:`jaxlr.data.generate.point_charges`.  :func:`load_point_charges`.
 * ``charge-charge.xyz`` — 130 cation–anion dimers (10 pairs × 13 distances, 3.7–8.7 Å) with
   DFT energies and forces, from the BioFragment database subset used by Grisafi, Nigam &
   Ceriotti, Chem. Sci. 12, 2078 (2021) (BSD 3-Clause, see ``charge-charge.LICENSE``).
@@ -72,7 +72,7 @@ def load_point_charges(n: int | None = None) -> Dataset:
       n: the first ``n`` structures only (default: all 2000).
 
     Returns:
-      :class:`jaxlr.train.data.Dataset` (parsing all 2000 frames takes a few seconds; the
+      :class:`jaxlr.data.Dataset` (parsing all 2000 frames takes a few seconds; the
       result is cached for the session).
 
     Example:
@@ -91,7 +91,7 @@ def load_charged_dimers() -> Dataset:
 
     The 30 Å cell of the file is only a container and is dropped.  Per structure:
     targets ``energy`` (eV, total DFT energy of the dimer) and ``forces`` (eV/Å);
-    ``fragments`` from covalent connectivity (:func:`jaxlr.train.data.detect_fragments`),
+    ``fragments`` from covalent connectivity (:func:`jaxlr.data.detect_fragments`),
     fragment 0 = monomer A (its atoms come first in every frame — checked), with
     ``fragment_charges = [chargeA, chargeB]`` (e) and ``total_charge = chargeA + chargeB``
     (0); info keeps ``distance`` (Å, centre-to-centre), ``label``, ``chargeA``, ``chargeB``,
@@ -99,7 +99,7 @@ def load_charged_dimers() -> Dataset:
     energy − energyA − energyB`` (eV).  In 39 frames monomer A is the anion (chargeA = −1).
 
     Returns:
-      :class:`jaxlr.train.data.Dataset` of 130 structures.
+      :class:`jaxlr.data.Dataset` of 130 structures.
 
     Raises:
       ValueError: if a frame does not split into exactly two fragments with the atoms of
@@ -141,7 +141,7 @@ def dimer_monomers(dataset) -> Dataset:
         fragments and info ``chargeA``, ``chargeB``, ``energyA``, ``energyB``).
 
     Returns:
-      :class:`jaxlr.train.data.Dataset` of ``2 len(dataset)`` structures.
+      :class:`jaxlr.data.Dataset` of ``2 len(dataset)`` structures.
 
     Example:
       >>> dimers = load_charged_dimers()

@@ -50,7 +50,7 @@ def coulomb_energy(positions, charges, *, cell=None, sigma=None, smearing=None, 
       neighbors: :class:`jaxlr.Neighbors` full list with cutoff ≥ the real-space range;
         for ``method="direct"`` None means all pairs.
       kvectors: (n_chunks, chunk, 3) integer-valued half-space k-vectors for "ewald"
-        (:func:`jaxlr.ewald.half_space_kvectors`).
+        (:func:`jaxlr.electrostatics.half_space_kvectors`).
       method: "direct", "ewald" or "pme" (static).  mesh: MeshSpec for "pme" (static).
       background: add the uniform neutralising background (static).
 

@@ -79,7 +79,7 @@ def ewald_reciprocal_energy(positions, charges, cell, smearing, kvectors):
       positions: (N, 3) Å; charges: (N,) e; cell: (3, 3) Å rows = lattice vectors;
       smearing: scalar s (Å); kvectors: (n_chunks, chunk, 3) from :func:`half_space_kvectors`.
 
-    Excludes the self term and the neutralising background (see :mod:`jaxlr.coulomb`).
+    Excludes the self term and the neutralising background (see :mod:`jaxlr.electrostatics`).
     """
     recip = 2.0 * math.pi * jnp.linalg.inv(cell).T
     volume = jnp.abs(jnp.linalg.det(cell))

@@ -2,8 +2,8 @@
 
 XLA's CPU backend fuses a variadic ``lax.reduce`` into one loop over all its operands,
 whereas separate ``jnp.sum`` calls are each handed to a library reduction that reads its
-own materialised operand.  Used by the real-space pair sums (:mod:`jaxlr.realspace`,
-axis 1) and the PME interpolation (:mod:`jaxlr.pme`, axis 0).
+own materialised operand.  Used by the real-space pair sums (:mod:`jaxlr.electrostatics`,
+axis 1) and the PME interpolation (:mod:`jaxlr.electrostatics`, axis 0).
 """
 
 from __future__ import annotations

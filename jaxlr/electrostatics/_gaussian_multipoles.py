@@ -35,7 +35,7 @@ p–p tends to the classical dipole–dipole tensor ``(δ_αβ − 3 n_α n_β)/
 energy of the density ``ρ = Σ c·basis`` is ``E = ½ cᵀ C c`` with ``C`` (eV/e², includes
 KE) holding every pair, each function's self-interaction and the same-atom cross terms.
 
-Periodic cells (tin-foil boundary) use the Ewald split of :mod:`jaxlr.kernels` with
+Periodic cells (tin-foil boundary) use the Ewald split of :mod:`jaxlr.electrostatics` with
 smearing s: real-space kernel ``K(u; γ) − K(u; s)`` (as an erfc difference far out) over
 the images of a full neighbour list plus each atom's own zero-shift block (which holds
 the self terms); reciprocal part ``(KE/V) Σ_{k≠0} (4π/k²) e^{−k²s²/2} |S(k)|²/2`` with
@@ -84,7 +84,7 @@ _C = math.sqrt(2.0 / math.pi)
 #: below y = u/(2w²) = 0.25 erf(x)/x is summed as a Taylor series in y (16 terms: the
 #: truncation error of the value and of its first four u-derivatives is below 1e-17);
 #: above it the closed form loses at most ~eps/y^n in the n-th derivative.  The series
-#: and its first derivative are :mod:`jaxlr.kernels`'s (in y = x², the same switch x = 0.5)
+#: and its first derivative are :mod:`jaxlr.electrostatics`'s (in y = x², the same switch x = 0.5)
 _SERIES_Y = 0.25
 _SERIES_D2 = tuple(n * (n - 1) * a for n, a in enumerate(ERF_SERIES))[2:]
 
@@ -104,7 +104,7 @@ def _closed(u, w, small):
 
     Returns (u_c, r_c, erfc(r_c/√2w), G = √(2/π)/w e^{−u_c/2w²}); f = (1 − erfc)/r and
     f' = (G − f)/(2u), f'' = −(G/2w² + 3f')/(2u).  The erfc and the exponential share one
-    exponential (:func:`jaxlr.kernels.erfc_exp`).
+    exponential (:func:`jaxlr.electrostatics.erfc_exp`).
     """
     uc = jnp.where(small, w * w, u)
     r = jnp.sqrt(uc)
@@ -292,7 +292,7 @@ def multipole_matrix(positions, sigma_s, sigma_p, *, cell=None, smearing=None,
       neighbors: full :class:`jaxlr.Neighbors` list (periodic) with cutoff beyond the
         real-space range of the largest combined width and of s.
       kvectors: (n_chunks, chunk, 3) half-space integer k-vectors
-        (:func:`jaxlr.ewald.half_space_kvectors`), periodic only.
+        (:func:`jaxlr.electrostatics.half_space_kvectors`), periodic only.
       background: add the neutralising-background term (charged periodic cells).
 
     Returns:

@@ -100,7 +100,7 @@ _SERIES_X = 0.5
 _C = math.sqrt(2.0 / math.pi)
 #: Taylor coefficients of erf(x)/x · √π/2 = Σ_n (−1)^n x^{2n} / (n! (2n + 1)) in x², and
 #: of its x²-derivative.  Below x = 0.5 the kernels here sum the first 12 (float64) or 6
-#: (float32) terms, whose first omitted terms are 5e-18 and 3e-8; :mod:`jaxlr.multipoles`
+#: (float32) terms, whose first omitted terms are 5e-18 and 3e-8; :mod:`jaxlr.electrostatics`
 #: sums all 16 for four derivatives
 ERF_SERIES = tuple((-1.0) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(16))
 ERF_SERIES_D1 = tuple(n * a for n, a in enumerate(ERF_SERIES))[1:]

@@ -44,7 +44,7 @@ def coulomb_matrix(positions, *, cell=None, sigma=None, smearing=None, neighbors
       neighbors: full :class:`jaxlr.Neighbors` list with cutoff ≥ the real-space range
         (periodic only).
       kvectors: (n_chunks, chunk, 3) half-space integer k-vectors
-        (:func:`jaxlr.half_space_kvectors`), periodic only.
+        (:func:`jaxlr.electrostatics.half_space_kvectors`), periodic only.
       background: include the neutralising-background term (charged periodic cells).
       atom_mask: (N,) bool, False for padding atoms, or None (all real).  Rows and columns
         of padding atoms are exactly zero, whatever their positions and widths (they may

@@ -21,7 +21,7 @@ class CoulombParams:
       method: "direct", "ewald" or "pme".
       smearing: Ewald smearing s in Å (None for direct).
       cutoff: real-space cutoff in Å (None for direct: all pairs).
-      mesh: :class:`jaxlr.pme.MeshSpec` for PME, else None.
+      mesh: :class:`jaxlr.MeshSpec` for PME, else None.
       k_cutoff: reciprocal cutoff in 1/Å for Ewald, else None.
       background: uniform neutralising background for charged periodic cells.
       estimated_error: predicted relative RMS force error (None when not tuned).

@@ -5,7 +5,7 @@ The reciprocal (long-range) Ewald energy of point charges,
     E_rec = (KE / 2V) Σ_{k≠0} (4π/k²) exp(−k² s²/2) |S(k)|²,   S(k) = Σ_j q_j exp(i k·R_j),
 
 is approximated on a K1×K2×K3 mesh in fractional coordinates: charges are spread with
-cardinal B-splines of order p (:mod:`jaxlr.splines`), the mesh is Fourier
+cardinal B-splines of order p (:mod:`jaxlr.electrostatics`), the mesh is Fourier
 transformed, multiplied by an influence function G(m) and transformed back; the mesh
 potential is interpolated at the atoms with the same B-splines.  With
 ``Q̂ = FFT(spread charges)``,  ``E_rec = ½ Σ_m G(m) |Q̂(m)|²``.
@@ -16,12 +16,12 @@ Influence functions (``influence=``):
   (Hockney & Eastwood; Ballenegger, Cerdà & Holm, JCTC 8, 936 (2012)):
   ``G(m) = (KE/V) Σ_a Û²(k_a) ψ(k_a) / [Σ_a Û²(k_a)]²`` with ψ(k) = 4π e^{−k²s²/2}/k²,
   Û the B-spline's Fourier transform and k_a the aliases of k.  The denominator alias
-  sum is exact (closed form, :func:`jaxlr.splines.alias_sum_u2`); the numerator sums
+  sum is exact (closed form, :func:`jaxlr.electrostatics.alias_sum_u2`); the numerator sums
   ``aliases`` alias shells per axis (0 = the principal image only).
 * ``"spme"`` — Essmann et al. (1995): ``G = (KE/V) ψ(k) / [Σ_a Û(k_a)]²``.
 
 Any mesh size is accepted (pick 2·3·5·7-smooth sizes for fast FFTs; see
-:func:`jaxlr.tuning.fft_friendly`).  Triclinic cells are exact: k is built from the
+:func:`jaxlr.system.fft_friendly`).  Triclinic cells are exact: k is built from the
 reciprocal vectors of the traced cell.
 
 Derivatives: :func:`make_reciprocal_energy` returns a ``jax.custom_jvp`` function whose
@@ -366,7 +366,7 @@ def make_reciprocal_energy(spec: MeshSpec):
       cell: (3, 3) Å, rows are lattice vectors.  smearing: scalar s in Å.
 
     The result excludes the Ewald self term and the neutralising background (see
-    :mod:`jaxlr.coulomb`).  Cached per ``spec``.
+    :mod:`jaxlr.electrostatics`).  Cached per ``spec``.
 
     Example:
       >>> f = make_reciprocal_energy(MeshSpec((32, 32, 32), order=6))

@@ -2,7 +2,7 @@
 
 ``real_space_energy`` returns ``E = ½ KE Σ_i Σ_j q_i q_j K(r_ij)`` over a dense *full*
 neighbour list (every pair twice, periodic images included), with the kernels of
-:mod:`jaxlr.kernels`.  Its derivative rule (``jax.custom_jvp``) uses the symmetry of the
+:mod:`jaxlr.electrostatics`.  Its derivative rule (``jax.custom_jvp``) uses the symmetry of the
 full list: every per-atom derivative — potentials φ_i = ∂E/∂q_i, forces, ∂E/∂σ_i — is a
 sum along the neighbour axis, so forces never need the scatter-add that plain reverse-mode
 autodiff of a gather produces.  The rule is built from ordinary differentiable JAX
@@ -44,7 +44,7 @@ _UPPER = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 def _row_sums(*terms):
     """Sums over axis 1 of several (B, M) arrays, reduced together in one pass.
 
-    Several sums go into one variadic reduce (:func:`jaxlr.fused.fused_sums`), which
+    Several sums go into one variadic reduce (:func:`jaxlr.electrostatics.fused_sums`), which
     XLA's CPU backend fuses into a single loop; separate ``jnp.sum`` calls are each
     handed to a library reduction that reads its own materialised operand (real-space
     energy + forces at 4,000 atoms in float64: 4.2 ms with separate sums, 3.6 ms with
@@ -52,7 +52,7 @@ def _row_sums(*terms):
     A single sum is taken as a product with a vector of ones: as a plain ``jnp.sum`` XLA
     handed it, with the pair kernel fused in, to a single-threaded library (YNN) fusion
     that evaluated the kernel operation by operation (real-space energy at 4,000 atoms in
-    float64: 14 ms instead of 2.8 ms with the polynomial erfc of :func:`jaxlr.kernels.erfc_exp`).
+    float64: 14 ms instead of 2.8 ms with the polynomial erfc of :func:`jaxlr.electrostatics.erfc_exp`).
     Both forms are linear, so reverse mode and higher orders work.
     """
     if len(terms) == 1:

@@ -7,7 +7,7 @@ assigned to the ``p`` mesh points ``floor(w) − j`` (j = 0 … p−1) with weig
 same weights, and the derivative weights ``M_p'`` give the gradient.
 
 Host helpers (numpy) give the exact alias sums of the B-spline's Fourier transform,
-needed by the influence functions in :mod:`jaxlr.pme`.
+needed by the influence functions in :mod:`jaxlr.electrostatics`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Density coefficients: multipolar charge equilibration in a small atom-centred Gaussian basis.
 
-Charge equilibration (:mod:`jaxlr.qeq`) generalised from one charge per atom to a few
+Charge equilibration (:mod:`jaxlr.equilibration`) generalised from one charge per atom to a few
 s-type Gaussians of different widths and p-type (dipole) Gaussians per atom, widths per
-species (:class:`GaussianBasis`; normalisation and kernels in :mod:`jaxlr.multipoles`):
+species (:class:`GaussianBasis`; normalisation and kernels in :mod:`jaxlr.electrostatics`):
 
 * s function n of atom i: ``g_σ(r − R_i) = (2πσ²)^(−3/2) exp(−|r − R_i|²/2σ²)``, unit
   charge; coefficient ``c_{i,s,n}`` = the charge it carries (e).
@@ -36,7 +36,7 @@ Layers: :func:`density_solve` is the pure, jittable core (dense Cholesky or
 matrix-free PCG with a PME operator, differentiated implicitly through
 ``jax.lax.custom_linear_solve``); :func:`density_qeq` is the eager front door (validation,
 parameter choice, neighbour list).  :func:`polarizability` differentiates the total
-dipole with respect to the field.  :func:`jaxlr.density_fit.project_density` fits the
+dipole with respect to the field.  :func:`jaxlr.project_density` fits the
 basis to a given density in the Coulomb metric (reference coefficients from quantum
 chemistry).
 """
@@ -319,7 +319,7 @@ def density_solve(positions, sigma_s, sigma_p, linear, local, *, fragments=None,
       active: (N, n_basis) bool, used slots (default all); unused slots are held at 0.
       field: (3,) uniform external field (V/Å), open boundary only; None for none.
       cell, smearing, neighbors, kvectors, background: periodic sums as in
-        :func:`jaxlr.multipoles.multipole_matrix`.
+        :func:`jaxlr.electrostatics.multipole_matrix`.
       method: "direct", "ewald" or "pme" (static).  mesh: :class:`jaxlr.MeshSpec` for "pme".
       solver: "dense" (Cholesky of the assembled matrix; not with "pme") or "pcg" (static).
       tol, maxiter: PCG tolerance on the relative projected residual and iteration cap.
@@ -474,7 +474,7 @@ def check_local(local_np, slot_mask):
         if bad.size:
             raise ValueError(f"local matrix of atom {atoms[bad[0]]} is not positive definite (smallest eigenvalue "
                              f"{low[bad[0]]:.3g}); it would make the system indefinite. Pass H_i = L Lᵀ + εI with "
-                             "ε > 0, e.g. via jaxlr.density.assemble_local.")
+                             "ε > 0, e.g. via jaxlr.equilibration.assemble_local.")
 
 
 def fragment_totals(fragments, fragment_charges, total_charge, n):

@@ -1,11 +1,11 @@
 """Projection of a charge density onto the density-coefficient basis (Coulomb metric).
 
-Reference coefficients for the multipolar charge equilibration of :mod:`jaxlr.density`
+Reference coefficients for the multipolar charge equilibration of :mod:`jaxlr.equilibration`
 come from quantum chemistry.  Given a density ρ, the coefficients c that minimise the
 Coulomb energy of the residual ρ − ρ_fit solve ``C c = v``, where C is the basis's Coulomb
 matrix and ``v_x = KE (b_x | 1/r | ρ)`` — the standard density-fitting criterion (Dunlap;
 Vahtras, Almlöf & Feyereisen).  The basis, widths and normalisation are those of
-:class:`jaxlr.density.GaussianBasis` and :mod:`jaxlr.multipoles`.
+:class:`jaxlr.GaussianBasis` and :mod:`jaxlr.electrostatics`.
 
 * :func:`fit_density` — the jittable core, given the right-hand side v;
 * :func:`project_density` — the eager front door: a density given as Gaussians
@@ -33,7 +33,7 @@ __all__ = ["GaussianDensity", "ProjectionResult", "fit_density", "project_densit
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class GaussianDensity:
-    """A charge density given as s and p Gaussians (a pytree), in :mod:`jaxlr.multipoles` normalisation.
+    """A charge density given as s and p Gaussians (a pytree), in :mod:`jaxlr.electrostatics` normalisation.
 
     ``ρ(r) = Σ_m q_m g_{w_m}(r − X_m) + μ_m·p_{w_m}(r − X_m)``.
 
@@ -72,7 +72,7 @@ def fit_density(positions, sigma_s, sigma_p, rhs, *, active=None, total_charge=N
 
     Args:
       positions: (N, 3) Å; sigma_s (N, n_s), sigma_p (N, n_p) widths (Å).
-      rhs: (N, n_basis) ``v = KE (basis | 1/r | ρ)`` in eV/e (:func:`jaxlr.multipoles.density_potentials`).
+      rhs: (N, n_basis) ``v = KE (basis | 1/r | ρ)`` in eV/e (:func:`jaxlr.electrostatics.density_potentials`).
       active: (N, n_basis) used slots (default all).
       total_charge: scalar Q (e) to impose ``Σ c_s = Q`` exactly, or None (unconstrained,
         ``C c = v``).
@@ -129,8 +129,8 @@ def project_density(positions, species, *, basis: GaussianBasis, density: Gaussi
 
     Example:
       >>> import numpy as np
-      >>> from jaxlr.density import GaussianBasis
-      >>> from jaxlr.density_fit import GaussianDensity, project_density
+      >>> from jaxlr.equilibration import GaussianBasis
+      >>> from jaxlr.equilibration import GaussianDensity, project_density
       >>> basis = GaussianBasis(species=(1,), s_widths=((0.5, 1.0),), p_widths=((0.7,),))
       >>> R = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
       >>> rho = GaussianDensity(centres=R, widths=np.array([0.5, 1.0]), charges=np.array([1.0, -1.0]))

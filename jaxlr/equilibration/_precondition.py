@@ -86,7 +86,7 @@ def mesh_correction(positions, hardness, sigma, cell, spec: MeshSpec):
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
-      >>> from jaxlr.system import random_ionic_system
+      >>> from jaxlr.testing import random_ionic_system
       >>> R, _, cell = random_ionic_system(64, density=0.1, seed=0)[:3]
       >>> n = len(R); J = jnp.full(n, 5.0); s = jnp.ones(n)
       >>> corr = mesh_correction(jnp.asarray(R), J, s, jnp.asarray(cell), preconditioner_mesh(cell))

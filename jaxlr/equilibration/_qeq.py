@@ -14,15 +14,15 @@ Gaussian charges (``E_coul = ½ qᵀ C q``, self-energies included) the minimise
 where λ_f = ∂E*/∂Q_f is the chemical potential of fragment f (V).  The system is
 positive definite on the constraint space whenever σ_i > 0 and J_i ≥ 0.
 
-Solvers (``solver=``, :mod:`jaxlr.constraints`):
+Solvers (``solver=``, :mod:`jaxlr.equilibration`):
 
-* ``"dense"`` — the N×N Coulomb matrix (:func:`jaxlr.coulomb_matrix.coulomb_matrix`,
+* ``"dense"`` — the N×N Coulomb matrix (:func:`jaxlr.electrostatics.coulomb_matrix`,
   open boundary or Ewald) factorised by Cholesky: exact, O(N³), for up to a few thousand
   atoms.
 * ``"pcg"`` — matrix-free projected preconditioned conjugate gradients; one matvec is one
   potential evaluation ``C q = ∂E_coul/∂q`` (direct, Ewald or PME: O(N log N)), plus
   J q.  Preconditioner: the diagonal J_i + KE/(√π σ_i), optionally with a long-range
-  mesh correction (:mod:`jaxlr.qeq_precondition`) that keeps the iteration count flat as
+  mesh correction (:mod:`jaxlr.equilibration`) that keeps the iteration count flat as
   the box grows.  A warm start (``guess=``, e.g. the previous MD step's charges) is
   projected onto the constraints first.  Convergence flag, residual and iteration count
   are returned.
@@ -153,7 +153,7 @@ def qeq_solve(positions, electronegativity, hardness, sigma, *, cell=None, smear
       solver: "dense" or "pcg" (static).  tol: relative residual of the PCG solve.
       maxiter: PCG iteration cap (static).  guess: (N,) warm start for PCG.
       preconditioner: optional ``r ↦ Δz`` long-range correction for PCG
-        (:func:`jaxlr.qeq_precondition.mesh_correction`).
+        (:func:`jaxlr.equilibration.mesh_correction`).
 
     Returns:
       :class:`QeqSolution` ``(charges (N,), chemical_potential (F,), info)`` with

@@ -1,7 +1,7 @@
 """Equality-constrained quadratic minimisation: the linear algebra under charge equilibration.
 
-Both charge equilibration (:mod:`jaxlr.qeq`) and its multipolar generalisation
-(:mod:`jaxlr.density`) minimise a quadratic
+Both charge equilibration (:mod:`jaxlr.equilibration`) and its multipolar generalisation
+(:mod:`jaxlr.equilibration`) minimise a quadratic
 
     E(x) = ½ xᵀ A x − bᵀ x     subject to   Bᵀ x = c,
 

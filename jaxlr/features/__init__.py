@@ -1,12 +1,12 @@
 """Local and long-range atom-centred features.
 
-* :mod:`~jaxlr.features.harmonics` — real spherical/solid harmonics (l = 0..L,
+* :mod:`~jaxlr.features` — real spherical/solid harmonics (l = 0..L,
   m = −l..l, no Condon–Shortley phase) and real Wigner matrices.
-* :mod:`~jaxlr.features.radial` — orthonormal GTO radial basis on [0, r_c].
-* :mod:`~jaxlr.features.spherical` — spherical expansion of the Gaussian neighbour
+* :mod:`~jaxlr.features` — orthonormal GTO radial basis on [0, r_c].
+* :mod:`~jaxlr.features` — spherical expansion of the Gaussian neighbour
   density (SOAP density): front door :func:`spherical_expansion`, jittable core
   :func:`spherical_expansion_terms`.
-* :mod:`~jaxlr.features.invariants` — power spectra (SOAP and multi-scale ρ⊗V).
+* :mod:`~jaxlr.features` — power spectra (SOAP and multi-scale ρ⊗V).
 """
 
 from ._harmonics import lm_index, n_harmonics, real_spherical_harmonics, solid_harmonics, wigner_d_real

@@ -6,8 +6,8 @@ Definition (Grisafi & Ceriotti, J. Chem. Phys. 151, 204105 (2019)): per species 
     V_a = ρ_a ∗ 1/r                                                (no Coulomb constant k_e),
     ⟨a n l m|V_i⟩ = ∫_{|x|<r_c} R_n(|x|) Y_lm(x̂) V_a(R_i + x) d³x,
 
-with the orthonormal GTO radial basis R_n of :mod:`jaxlr.features.radial` (∫_0^{r_c} R_n R_m
-r² dr = δ_nm) and the real spherical harmonics of :mod:`jaxlr.features.harmonics`
+with the orthonormal GTO radial basis R_n of :mod:`jaxlr.features` (∫_0^{r_c} R_n R_m
+r² dr = δ_nm) and the real spherical harmonics of :mod:`jaxlr.features`
 (orthonormal, no Condon–Shortley phase, l = 1 ∝ (y, z, x)).  Units: V_a in e/Å per unit
 atom "charge" — multiply by k_e = 14.399645351950548 eV·Å/e² for volts — and features in
 e/Å · Å^{3/2}.  All atoms count, the centre included, unless ``exclude_center=True``
@@ -23,10 +23,10 @@ N_a(−ξ/L) + (2π/3L³) Σ_j (|x − R_j|² + 3σ_L²) + O(L⁻⁵), ξ = 2.83
 Three routes (``method``):
 
 * ``"ksum"`` — explicit k-sum, O(N · N_k), the periodic reference
-  (:mod:`jaxlr.features.lode_ksum`);
-* ``"pme"`` — smooth PME, O(N log N) (:mod:`jaxlr.features.lode_pme`);
+  (:mod:`jaxlr.features`);
+* ``"pme"`` — smooth PME, O(N log N) (:mod:`jaxlr.features`);
 * ``"direct"`` — open boundary, real-space quadrature over all pairs
-  (:mod:`jaxlr.features.lode_direct`);
+  (:mod:`jaxlr.features`);
 * ``"auto"`` — direct without a cell, PME with one.
 
 Accuracy (``accuracy=``): the target *relative RMS feature error*,
@@ -34,7 +34,7 @@ Accuracy (``accuracy=``): the target *relative RMS feature error*,
 (n, l, m) components, F_ref the converged features (dominated by the large l = 0 features;
 the error of a small high-l block relative to its own size is larger).  The tuner
 (:func:`tune_lode`) estimates ε with the parameter-free error model of
-:mod:`jaxlr.features.lode_error` (ideal-gas atoms: the k-sum's truncated tail, and the
+:mod:`jaxlr.tuning` (ideal-gas atoms: the k-sum's truncated tail, and the
 PME aliasing of spreading and of the l-th derivative of the B-spline interpolation,
 including the coherent self term of each atom) and picks the k-sum cutoff, or the PME
 spline order and mesh of least estimated cost, that meet the target.  Measured against
@@ -165,7 +165,7 @@ def _periodic_cell(params: LodeParams, cell, kvectors, dtype):
     if cell is None:
         raise ValueError(f"method={params.method!r} needs a periodic cell; use method='direct' for an open boundary.")
     if params.method == "ksum" and kvectors is None:
-        raise ValueError("method='ksum' needs kvectors=jaxlr.half_space_kvectors(cell, params.k_cutoff).")
+        raise ValueError("method='ksum' needs kvectors=jaxlr.electrostatics.half_space_kvectors(cell, params.k_cutoff).")
     return jnp.asarray(cell, dtype)
 
 
@@ -179,7 +179,7 @@ def lode_features(positions, species_index, *, sigma, widths, params: LodeParams
         ``gto_widths(cutoff, max_radial)``.
       params: :class:`LodeParams` (static), e.g. from :func:`tune_lode`.
       cell: (3, 3) Å (traced; None for "direct").  kvectors: integer half-space vectors
-        for "ksum" (``jaxlr.half_space_kvectors(cell, params.k_cutoff)``).
+        for "ksum" (``jaxlr.electrostatics.half_space_kvectors(cell, params.k_cutoff)``).
       atom_mask: optional (N,) bool, False for padding atoms (same as species index −1):
         they contribute nothing, get zero features, and may sit anywhere — also on top
         of each other or of real atoms — with finite values and gradients.
@@ -190,6 +190,7 @@ def lode_features(positions, species_index, *, sigma, widths, params: LodeParams
 
     Example:
       >>> import jax, jax.numpy as jnp
+      >>> from jaxlr.features import gto_widths
       >>> p = LodeParams("direct", cutoff=3.0, max_radial=2, max_angular=1, n_species=1)
       >>> R = jnp.array([[0.0, 0, 0], [1.0, 0, 0]])
       >>> lode_features(R, jnp.array([0, 0]), sigma=0.5, widths=jnp.asarray(gto_widths(3.0, 2)), params=p).shape

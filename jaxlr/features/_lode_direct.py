@@ -22,7 +22,7 @@ Split v(s) = 1/s − erfc(s/(√2σ))/s:
   a tiny σ (point-charge limit) is as accurate as a wide one.
 
 The atom's own Gaussian (r = 0) contributes ``√(4π) ∫ R_n x erf(x/√2σ) dx`` to l = 0
-(:func:`jaxlr.features.lode_kspace.self_projection`), unless excluded.  All pairs are
+(:func:`jaxlr.features._lode_kspace.self_projection`), unless excluded.  All pairs are
 evaluated (O(N²) pair functions, rows processed in blocks under ``lax.map``): meant for
 molecules and clusters up to a few thousand atoms.  Differentiable with respect to
 positions, σ_L and basis widths (the quadrature nodes move with r and σ).
@@ -84,7 +84,7 @@ def pair_radial_functions(r, sigma, widths, *, cutoff: float, max_angular: int, 
     Args:
       r: (...) pair distances in Å, strictly positive (traced).  sigma: σ_L in Å (traced).
       widths: (n_max,) GTO widths in Å (traced).  cutoff: r_c (static).  max_angular: L.
-      radial: optional ``r ↦ R_n(r)`` (:func:`jaxlr.features.lode_kspace.radial_evaluator`
+      radial: optional ``r ↦ R_n(r)`` (:func:`jaxlr.features._lode_kspace.radial_evaluator`
         of the same widths), to reuse one basis transform across calls.
 
     Returns:
@@ -92,7 +92,7 @@ def pair_radial_functions(r, sigma, widths, *, cutoff: float, max_angular: int, 
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> pair_radial_functions(jnp.array([1.0, 5.0]), 0.5, jnp.asarray(gto_widths(3.0, 2)),
       ...                       cutoff=3.0, max_angular=1).shape
       (2, 2, 2)
@@ -199,7 +199,7 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> R = jnp.array([[0.0, 0, 0], [1.0, 0, 0], [0, 1.5, 0]])
       >>> lode_direct(R, jnp.array([0, 1, 1]), 0.5, jnp.asarray(gto_widths(3.0, 4)),
       ...             n_species=2, cutoff=3.0, max_angular=2).shape

@@ -159,14 +159,14 @@ def _powers(r, n: int):
 def radial_evaluator(widths, cutoff: float):
     """``r ↦ R_n(r)`` with the Löwdin transform of the basis computed once (traced in widths).
 
-    Equal to :func:`jaxlr.features.radial.radial_basis` (``R_n = Σ_m C_nm s_m g_m``, with
+    Equal to :func:`jaxlr.features.radial_basis` (``R_n = Σ_m C_nm s_m g_m``, with
     ``(C, s) = radial_transform(widths, cutoff)`` and g_m = r^m e^{−r²/2σ_m²}), but the
     returned function can be called many times — inside loops — without recomputing the
     overlap matrix and its inverse square root.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> radial_evaluator(jnp.asarray(gto_widths(3.0, 2)), 3.0)(jnp.array([0.5, 1.0])).shape
       (2, 2)
     """
@@ -189,7 +189,7 @@ def radial_nodes(widths, *, cutoff: float, n_points: int, radial=None):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> r, wr = radial_nodes(jnp.asarray(gto_widths(3.0, 2)), cutoff=3.0, n_points=20)
       >>> r.shape, wr.shape
       ((20,), (20, 2))
@@ -205,7 +205,7 @@ def projected_bessel(k, nodes, max_angular: int, derivative: bool = False):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> nodes = radial_nodes(jnp.asarray(gto_widths(3.0, 2)), cutoff=3.0, n_points=40)
       >>> projected_bessel(jnp.array([0.0, 1.0]), nodes, 2).shape
       (2, 2, 3)
@@ -228,7 +228,7 @@ def reduced_radial_integral(k, widths, *, cutoff: float, max_angular: int, n_poi
 
     Args:
       k: (...) wave numbers |k| ≥ 0 in 1/Å (traced).
-      widths: (n_max,) GTO widths in Å (traced), see :func:`jaxlr.features.radial.gto_widths`.
+      widths: (n_max,) GTO widths in Å (traced), see :func:`jaxlr.features.gto_widths`.
       cutoff: r_c in Å (static).  max_angular: L (static).  n_points: quadrature nodes
         (static, e.g. :func:`radial_points`).
       derivative: also return dJ_nl/dk = −k ∫ R_n r^{l+4} g_{l+1}(kr) dr.
@@ -238,7 +238,7 @@ def reduced_radial_integral(k, widths, *, cutoff: float, max_angular: int, n_poi
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> J = reduced_radial_integral(jnp.linspace(0, 3, 4), jnp.asarray(gto_widths(4.0, 3)),
       ...                             cutoff=4.0, max_angular=2, n_points=64)
       >>> J.shape
@@ -261,7 +261,7 @@ def radial_integral_table(nodes, k_top, *, max_angular: int, n_table: int):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> nodes = radial_nodes(jnp.asarray(gto_widths(3.0, 2)), cutoff=3.0, n_points=40)
       >>> values, derivatives = radial_integral_table(nodes, 5.0, max_angular=1, n_table=64)
       >>> values.shape, derivatives.shape
@@ -333,7 +333,7 @@ def self_projection(sigma, widths, *, cutoff: float, radial=None):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> self_projection(1.0, jnp.asarray(gto_widths(4.0, 3)), cutoff=4.0).shape
       (3,)
     """

@@ -7,7 +7,7 @@ as in featomic),
 
     ⟨a n l m|V_i⟩ = Σ_{k≠0} (4π/(V k²)) e^{−σ_L²k²/2} · 4π i^l Y_lm(k̂) I_nl(k) · Σ_{j∈a} e^{ik·(R_i − R_j)}
 
-(the plane-wave expansion of e^{ik·x}, see :mod:`jaxlr.features.lode_kspace`).  Note the
+(the plane-wave expansion of e^{ik·x}, see :mod:`jaxlr.features`).  Note the
 sign: the phase is e^{ik·(R_i − R_j)} together with i^l (equivalently e^{ik·(R_j − R_i)}
 with (−i)^l).  Combining k and −k leaves, for half of k-space,
 
@@ -55,7 +55,7 @@ def ksum_cutoff(sigma: float, accuracy: float) -> float:
     The terms beyond k_c are bounded by e^{−σ_L²k_c²/2}/k_c² times the slowly varying
     I_nl(k); ``k_c = √(2 ln(1/accuracy) + 2)/σ_L`` keeps the relative error below
     ``accuracy`` whatever the basis — typically 10–1000× below it.  The feature tuner uses
-    the sharper :meth:`jaxlr.features.lode_error.LodeErrorModel.ksum` instead; this rule
+    the sharper :meth:`jaxlr.tuning.LodeErrorModel.ksum` instead; this rule
     serves the multipole k-sum and converged references.
 
     Example:
@@ -85,7 +85,7 @@ def finish_features(values, species_index, onehot, own, exclude_center: bool):
 
     ``values`` (N, A, n_max, (L+1)²); ``onehot`` (N, A) from :func:`species_onehot`;
     ``own`` (n_max,) the l = 0 projection of an atom's own Gaussian
-    (:func:`jaxlr.features.lode_kspace.self_projection`, only used with ``exclude_center``).
+    (:func:`jaxlr.features._lode_kspace.self_projection`, only used with ``exclude_center``).
     Shared by the k-sum and PME routes (the open-boundary route leaves the pair out instead).
 
     Example:
@@ -128,9 +128,9 @@ def lode_ksum(positions, species_index, cell, sigma, widths, kvectors, *, n_spec
       cell: (3, 3) Å, rows are lattice vectors.  sigma: σ_L in Å (traced scalar).
       widths: (n_max,) GTO widths in Å (traced).
       kvectors: (n_chunks, chunk, 3) integer-valued half-space vectors from
-        :func:`jaxlr.half_space_kvectors` with the cutoff of :func:`ksum_cutoff`.
+        :func:`jaxlr.electrostatics.half_space_kvectors` with the cutoff of :func:`ksum_cutoff`.
       n_species, cutoff (r_c, Å), max_angular (L), n_points (radial quadrature nodes, see
-        :func:`jaxlr.features.lode_kspace.radial_points`): static.
+        :func:`jaxlr.features._lode_kspace.radial_points`): static.
       exclude_center: drop the atom's own Gaussian (its periodic images stay).
 
     Returns:
@@ -138,9 +138,9 @@ def lode_ksum(positions, species_index, cell, sigma, widths, kvectors, *, n_spec
 
     Example:
       >>> import numpy as np, jax.numpy as jnp, jaxlr
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> cell = np.eye(3) * 6.0; R = jnp.array([[0.0, 0, 0], [3.0, 3, 3]])
-      >>> kv = jnp.asarray(jaxlr.half_space_kvectors(cell, ksum_cutoff(1.0, 1e-6)))
+      >>> kv = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, ksum_cutoff(1.0, 1e-6)))
       >>> f = lode_ksum(R, jnp.array([0, 1]), jnp.asarray(cell), 1.0, jnp.asarray(gto_widths(3.0, 4)), kv,
       ...               n_species=2, cutoff=3.0, max_angular=2, n_points=64)
       >>> f.shape
@@ -233,7 +233,7 @@ def lode_ksum_multipoles(positions, species_index, cell, sigma, kvectors, *, n_s
     Example:
       >>> import numpy as np, jaxlr
       >>> cell = np.eye(3) * 6.0
-      >>> kv = jnp.asarray(jaxlr.half_space_kvectors(cell, ksum_cutoff(1.0, 1e-6)))
+      >>> kv = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, ksum_cutoff(1.0, 1e-6)))
       >>> pot, field, grad = lode_ksum_multipoles(jnp.array([[0.0, 0, 0], [3.0, 3, 3]]), jnp.array([0, 0]),
       ...                                         jnp.asarray(cell), 1.0, kv, n_species=1)
       >>> pot.shape, field.shape, grad.shape

@@ -1,12 +1,12 @@
 """Periodic LODE features on the smooth-PME mesh — O(N log N).
 
-Route (one species density at a time, on the mesh of :mod:`jaxlr.pme`: fractional
+Route (one species density at a time, on the mesh of :mod:`jaxlr.electrostatics`: fractional
 coordinates along the rows of ``spec.basis @ cell``, cardinal B-splines of order p):
 
 1. spread the unit "charges" of species a: Q_a (K1, K2, K3); one forward FFT → Q̂_a;
 2. for each radial channel (n, l) multiply by the *radial* filter
    ``G_nl(k) = (16π²/V) ψ(k) J_nl(k) · D(m)``, ψ = e^{−σ_L²k²/2}/k² (0 at k = 0),
-   J_nl = I_nl/k^l (:mod:`jaxlr.features.lode_kspace`, cubic-Hermite table in |k|),
+   J_nl = I_nl/k^l (:mod:`jaxlr.features`, cubic-Hermite table in |k|),
    D(m) the B-spline deconvolution;
 3. one inverse FFT → a real mesh field Φ_anl;
 4. interpolate, at each atom, the l-th derivatives of Φ_anl with derivatives of the
@@ -15,7 +15,7 @@ coordinates along the rows of ``spec.basis @ cell``, cardinal B-splines of order
        ⟨a n l m|V_i⟩ = S_lm(∇) Φ_anl (R_i),
 
    since S_lm(∇) e^{ik·R} = i^l S_lm(k) e^{ik·R} = i^l k^l Y_lm(k̂) e^{ik·R}, which restores
-   the factor 4π i^l Y_lm(k̂) I_nl(k) of the k-sum (:mod:`jaxlr.features.lode_ksum`).
+   the factor 4π i^l Y_lm(k̂) I_nl(k) of the k-sum (:mod:`jaxlr.features`).
 
 So the cost is n_species · n_max · (L+1) inverse FFTs (not · (L+1)²), and no spherical
 harmonic is ever evaluated on the mesh.  Derivatives with respect to the Cartesian
@@ -25,9 +25,9 @@ degree l (coefficients by a fixed least-squares fit, traced in B).
 
 Deconvolution ``influence``: ``"optimal"`` (default: D = Û²/(Σ_a Û²(k_a))², the
 principal-image optimal influence function of P3M for interpolated values, as
-:func:`jaxlr.pme.influence_function`) or ``"spme"`` (D = 1/(Σ_a Û(k_a))², Essmann et al.).
+:func:`jaxlr.electrostatics.influence_function`) or ``"spme"`` (D = 1/(Σ_a Û(k_a))², Essmann et al.).
 The l-th derivative of the interpolation converges with order p − l, so the spline order
-must exceed L + 1 (:func:`check_spec`); the tuner (:func:`jaxlr.features.lode.tune_lode`)
+must exceed L + 1 (:func:`check_spec`); the tuner (:func:`jaxlr.tuning.tune_lode`)
 picks p and the mesh from a calibrated error model.  Interpolation gathers, per atom, the
 p×p×p window of the L+1 fields of one (species, n) channel at once and contracts it with
 the derivative weights, atoms on the fast axis (vectorised across atoms).
@@ -218,7 +218,7 @@ def _deconvolution(spec: MeshSpec):
     ``"optimal"``: Û²(m/K)/(Σ_a Û²(m/K + a))² per axis (principal image of the optimal
     influence function; Σ_a Û² = Σ_n M_{2p}(p + n) cos(2πmn/K) exactly);
     ``"spme"``: 1/(Σ_a Û(m/K + a))² with Σ_a Û = Σ_n M_p(p/2 + n) cos(2πmn/K) — the
-    closed-form alias sums of :mod:`jaxlr.splines` (shared with :mod:`jaxlr.pme`).
+    closed-form alias sums of :mod:`jaxlr.electrostatics` (shared with :mod:`jaxlr.electrostatics`).
     """
     p = spec.order
     k1, k2, k3 = spec.shape
@@ -293,17 +293,17 @@ def make_lode_pme(spec: MeshSpec, *, n_species: int, cutoff: float, max_angular:
     Args of the factory (static): ``spec`` (:class:`jaxlr.MeshSpec`, order ≥ L + 2),
     ``n_species``, ``cutoff`` r_c (Å), ``max_angular`` L, ``n_points`` (radial quadrature
     nodes of J_nl up to the largest mesh |k|), ``n_table`` (Hermite table size, see
-    :data:`jaxlr.features.lode_kspace.TABLE_STEP`), ``exclude_center``.
+    :data:`jaxlr.features._lode_kspace.TABLE_STEP`), ``exclude_center``.
 
     Args of the returned function (traced): positions (N, 3) Å; species_index (N,) int,
     −1 for padding; cell (3, 3) Å rows = lattice vectors; sigma σ_L (Å); widths (n_max,) Å.
 
     Returns the features ⟨a n l m|V_i⟩ (no k_e factor, k = 0 dropped; see
-    :mod:`jaxlr.features.lode_ksum` for the conventions).
+    :mod:`jaxlr.features` for the conventions).
 
     Example:
       >>> import numpy as np, jax.numpy as jnp, jaxlr
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> f = make_lode_pme(jaxlr.MeshSpec((24, 24, 24), 8), n_species=1, cutoff=3.0, max_angular=2,
       ...                   n_points=96, n_table=400)
       >>> R = jnp.array([[0.0, 0, 0], [3.0, 3, 3]])

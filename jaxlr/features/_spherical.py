@@ -9,10 +9,10 @@ with
 
 * ``r_ij = R_j − R_i`` (+ cell shifts), in Å; every periodic image j within r_c counts;
 * ``g_σ(x) = (2πσ²)^(−3/2) exp(−|x|²/2σ²)``, a unit-normalised Gaussian (∫ g = 1);
-* R_n the orthonormal GTO radial basis of :mod:`jaxlr.features.radial` (orthonormal on
+* R_n the orthonormal GTO radial basis of :mod:`jaxlr.features` (orthonormal on
   [0, r_c], but the density integral runs over all space — R_n decays like a Gaussian —
   as in featomic);
-* Y_lm the real spherical harmonics of :mod:`jaxlr.features.harmonics` (layout
+* Y_lm the real spherical harmonics of :mod:`jaxlr.features` (layout
   l = 0..L, m = −l..l, no Condon–Shortley phase);
 * ``f_c`` the shifted-cosine switch (featomic's ``ShiftedCosine``)::
 
@@ -25,7 +25,7 @@ with
 * ``w_c = center_atom_weight``: the weight of the central atom's own Gaussian (only
   l = 0, the same constant for every atom of a species).  Default 1 (included), the
   convention of featomic's ``SphericalExpansion`` and of the LODE features
-  (:mod:`jaxlr.features.lode`, where all atoms count, the centre included), so that the
+  (:mod:`jaxlr.features`, where all atoms count, the centre included), so that the
   multi-scale products ρ_i ⊗ V_i see the same atoms.  Pass ``center_atom_weight=0.0`` to
   leave the centre out (it carries no structural information; the descriptors of
   :mod:`jaxlr.models` do so for their SOAP invariants).
@@ -326,7 +326,7 @@ def spherical_expansion_terms(positions, species_index, neighbors: Neighbors, *,
       species_index: (N,) int, channel of each atom in [0, n_species); −1 marks padding
         atoms, which contribute nothing and get all-zero features.
       neighbors: :class:`jaxlr.Neighbors`, a full list with cutoff ≥ ``cutoff`` — from
-        :func:`jaxlr.neighbor_list` (host) or :func:`jaxlr.from_jax_md`.  Pairs beyond
+        :func:`jaxlr.neighbor_list` (host) or :func:`jaxlr.system.from_jax_md`.  Pairs beyond
         ``cutoff`` are ignored (f_c = 0), so lists with a skin are fine.  A zero-shift
         self pair (i, i), if present, is ignored (the centre enters via
         ``center_atom_weight`` only).
@@ -336,7 +336,7 @@ def spherical_expansion_terms(positions, species_index, neighbors: Neighbors, *,
         (static).
       sigma: () Gaussian width σ in Å (traced).
       widths: (max_radial,) GTO widths σ_n in Å (traced); default
-        :func:`jaxlr.features.radial.gto_widths`.
+        :func:`jaxlr.features.gto_widths`.
       cutoff_width: w in Å of the shifted-cosine switch (traced), 0 < w ≤ r_c.
       center_atom_weight: weight of the centre's own Gaussian (traced); default 1 (included,
         featomic's convention); 0 leaves the centre out.
@@ -485,7 +485,7 @@ def spherical_expansion(positions, species, *, cell=None, cutoff: float, max_rad
     σ weighted by the shifted-cosine switch, projected on R_n(r) Y_lm(r̂) (orthonormal
     GTO radial basis on [0, r_c], real spherical harmonics without Condon–Shortley
     phase).  Definition, accuracy and the centre-atom convention: see
-    :mod:`jaxlr.features.spherical`.
+    :mod:`jaxlr.features`.
 
     Inputs are validated eagerly (before compilation) and never modified.  Repeated calls
     with the same shapes and static settings reuse one compiled function.  Usable under
@@ -576,7 +576,7 @@ def spherical_expansion(positions, species, *, cell=None, cutoff: float, max_rad
     if neighbors is None:
         if pos_np is None or (cell is not None and cell_np is None):
             raise ValueError("spherical_expansion() was called with traced positions or cell inside jit; "
-                             "pass neighbors= (jaxlr.neighbor_list on the host, or jaxlr.from_jax_md) or "
+                             "pass neighbors= (jaxlr.neighbor_list on the host, or jaxlr.system.from_jax_md) or "
                              "use the functional core spherical_expansion_terms.")
         neighbors = neighbor_list(pos_np, cutoff, cell_np)
     overflow = concrete_value(neighbors.overflow)

@@ -86,7 +86,7 @@ class LocalModel(_Base):
 
     Attributes:
       species: atomic numbers (sorted).  local: :class:`LocalSpec`.  hidden: hidden
-      widths (``()`` for a linear model).  activation: see :data:`jaxlr.models.nets.ACTIVATIONS`.
+      widths (``()`` for a linear model).  activation: see :data:`jaxlr.models._nets.ACTIVATIONS`.
     """
 
     species: tuple

@@ -34,7 +34,7 @@ class Potential:
     """A jaxlr model: a single-structure flax module lifted to padded batches.
 
     Attributes:
-      name: model kind, a key of :data:`jaxlr.models.energy_models.MODELS`
+      name: model kind, a key of :data:`jaxlr.models.MODELS`
         ("local", "lode", "latent", "qeq", "density").
       module: the flax.linen module of one structure.
 
@@ -44,7 +44,7 @@ class Potential:
     Example:
       >>> import jax, numpy as np, jaxlr
       >>> from jaxlr.models import build_potential
-      >>> from jaxlr.models.testing import toy_batch
+      >>> from jaxlr.testing import toy_batch
       >>> pot = build_potential("local", species=(1, 8), local=dict(cutoff=3.0, max_radial=3, max_angular=2),
       ...                       hidden=(8,))
       >>> batch = toy_batch(pot.species, cutoff=pot.cutoff)
@@ -73,7 +73,7 @@ class Potential:
 
     @property
     def predicts(self) -> tuple:
-        """Targets this model predicts (names of :data:`jaxlr.models.inputs.TARGETS`)."""
+        """Targets this model predicts (names of :data:`jaxlr.data.TARGETS`)."""
         base = ("energy", "forces", "stress")
         extra = {"latent": ("charges", "dipole"), "qeq": ("charges", "dipole"),
                  "density": ("charges", "dipole", "coefficients")}

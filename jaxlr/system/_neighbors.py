@@ -93,7 +93,7 @@ def neighbor_list(positions, cutoff: float, cell=None, *, capacity: int | None =
     pos = concrete_or_none(positions)
     if pos is None:
         raise ValueError("neighbor_list needs concrete positions (it runs on the host); "
-                         "inside jit use a jax-md neighbour list and jaxlr.from_jax_md.")
+                         "inside jit use a jax-md neighbour list and jaxlr.system.from_jax_md.")
     pos = np.asarray(pos, dtype=np.float64)
     n = pos.shape[0]
     if not (np.isfinite(cutoff) and cutoff > 0):
@@ -196,7 +196,7 @@ def from_jax_md(nbrs) -> Neighbors:
     Example:
       >>> from jax_md import space, partition
       >>> # neighbor_fn = partition.neighbor_list(displacement, box, r_cut, format=partition.Dense)
-      >>> # nbrs = neighbor_fn.allocate(R); jaxlr.from_jax_md(nbrs)
+      >>> # nbrs = neighbor_fn.allocate(R); jaxlr.system.from_jax_md(nbrs)
     """
     idx = jnp.asarray(nbrs.idx)
     n = idx.shape[0]

@@ -162,7 +162,7 @@ def loss_fn(output: ModelOutput, targets: Targets, batch: AtomsBatch, weights: M
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.models.testing import toy_batch
+      >>> from jaxlr.testing import toy_batch
       >>> b = toy_batch((1, 8), cutoff=3.0)
       >>> out = ModelOutput(energy=jnp.array([1.0, 0.0]))
       >>> loss, parts = loss_fn(out, Targets(energy=jnp.array([0.0, 0.0])), b, {"energy": 1.0})
@@ -199,7 +199,7 @@ class Metrics:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxlr.models.testing import toy_batch
+      >>> from jaxlr.testing import toy_batch
       >>> b = toy_batch((1, 8), cutoff=3.0)
       >>> m = Metrics(["energy"])
       >>> m.update(ModelOutput(energy=jnp.array([1.0, -1.0])), Targets(energy=jnp.zeros(2)), b)

@@ -35,7 +35,7 @@ def learning_curves(history: list, path) -> Path | None:
 
     Args:
       history: per-epoch dicts with ``"epoch"``, ``"train_loss"`` and optionally
-        ``"valid_loss"`` (as :func:`jaxlr.train.loop.fit` records them).
+        ``"valid_loss"`` (as :func:`jaxlr.train.fit` records them).
       path: output file.
     """
     made = _figure()

@@ -80,7 +80,7 @@ def tune_lode(cell, sigma: float, *, cutoff: float, max_radial: int, max_angular
 
     ``accuracy`` is the target relative RMS error of all feature components,
     ‖F − F_ref‖/‖F_ref‖ against converged features (see the module docstring), estimated
-    by :class:`jaxlr.features.lode_error.LodeErrorModel` for atoms at random positions.  The
+    by :class:`jaxlr.tuning.LodeErrorModel` for atoms at random positions.  The
     k-sum gets the smallest cutoff whose estimate meets it; PME gets, among the spline
     orders 4 … 12 (≥ L + 2), the mesh of least estimated cost whose estimate meets it — a
     search with real-valued mesh sizes, rounded up to FFT-friendly sizes per axis and then

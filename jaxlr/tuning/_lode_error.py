@@ -1,6 +1,6 @@
-"""Error model of the periodic LODE routes (host, numpy) — what :func:`~jaxlr.features.lode.tune_lode` uses.
+"""Error model of the periodic LODE routes (host, numpy) — what :func:`~jaxlr.tuning.tune_lode` uses.
 
-Accuracy (the meaning of ``accuracy=`` in :func:`jaxlr.features.lode.lode`): the relative
+Accuracy (the meaning of ``accuracy=`` in :func:`jaxlr.lode`): the relative
 RMS error of all feature components,
 
     ε = ‖F − F_ref‖ / ‖F_ref‖      (Frobenius norms over atoms i, species a, n, l, m),
@@ -11,7 +11,7 @@ error of a small high-l block relative to its own size is larger.
 The model evaluates numerator and denominator for N atoms of the given cell at
 uncorrelated random positions (an ideal gas of number density ρ = N/V), with
 ``ĉ_nlm(k) = 16π² e^{−σ_L²k²/2}/k² · J_nl(k) S_lm(k)`` the k-space coefficient of the features
-(:mod:`jaxlr.features.lode_ksum`; J_nl = I_nl/k^l, S_lm = k^l Y_lm the solid harmonics):
+(:mod:`jaxlr.features`; J_nl = I_nl/k^l, S_lm = k^l Y_lm the solid harmonics):
 
 * the norm per atom: ``‖F‖²/N = Σ_n |(1/V) Σ_{k≠0} ĉ_n00(k)|² + ρ (1/V) Σ_{k≠0} Σ_nlm |ĉ_nlm(k)|²``
   — the atom's own Gaussian and its images (coherent over k, l = 0 only), plus the
@@ -59,7 +59,7 @@ K_NODES = 32
 DIRECTIONS = 50
 #: at most this many reciprocal lattice vectors enter the norm as an explicit sum
 LATTICE_TERMS = 20000
-#: σ_L·k beyond which e^{−σ_L²k²/2} < 3e-18 (as :data:`jaxlr.features.lode_pme.K_NEGLIGIBLE`)
+#: σ_L·k beyond which e^{−σ_L²k²/2} < 3e-18 (as :data:`jaxlr.features._lode_pme.K_NEGLIGIBLE`)
 _K_NEGLIGIBLE = 9.0
 
 
@@ -95,7 +95,7 @@ class LodeErrorModel:
 
     Example:
       >>> import numpy as np
-      >>> from jaxlr.features.radial import gto_widths
+      >>> from jaxlr.features import gto_widths
       >>> m = LodeErrorModel(np.eye(3) * 8.0, 1.0, gto_widths(3.0, 3), 3.0, 2, 16)
       >>> m.pme(8, np.eye(3) * 8.0, (16, 16, 16)) < m.pme(8, np.eye(3) * 8.0, (12, 12, 12))
       True
