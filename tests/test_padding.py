@@ -5,11 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_system
 
 import jaxlr
 from jaxlr.data import BatchLoader, Dataset, Structure, pad_atoms, pad_batch
-
-from conftest import random_system
 
 
 def test_vmap_over_padded_batch_equals_loop():
