@@ -730,7 +730,7 @@ def provenance(seed: int) -> dict:
     return info
 
 
-def assemble_frames(out: Path, set_name: str, seed: int) -> list:
+def assemble_frames(out: Path, set_name: str, seed: int, partial: bool = False) -> list:
     from ase.calculators.singlepoint import SinglePointCalculator
     frames = load_samples(out, set_name)
     d = _label_dir(out, set_name)
@@ -752,9 +752,11 @@ def assemble_frames(out: Path, set_name: str, seed: int) -> list:
         f.arrays["hirshfeld_dipoles"] = lab["hirshfeld_dipoles"]
         f.calc = SinglePointCalculator(f, energy=float(lab["energy"]), forces=lab["forces"], dipole=lab["dipole"])
         result.append(f)
-    if missing:
+    if missing and partial:
+        _log(f"assemble {set_name}: {len(missing)} structures not labelled yet are left out (--partial)")
+    elif missing:
         raise RuntimeError(f"{len(missing)} structures of {set_name} are not labelled yet (e.g. {missing[0]}); "
-                           "run the 'label' stage first")
+                           "run the 'label' stage first (or assemble with --partial)")
     return result
 
 
@@ -771,8 +773,8 @@ def write_extxyz(path: Path, frames) -> None:
     _atomic_write_bytes(Path(path), data)
 
 
-def run_assemble(out: Path, set_name: str, seed: int, dest: Path | None = None) -> Path:
-    frames = assemble_frames(out, set_name, seed)
+def run_assemble(out: Path, set_name: str, seed: int, dest: Path | None = None, partial: bool = False) -> Path:
+    frames = assemble_frames(out, set_name, seed, partial)
     dest = Path(dest) if dest is not None else out / f"{set_name}.extxyz.gz"
     write_extxyz(dest, frames)
     _log(f"assemble {set_name}: {len(frames)} frames -> {dest}")
@@ -819,6 +821,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="worker processes (each single-threaded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dest", type=Path, default=None, help="assembled file (default OUT/SET.extxyz.gz)")
+    p.add_argument("--partial", action="store_true", help="assemble: leave out structures not labelled yet")
     a = p.parse_args(argv)
     if a.workers < 1:
         p.error("--workers must be >= 1")
@@ -828,7 +831,7 @@ def main(argv=None) -> int:
     if a.stage in ("label", "all"):
         run_label(a.out, a.set_name, a.seed, a.workers)
     if a.stage in ("assemble", "all"):
-        run_assemble(a.out, a.set_name, a.seed, a.dest)
+        run_assemble(a.out, a.set_name, a.seed, a.dest, a.partial)
     _log(f"{a.stage} {a.set_name}: done in {time.perf_counter() - t0:.1f} s")
     return 0
 
