@@ -159,9 +159,12 @@ class Trajectory:
     force_rattle_last: bool = False     # smoke set: exercise the rattle path deterministically
 
 
-#: structures per cluster size of the main set (mean PBE/def2-SVP cost ≈ 14 core-s)
-WATER_CLUSTER_COUNTS = {1: 30, 2: 90, 3: 100, 4: 100, 5: 90, 6: 70, 7: 40, 8: 30}
+#: structures per cluster size of the main set: 500, 86 % with n = 2–6.  Measured cost of a
+#: label (SCF + gradient + fit + Hirshfeld, one core) ≈ 1/3.3/8/14/25/39/55/68 s for
+#: n = 1…8, so ≈ 7,700 core-s (2.1 h) in all, mean ≈ 15 s
+WATER_CLUSTER_COUNTS = {1: 40, 2: 110, 3: 120, 4: 100, 5: 60, 6: 40, 7: 18, 8: 12}
 SNAPSHOTS_PER_TRAJECTORY = 5
+#: size-transfer set: ≈ 180 s (n = 12) and ≈ 360 s (n = 16) per label, ≈ 1.5 h in all
 TRANSFER_COUNTS = {12: 10, 16: 10}
 TRANSFER_SNAPSHOTS = 2
 
