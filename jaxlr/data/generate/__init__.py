@@ -1,1 +1,2 @@
-"""Generators of the bundled data sets (run as modules; heavy dependencies are optional extras)."""
+"""Generators of the bundled data sets: ``python -m jaxlr.data.generate.point_charges`` and
+``python -m jaxlr.data.generate.water_clusters`` (heavy dependencies in the ``dataset`` extra)."""
