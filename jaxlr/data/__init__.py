@@ -10,7 +10,7 @@ from ._batch import TARGETS, AtomsBatch, Targets
 from ._batching import BatchLoader, make_batches
 from ._bundled import data_path, dimer_monomers, load_charged_dimers, load_point_charges
 from ._dataset import Dataset, check_targets, fit_offsets, species_indices
-from ._padding import pad_atoms, pad_batch, pad_neighbors
+from ._padding import far_padding, pad_atoms, pad_batch, pad_neighbors
 from ._structures import TARGET_SHAPES, Structure, detect_fragments, read_structures, structure_from_atoms
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "load_charged_dimers",
     "load_point_charges",
     "make_batches",
+    "far_padding",
     "pad_atoms",
     "pad_batch",
     "pad_neighbors",

@@ -18,7 +18,7 @@ import numpy as np
 from ..system._neighbors import Neighbors, neighbor_list
 from ._batch import AtomsBatch
 
-__all__ = ["pad_atoms", "pad_batch", "pad_neighbors"]
+__all__ = ["far_padding", "pad_atoms", "pad_batch", "pad_neighbors"]
 
 
 def pad_atoms(values: Sequence, n_atoms: int, *, fill=0, trailing: tuple = (), dtype=np.float64) -> np.ndarray:
@@ -157,3 +157,28 @@ def pad_batch(structures, *, cutoff: float | None = None, n_atoms: int | None = 
         sigma=jnp.asarray(pad_atoms([np.asarray(s["sigma"], np.float64) for s in structures], n, fill=1.0), dt)
         if gaussian[0] else None,
     )
+
+
+def far_padding(positions, atom_mask):
+    """Padding atoms moved far apart (open boundary), so no pair of atoms coincides (jittable).
+
+    Padding atoms carry nothing, but coincident points make 1/r and its derivatives 0/0;
+    distinct far points (10⁴ Å apart along x) keep every kernel finite.  Gradients with
+    respect to the original padding positions are zero.
+
+    Args:
+      positions: (N, 3) Å.  atom_mask: (N,) bool, False for padding atoms.
+
+    Returns:
+      (N, 3) positions, real atoms unchanged.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> far_padding(jnp.zeros((2, 3)), jnp.array([True, False]))[:, 0].tolist()
+      [0.0, 20000.0]
+    """
+    n = positions.shape[0]
+    far = 1.0e4 * jnp.stack([1.0 + jnp.arange(n, dtype=positions.dtype),
+                             jnp.zeros(n, positions.dtype), jnp.zeros(n, positions.dtype)], axis=1)
+    return jnp.where(atom_mask[:, None], positions, far)
+

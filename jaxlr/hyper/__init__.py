@@ -1,0 +1,58 @@
+"""Gradient-based hyperparameter studies: validation losses differentiated through features and solves.
+
+A study is a pure function ``loss(hyper, data) -> scalar`` (jittable, differentiable in
+``hyper``) and an optimiser over it:
+
+* :func:`ridge_cv_loss` — k-fold cross-validation RMSE of a closed-form ridge model on
+  LODE ⊕ ρ⊗V (or local) features, differentiable in σ_L, the density widths, the GTO
+  radial widths, the cutoff switch's smoothness and the log-regulariser; data from
+  :func:`ridge_data`;
+* :func:`qeq_loss` — the error of charge-equilibration charges or dipoles, differentiable
+  in per-species hardness, Gaussian widths and electronegativities; data from
+  :func:`qeq_data`;
+* :func:`optimize` — Adam (optax) on log-parameters with early stopping;
+  :func:`grid_search` — the same loss on a grid, to compare.
+
+Ridge solves and Qeq solves are differentiated implicitly (``custom_linear_solve``),
+never by unrolling.  Static choices — cutoffs (they fix neighbour capacities), basis
+sizes, species, folds, solvers — are not differentiable.
+"""
+
+from ._features import FEATURE_KINDS, FeatureSpec, structure_features
+from ._loss import (
+                    HYPER_DOMAINS,
+                    QeqData,
+                    RidgeData,
+                    check_hyper,
+                    qeq_data,
+                    qeq_loss,
+                    ridge_cv_loss,
+                    ridge_data,
+                    ridge_predictions,
+)
+from ._optimize import UNCONSTRAINED, HyperTrajectory, grid_search, optimize
+from ._ridge import LAMBDA_FLOOR, SCALE_FLOOR, kfold_cv_error, kfold_indices, ridge_fit
+
+__all__ = [
+    "FEATURE_KINDS",
+    "HYPER_DOMAINS",
+    "LAMBDA_FLOOR",
+    "SCALE_FLOOR",
+    "UNCONSTRAINED",
+    "FeatureSpec",
+    "HyperTrajectory",
+    "QeqData",
+    "RidgeData",
+    "check_hyper",
+    "grid_search",
+    "kfold_cv_error",
+    "kfold_indices",
+    "optimize",
+    "qeq_data",
+    "qeq_loss",
+    "ridge_cv_loss",
+    "ridge_data",
+    "ridge_fit",
+    "ridge_predictions",
+    "structure_features",
+]

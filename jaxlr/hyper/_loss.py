@@ -1,0 +1,347 @@
+"""Validation losses as pure functions of the hyperparameters: ``loss(hyper, data) -> scalar``.
+
+* :func:`ridge_cv_loss` — the k-fold cross-validation RMSE of a closed-form (ridge) model
+  on LODE ⊕ ρ⊗V or local features.  Differentiable in σ_L (``lode_sigma``), the local
+  density width (``density_sigma`` / ``local_sigma``), the GTO radial widths
+  (``radial_scale`` multiplies them), the smoothness of the radial cutoff switch
+  (``cutoff_width``) and the log-regulariser (``log_lambda``).  Static, hence not
+  differentiable: the cutoff (it fixes the neighbour capacity), the basis sizes, the
+  species and the folds.
+* :func:`qeq_loss` — the RMS error of charge-equilibration charges (or dipoles) against
+  reference values, differentiable in the per-species hardness J, Gaussian width σ and
+  electronegativity χ (held fixed unless it is in ``hyper``), through the implicit Qeq
+  solve.  Static: the solver and the open boundary.
+
+Both are jittable (``jax.jit(loss)``) and differentiable with ``jax.grad`` in ``hyper``;
+the data are pytrees built once on the host (:func:`ridge_data`, :func:`qeq_data`).
+Bad hyperparameters (a non-positive width, a cutoff switch wider than the cutoff) raise a
+``ValueError`` before anything is compiled (:func:`check_hyper`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data._batching import BatchLoader
+from ..equilibration._qeq import qeq_solve
+from ..system._checks import concrete_value
+from ..system._neighbors import Neighbors
+from ._features import FEATURE_KINDS, FeatureSpec, structure_features
+from ._ridge import kfold_cv_error, kfold_indices, ridge_fit
+
+__all__ = ["HYPER_DOMAINS", "QeqData", "RidgeData", "check_hyper", "qeq_data", "qeq_loss", "ridge_cv_loss",
+           "ridge_data", "ridge_predictions"]
+
+#: the hyperparameters each loss is differentiable in, and their domains
+HYPER_DOMAINS = {
+    "lode_sigma": "> 0 Å", "density_sigma": "> 0 Å", "local_sigma": "> 0 Å", "radial_scale": "> 0",
+    "cutoff_width": "in (0, cutoff] Å", "log_lambda": "real (log of the relative regulariser)",
+    "hardness": "≥ 0 V/e per species", "sigma": "> 0 Å per species", "electronegativity": "real V per species",
+}
+_RIDGE_KEYS = {"lode": ("lode_sigma", "density_sigma", "radial_scale", "cutoff_width", "log_lambda"),
+               "local": ("local_sigma", "radial_scale", "cutoff_width", "log_lambda")}
+
+
+def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int | None = None) -> None:
+    """Raise ``ValueError`` for hyperparameters outside their domain (host; traced values pass).
+
+    Args:
+      hyper: mapping of hyperparameter name to value.  keys: names that must be present.
+      cutoff: the features' cutoff (Å), bounding ``cutoff_width``.  n_species: the length of
+        per-species arrays.
+
+    Example:
+      >>> check_hyper({"lode_sigma": -1.0})
+      Traceback (most recent call last):
+      ...
+      ValueError: hyperparameter lode_sigma must be > 0 Å, got -1.0.
+    """
+    missing = [k for k in keys if k not in hyper]
+    if missing:
+        raise ValueError(f"hyper lacks {missing}; this loss needs {list(keys)}.")
+    unknown = [k for k in hyper if k not in HYPER_DOMAINS]
+    if unknown:
+        raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(HYPER_DOMAINS)}.")
+    for name, value in hyper.items():
+        v = concrete_value(value)
+        if v is None:
+            continue
+        v = np.asarray(v, dtype=np.float64)
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"hyperparameter {name} must be finite, got {value!r}.")
+        if name in ("hardness", "sigma", "electronegativity"):
+            if n_species is not None and v.shape != (n_species,):
+                raise ValueError(f"hyperparameter {name} needs one value per species ({n_species}), got shape "
+                                 f"{v.shape}.")
+        elif v.ndim:
+            raise ValueError(f"hyperparameter {name} must be a scalar, got shape {v.shape}.")
+        if name in ("lode_sigma", "density_sigma", "local_sigma", "radial_scale", "sigma") and np.any(v <= 0):
+            raise ValueError(f"hyperparameter {name} must be {HYPER_DOMAINS[name]}, got {value!r}.")
+        if name == "hardness" and np.any(v < 0):
+            raise ValueError(f"hyperparameter hardness must be ≥ 0 (V/e), got {value!r}.")
+        if name == "cutoff_width" and (np.any(v <= 0) or (cutoff is not None and np.any(v > cutoff))):
+            raise ValueError(f"hyperparameter cutoff_width must lie in (0, cutoff = {cutoff}] Å, got {value!r}.")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RidgeData:
+    """A data set prepared for :func:`ridge_cv_loss` (a pytree; build with :func:`ridge_data`).
+
+    Attributes:
+      batches: padded open-boundary :class:`jaxlr.data.AtomsBatch` es covering the M structures.
+      combine: (K, M) rows of targets as combinations of structures (identity for plain
+        energies; dimer − monomer A − monomer B for binding energies).
+      y: (K,) reference targets (eV).
+      spec: :class:`FeatureSpec` (static).
+      slots: per batch, the structure index of each batch row, −1 for padding (static).
+      fold_ids: (K,) fold label of each target row, −1 for rows left out of the
+        cross-validation (static).
+    """
+
+    batches: tuple
+    combine: jax.Array
+    y: jax.Array
+    spec: FeatureSpec = dataclasses.field(metadata=dict(static=True))
+    slots: tuple = dataclasses.field(metadata=dict(static=True))
+    fold_ids: tuple = dataclasses.field(metadata=dict(static=True))
+
+    def design(self, hyper) -> jax.Array:
+        """(K, S·D) design matrix of the target rows for ``hyper`` (jittable)."""
+        n_struct = self.combine.shape[1]
+        feats = None
+        for batch, slots in zip(self.batches, self.slots):
+            f = structure_features(batch, hyper, self.spec)
+            if feats is None:
+                feats = jnp.zeros((n_struct, f.shape[1]), f.dtype)
+            keep = np.asarray(slots) >= 0
+            feats = feats.at[np.asarray(slots)[keep]].set(f[keep])
+        return self.combine.astype(feats.dtype) @ feats
+
+
+def ridge_data(dataset, y=None, *, combine=None, kind: str = "lode", cutoff: float = 3.0, max_radial: int = 4,
+               max_angular: int = 0, species=None, folds: int = 5, cv_rows=None, seed: int = 0,
+               batch_size: int = 64, dtype=None) -> RidgeData:
+    """Pad a data set for :func:`ridge_cv_loss` (host).
+
+    Args:
+      dataset: :class:`jaxlr.data.Dataset` (or list of :class:`jaxlr.data.Structure`), open
+        boundary, M structures.
+      y: (K,) targets in eV; default the structures' energies (K = M).
+      combine: (K, M) target rows as combinations of structures; default the identity.
+      kind: "lode" or "local".  cutoff (Å), max_radial, max_angular: static basis choices.
+      species: atomic numbers of the channels (default the data set's).
+      folds: number of cross-validation folds (2 ≤ folds ≤ number of CV rows).
+      cv_rows: (K,) bool, the rows that take part in the cross-validation (default all).
+      seed: shuffles the fold assignment.  batch_size, dtype: padding.
+
+    Returns:
+      :class:`RidgeData`.
+
+    Raises:
+      ValueError: periodic structures, an unknown kind, a bad shape, too many folds.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.data import Dataset, Structure
+      >>> rng = np.random.default_rng(0)
+      >>> ds = Dataset([Structure(positions=rng.normal(size=(3, 3)), numbers=[1, 1, 8], targets={"energy": e})
+      ...               for e in rng.normal(size=6)])
+      >>> d = ridge_data(ds, kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=3)
+      >>> d.y.shape, len(d.fold_ids)
+      ((6,), 6)
+    """
+    from ..data._dataset import Dataset
+
+    structures = list(dataset)
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}.")
+    if any(s.periodic for s in structures):
+        raise ValueError("ridge_data supports open-boundary structures only (periodic LODE needs a mesh plan).")
+    m = len(structures)
+    if y is None:
+        if any("energy" not in s.targets for s in structures):
+            raise ValueError("without y= every structure needs an 'energy' target.")
+        y = np.array([float(s.targets["energy"]) for s in structures])
+    y = np.asarray(y, np.float64)
+    combine = np.eye(m) if combine is None else np.asarray(combine, np.float64)
+    if combine.shape != (y.shape[0], m):
+        raise ValueError(f"combine must have shape (len(y), number of structures) = ({y.shape[0]}, {m}), "
+                         f"got {combine.shape}.")
+    cv = np.ones(y.shape[0], bool) if cv_rows is None else np.asarray(cv_rows, bool)
+    fold_ids = np.full(y.shape[0], -1, np.int32)
+    fold_ids[cv] = kfold_indices(int(cv.sum()), folds, seed=seed)
+    ds = Dataset(structures)
+    species = tuple(ds.species) if species is None else tuple(species)
+    loader = BatchLoader(ds, species, cutoff=float(cutoff), batch_size=batch_size, dtype=dtype, max_shapes=1)
+    batches, slots = [], []
+    for atoms, _, idx in loader.epoch(None, with_indices=True):
+        batches.append(atoms)
+        slots.append(tuple(int(i) for i in idx))
+    spec = FeatureSpec(kind, float(cutoff), int(max_radial), int(max_angular), len(species))
+    dt = batches[0].positions.dtype
+    return RidgeData(batches=tuple(batches), combine=jnp.asarray(combine, dt), y=jnp.asarray(y, dt), spec=spec,
+                     slots=tuple(slots), fold_ids=tuple(int(f) for f in fold_ids))
+
+
+def ridge_cv_loss(hyper, data: RidgeData):
+    """k-fold cross-validation RMSE (eV) of a ridge model on the features of ``hyper`` (jittable).
+
+    Args:
+      hyper: mapping of traced scalars — ``radial_scale``, ``cutoff_width`` (Å),
+        ``log_lambda`` and ``lode_sigma``, ``density_sigma`` (kind "lode") or
+        ``local_sigma`` (kind "local").
+      data: :class:`RidgeData` from :func:`ridge_data`.
+
+    Returns:
+      () RMS of the held-out errors over all folds, in the units of ``data.y``.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from jaxlr.data import Dataset, Structure
+      >>> rng = np.random.default_rng(0)
+      >>> ds = Dataset([Structure(positions=rng.normal(size=(3, 3)), numbers=[1, 1, 8], targets={"energy": e})
+      ...               for e in rng.normal(size=6)])
+      >>> d = ridge_data(ds, kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=3)
+      >>> h = dict(local_sigma=0.5, radial_scale=1.0, cutoff_width=0.5, log_lambda=-3.0)
+      >>> g = jax.grad(ridge_cv_loss)(h, d)
+      >>> sorted(g)
+      ['cutoff_width', 'local_sigma', 'log_lambda', 'radial_scale']
+    """
+    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
+    return kfold_cv_error(data.design(hyper), data.y, hyper["log_lambda"], np.asarray(data.fold_ids))
+
+
+def ridge_predictions(hyper, data: RidgeData, rows=None):
+    """Predictions of the ridge model fitted on the CV rows of ``data`` (all folds), for every row.
+
+    Args:
+      hyper: as :func:`ridge_cv_loss`.  data: :class:`RidgeData`.
+      rows: (K,) bool of the rows to fit (default: the cross-validation rows).
+
+    Returns:
+      (K,) predicted targets (e.g. to score a held-out far set).
+    """
+    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
+    A = data.design(hyper)
+    fit_rows = np.asarray(data.fold_ids) >= 0 if rows is None else np.asarray(rows, bool)
+    theta, mean, scale, offset = ridge_fit(A, data.y, hyper["log_lambda"], weights=fit_rows.astype(float))
+    return ((A - mean) / scale) @ theta + offset
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class QeqData:
+    """Open-boundary structures with reference charges or dipoles, for :func:`qeq_loss` (a pytree).
+
+    Attributes:
+      batches: padded :class:`jaxlr.data.AtomsBatch` es (species channels, fragments).
+      references: per batch, (B, N) reference charges or (B, 3) reference dipoles.
+      electronegativity: (S,) fixed χ (V) used when ``hyper`` has none.
+      target: "charges" or "dipole" (static).  n_species: S (static).
+    """
+
+    batches: tuple
+    references: tuple
+    electronegativity: jax.Array
+    target: str = dataclasses.field(metadata=dict(static=True))
+    n_species: int = dataclasses.field(metadata=dict(static=True))
+
+
+def qeq_data(dataset, *, target: str = "charges", electronegativity=None, species=None, batch_size: int = 32,
+             dtype=None) -> QeqData:
+    """Pad structures with reference ``charges`` or ``dipole`` targets for :func:`qeq_loss` (host).
+
+    Args:
+      dataset: open-boundary structures whose ``targets`` hold ``target``.
+      target: "charges" ((n,) e per structure) or "dipole" ((3,) e·Å).
+      electronegativity: (S,) χ per species in V, fixed unless passed in ``hyper``
+        (default 0).
+      species: atomic numbers of the channels (default the data set's).
+
+    Returns:
+      :class:`QeqData`.
+
+    Raises:
+      ValueError: an unknown target, structures without it, periodic structures.
+    """
+    from ..data._dataset import Dataset
+
+    if target not in ("charges", "dipole"):
+        raise ValueError(f"target must be 'charges' or 'dipole', got {target!r}.")
+    structures = list(dataset)
+    if any(s.periodic for s in structures):
+        raise ValueError("qeq_data supports open-boundary structures only.")
+    ds = Dataset(structures)
+    species = tuple(ds.species) if species is None else tuple(species)
+    loader = BatchLoader(ds, species, cutoff=1.0, batch_size=batch_size, targets=(target,), dtype=dtype,
+                         n_fragments=None, max_shapes=2)
+    batches, refs = [], []
+    for atoms, tg in loader.epoch(None):
+        batches.append(atoms)
+        refs.append(getattr(tg, target))
+    chi = np.zeros(len(species)) if electronegativity is None else np.asarray(electronegativity, np.float64)
+    if chi.shape != (len(species),):
+        raise ValueError(f"electronegativity needs one value per species {species}, got shape {chi.shape}.")
+    dt = batches[0].positions.dtype
+    return QeqData(batches=tuple(batches), references=tuple(refs), electronegativity=jnp.asarray(chi, dt),
+                   target=target, n_species=len(species))
+
+
+def _all_pairs(atom_mask) -> Neighbors:
+    n = atom_mask.shape[0]
+    idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :], (n, n))
+    return Neighbors(idx=idx, mask=atom_mask[:, None] & atom_mask[None, :] & ~jnp.eye(n, dtype=bool))
+
+
+def qeq_loss(hyper, data: QeqData):
+    """RMS error of Qeq charges (e) or dipoles (e·Å) against the references (jittable).
+
+    Args:
+      hyper: mapping with (S,) per-species ``hardness`` (V/e, ≥ 0) and ``sigma`` (Å, > 0),
+        and optionally ``electronegativity`` (V; else ``data.electronegativity``).
+      data: :class:`QeqData`.
+
+    Returns:
+      () RMS error over real atoms (charges) or structures (dipoles).
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from jaxlr.data import Dataset, Structure
+      >>> R = np.array([[0.0, 0, 0], [0.0, 0, 1.0]])
+      >>> ds = Dataset([Structure(positions=R, numbers=[1, 9], targets={"charges": np.array([0.4, -0.4])})])
+      >>> d = qeq_data(ds, electronegativity=[0.0, 4.0])
+      >>> h = {"hardness": np.array([10.0, 10.0]), "sigma": np.array([0.5, 0.5])}
+      >>> float(qeq_loss(h, d)) < 0.4, sorted(jax.grad(qeq_loss)(h, d))
+      (True, ['hardness', 'sigma'])
+    """
+    check_hyper(hyper, keys=("hardness", "sigma"), n_species=data.n_species)
+    chi_s = jnp.asarray(hyper.get("electronegativity", data.electronegativity))
+    sq, count = 0.0, 0.0
+    for batch, ref in zip(data.batches, data.references):
+        dtype = batch.positions.dtype
+        index = jnp.maximum(batch.species, 0)
+
+        def one(r, z, mask, frag, fq):
+            chi = chi_s.astype(dtype)[z]
+            hard = jnp.asarray(hyper["hardness"], dtype)[z]
+            sig = jnp.where(mask, jnp.asarray(hyper["sigma"], dtype)[z], 1.0)
+            q, _, _ = qeq_solve(r, chi, hard, sig, neighbors=_all_pairs(mask), method="direct",
+                                fragments=jnp.maximum(frag, 0), fragment_charges=fq, atom_mask=mask)
+            return q
+
+        q = jax.vmap(one)(batch.positions, index, batch.atom_mask, batch.fragments, batch.fragment_charges)
+        live = batch.structure_mask
+        if data.target == "charges":
+            err = jnp.where(batch.atom_mask & live[:, None], q - ref, 0.0)
+            count = count + jnp.sum(batch.atom_mask & live[:, None])
+        else:
+            dip = jnp.einsum("bn,bnx->bx", q, batch.positions)
+            err = jnp.where(live[:, None], dip - ref, 0.0)
+            count = count + jnp.sum(live) * 3
+        sq = sq + jnp.sum(err**2)
+    return jnp.sqrt(sq / count)

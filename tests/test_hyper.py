@@ -1,0 +1,168 @@
+"""Hypergradients (jaxlr.hyper): validation losses differentiated through features, ridge and Qeq solves
+agree with central finite differences of the same loss; the optimiser improves a loss; bad
+hyperparameters are refused before compilation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlr
+from jaxlr.data import Dataset, Structure
+from jaxlr.hyper import (
+    SCALE_FLOOR,
+    grid_search,
+    kfold_cv_error,
+    kfold_indices,
+    optimize,
+    qeq_data,
+    qeq_loss,
+    ridge_cv_loss,
+    ridge_data,
+    ridge_fit,
+)
+
+
+def _molecules(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        m = 3 + k % 2
+        pos = rng.normal(0, 0.9, (m, 3))
+        numbers = [8] + [1] * (m - 1)
+        q = rng.normal(0, 0.3, m)
+        q -= q.mean()
+        dip = q @ pos
+        energy = float(np.sum(rng.normal(size=m)) + np.sum(1.0 / (1.0 + np.linalg.norm(pos[:, None] - pos[None], axis=-1))))
+        out.append(Structure(positions=pos, numbers=numbers, targets={"energy": energy, "charges": q, "dipole": dip}))
+    return Dataset(out)
+
+
+def _central(f, h, key, index=None, rel=1e-5):
+    def shifted(step):
+        g = dict(h)
+        v = np.array(h[key], dtype=np.float64)
+        if index is None:
+            v = v + step
+        else:
+            v[index] += step
+        g[key] = jnp.asarray(v)
+        return float(f(g))
+    base = np.asarray(h[key], np.float64) if index is None else np.asarray(h[key], np.float64)[index]
+    eps = rel * max(abs(float(base)), 1.0)
+    return (shifted(eps) - shifted(-eps)) / (2 * eps)
+
+
+@pytest.fixture(scope="module")
+def lode_data():
+    return ridge_data(_molecules(), kind="lode", cutoff=3.0, max_radial=2, max_angular=1, folds=3)
+
+
+LODE_HYPER = dict(lode_sigma=0.9, density_sigma=0.5, radial_scale=1.1, cutoff_width=0.7, log_lambda=-4.0)
+
+
+@pytest.mark.parametrize("key", sorted(LODE_HYPER))
+def test_ridge_cv_hypergradient_matches_finite_differences(lode_data, key):
+    h = {k: jnp.asarray(v) for k, v in LODE_HYPER.items()}
+    f = jax.jit(ridge_cv_loss)
+    grad = jax.jit(jax.grad(ridge_cv_loss))(h, lode_data)[key]
+    fd = _central(lambda g: f(g, lode_data), h, key)
+    assert abs(float(grad) - fd) <= 1e-5 * max(abs(fd), 1e-3 * float(f(h, lode_data))), (float(grad), fd)
+
+
+def test_local_width_hypergradient_matches_finite_differences():
+    data = ridge_data(_molecules(), kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=3)
+    h = dict(local_sigma=jnp.asarray(0.4), radial_scale=jnp.asarray(1.0), cutoff_width=jnp.asarray(0.5),
+             log_lambda=jnp.asarray(-3.0))
+    f = jax.jit(ridge_cv_loss)
+    grad = jax.jit(jax.grad(ridge_cv_loss))(h, data)["local_sigma"]
+    fd = _central(lambda g: f(g, data), h, "local_sigma")
+    assert abs(float(grad) - fd) <= 1e-5 * abs(fd)
+
+
+@pytest.mark.parametrize("key, index", [("hardness", 0), ("hardness", 1), ("sigma", 0), ("sigma", 1),
+                                        ("electronegativity", 1)])
+@pytest.mark.parametrize("target", ["charges", "dipole"])
+def test_qeq_hypergradient_matches_finite_differences(key, index, target):
+    data = qeq_data(_molecules(6), target=target)
+    h = {"hardness": jnp.array([9.0, 12.0]), "sigma": jnp.array([0.6, 0.8]),
+         "electronegativity": jnp.array([0.0, 3.0])}
+    f = jax.jit(qeq_loss)
+    grad = np.asarray(jax.jit(jax.grad(qeq_loss))(h, data)[key])[index]
+    fd = _central(lambda g: f(g, data), h, key, index)
+    assert abs(grad - fd) <= 1e-5 * max(abs(fd), 1e-6), (grad, fd)
+
+
+def test_ewald_smearing_gradient_is_zero():
+    """The Ewald energy does not depend on the smearing: its hypergradient vanishes to rounding."""
+    rng = np.random.default_rng(3)
+    cell = np.eye(3) * 9.0 + rng.normal(0, 0.3, (3, 3))
+    R = rng.uniform(0, 1, (16, 3)) @ cell
+    q = np.tile([1.0, -1.0], 8)
+    nbrs = jaxlr.neighbor_list(R, 8.0, cell)
+    kv = jnp.asarray(jaxlr.electrostatics.half_space_kvectors(cell, 7.0))   # e^{−k²s²/2} < 1e-15
+
+    def energy(s):
+        return jaxlr.coulomb_energy(jnp.asarray(R), jnp.asarray(q), cell=jnp.asarray(cell), smearing=s,
+                                    neighbors=nbrs, kvectors=kv, method="ewald")
+
+    g = float(jax.grad(energy)(1.2))
+    e = float(energy(1.2))
+    assert abs(g) <= 1e-8 * abs(e)
+
+
+def test_ridge_matches_numpy_and_is_exact_without_regulariser():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(30, 4))
+    y = A @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.7
+    theta, mean, scale, off = ridge_fit(jnp.asarray(A), jnp.asarray(y), jnp.log(1e-14))
+    np.testing.assert_allclose(((A - mean) / scale) @ theta + off, y, atol=1e-8)
+    # against numpy's closed form at a finite λ
+    lam = 0.3
+    var = ((A - A.mean(0)) ** 2).mean(0)
+    X = (A - A.mean(0)) / np.sqrt(var + SCALE_FLOOR * var.mean())
+    G = X.T @ X
+    ref = np.linalg.solve(G + lam * np.trace(G) / 4 * np.eye(4), X.T @ (y - y.mean()))
+    theta, *_ = ridge_fit(jnp.asarray(A), jnp.asarray(y), jnp.log(lam))
+    np.testing.assert_allclose(theta, ref, rtol=1e-10)
+    assert float(kfold_cv_error(jnp.asarray(A), jnp.asarray(y), jnp.log(1e-12), kfold_indices(30, 5))) < 1e-6
+
+
+def test_ridge_is_stable_for_collinear_features():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(20, 1))
+    A = np.hstack([a, a, a * (1 + 1e-15), np.ones((20, 1))])     # rank 1 after centring
+    y = 2 * a[:, 0]
+    g = jax.grad(lambda ll: kfold_cv_error(jnp.asarray(A), jnp.asarray(y), ll, kfold_indices(20, 4)))(-20.0)
+    assert np.isfinite(float(g))
+
+
+def test_optimizer_lowers_the_cv_error(lode_data):
+    start = dict(LODE_HYPER, lode_sigma=2.0, log_lambda=-1.0)
+    t = optimize(ridge_cv_loss, start, lode_data, steps=15, learning_rate=0.1, progress=False)
+    assert t.best_loss < t.loss[0]
+    assert t.evaluations == len(t.loss) and t.best["lode_sigma"] > 0
+    g = grid_search(ridge_cv_loss, {"lode_sigma": [0.6, 1.2]}, lode_data,
+                    fixed={k: v for k, v in LODE_HYPER.items() if k != "lode_sigma"}, progress=False)
+    assert g.evaluations == 2 and g.best["lode_sigma"] in (0.6, 1.2)
+
+
+def test_bad_hyperparameters_are_refused_before_compilation(lode_data):
+    with pytest.raises(ValueError, match="lode_sigma must be > 0"):
+        ridge_cv_loss(dict(LODE_HYPER, lode_sigma=-0.5), lode_data)
+    with pytest.raises(ValueError, match=r"cutoff_width must lie in \(0, cutoff = 3.0\]"):
+        ridge_cv_loss(dict(LODE_HYPER, cutoff_width=3.5), lode_data)
+    with pytest.raises(ValueError, match="hyper lacks"):
+        ridge_cv_loss({"lode_sigma": 1.0}, lode_data)
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        ridge_cv_loss(dict(LODE_HYPER, sigma_l=1.0), lode_data)
+    with pytest.raises(ValueError, match="folds=40 is larger than the number of data rows"):
+        ridge_data(_molecules(), kind="lode", folds=40)
+    with pytest.raises(ValueError, match="hardness must be ≥ 0"):
+        qeq_loss({"hardness": np.array([-1.0, 1.0]), "sigma": np.ones(2)}, qeq_data(_molecules(2)))
+    with pytest.raises(ValueError, match="one value per species"):
+        qeq_loss({"hardness": np.ones(3), "sigma": np.ones(2)}, qeq_data(_molecules(2)))
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        optimize(ridge_cv_loss, LODE_HYPER, lode_data, steps=0)
