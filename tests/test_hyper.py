@@ -84,9 +84,15 @@ def test_local_width_hypergradient_matches_finite_differences():
 
 @pytest.mark.parametrize("key, index", [("hardness", 0), ("hardness", 1), ("sigma", 0), ("sigma", 1),
                                         ("electronegativity", 1)])
-@pytest.mark.parametrize("target", ["charges", "dipole"])
+@pytest.mark.parametrize("target", ["charges", "dipole", "fragment_charges"])
 def test_qeq_hypergradient_matches_finite_differences(key, index, target):
-    data = qeq_data(_molecules(6), target=target)
+    mols = _molecules(6)
+    if target == "fragment_charges":     # pairs of molecules as ±1 fragments of one structure
+        mols = [Structure(positions=np.vstack([a.positions, b.positions + [0.0, 0.0, 3.5]]),
+                          numbers=list(a.numbers) + list(b.numbers),
+                          fragments=[0] * a.n_atoms + [1] * b.n_atoms, fragment_charges=[1.0, -1.0])
+                for a, b in zip(list(mols)[::2], list(mols)[1::2])]
+    data = qeq_data(mols, target=target)
     h = {"hardness": jnp.array([9.0, 12.0]), "sigma": jnp.array([0.6, 0.8]),
          "electronegativity": jnp.array([0.0, 3.0])}
     f = jax.jit(qeq_loss)

@@ -37,6 +37,7 @@ __all__ = [
     "FEATURE_KINDS",
     "HYPER_DOMAINS",
     "LAMBDA_FLOOR",
+    "QEQ_TARGETS",
     "SCALE_FLOOR",
     "UNCONSTRAINED",
     "FeatureSpec",

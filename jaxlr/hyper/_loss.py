@@ -33,7 +33,7 @@ from ..system._neighbors import Neighbors
 from ._features import FEATURE_KINDS, FeatureSpec, structure_features
 from ._ridge import kfold_cv_error, kfold_indices, ridge_fit
 
-__all__ = ["HYPER_DOMAINS", "QeqData", "RidgeData", "check_hyper", "qeq_data", "qeq_loss", "ridge_cv_loss",
+__all__ = ["HYPER_DOMAINS", "QEQ_TARGETS", "QeqData", "RidgeData", "check_hyper", "qeq_data", "qeq_loss", "ridge_cv_loss",
            "ridge_data", "ridge_predictions"]
 
 #: the hyperparameters each loss is differentiable in, and their domains
@@ -42,6 +42,8 @@ HYPER_DOMAINS = {
     "cutoff_width": "in (0, cutoff] Å", "log_lambda": "real (log of the relative regulariser)",
     "hardness": "≥ 0 V/e per species", "sigma": "> 0 Å per species", "electronegativity": "real V per species",
 }
+#: what :func:`qeq_loss` can fit
+QEQ_TARGETS = ("charges", "dipole", "fragment_charges")
 _RIDGE_KEYS = {"lode": ("lode_sigma", "density_sigma", "radial_scale", "cutoff_width", "log_lambda"),
                "local": ("local_sigma", "radial_scale", "cutoff_width", "log_lambda")}
 
@@ -242,7 +244,7 @@ class QeqData:
       batches: padded :class:`jaxlr.data.AtomsBatch` es (species channels, fragments).
       references: per batch, (B, N) reference charges or (B, 3) reference dipoles.
       electronegativity: (S,) fixed χ (V) used when ``hyper`` has none.
-      target: "charges" or "dipole" (static).  n_species: S (static).
+      target: one of :data:`QEQ_TARGETS` (static).  n_species: S (static).
     """
 
     batches: tuple
@@ -258,7 +260,10 @@ def qeq_data(dataset, *, target: str = "charges", electronegativity=None, specie
 
     Args:
       dataset: open-boundary structures whose ``targets`` hold ``target``.
-      target: "charges" ((n,) e per structure) or "dipole" ((3,) e·Å).
+      target: "charges" ((n,) e per structure), "dipole" ((3,) e·Å) or
+        "fragment_charges": each fragment's formal charge (e.g. +1 / −1 for the monomers
+        of an ion pair) against the sum of its Qeq charges when the solve constrains only
+        the total charge — does Qeq move the right charge between molecules?
       electronegativity: (S,) χ per species in V, fixed unless passed in ``hyper``
         (default 0).
       species: atomic numbers of the channels (default the data set's).
@@ -271,19 +276,22 @@ def qeq_data(dataset, *, target: str = "charges", electronegativity=None, specie
     """
     from ..data._dataset import Dataset
 
-    if target not in ("charges", "dipole"):
-        raise ValueError(f"target must be 'charges' or 'dipole', got {target!r}.")
+    if target not in QEQ_TARGETS:
+        raise ValueError(f"target must be one of {QEQ_TARGETS}, got {target!r}.")
     structures = list(dataset)
+    if target == "fragment_charges" and any(s.fragments is None for s in structures):
+        raise ValueError("target='fragment_charges' needs structures with fragments and fragment charges.")
     if any(s.periodic for s in structures):
         raise ValueError("qeq_data supports open-boundary structures only.")
     ds = Dataset(structures)
     species = tuple(ds.species) if species is None else tuple(species)
-    loader = BatchLoader(ds, species, cutoff=1.0, batch_size=batch_size, targets=(target,), dtype=dtype,
+    targets = () if target == "fragment_charges" else (target,)
+    loader = BatchLoader(ds, species, cutoff=1.0, batch_size=batch_size, targets=targets, dtype=dtype,
                          n_fragments=None, max_shapes=2)
     batches, refs = [], []
     for atoms, tg in loader.epoch(None):
         batches.append(atoms)
-        refs.append(getattr(tg, target))
+        refs.append(atoms.fragment_charges if target == "fragment_charges" else getattr(tg, target))
     chi = np.zeros(len(species)) if electronegativity is None else np.asarray(electronegativity, np.float64)
     if chi.shape != (len(species),):
         raise ValueError(f"electronegativity needs one value per species {species}, got shape {chi.shape}.")
@@ -299,7 +307,7 @@ def _all_pairs(atom_mask) -> Neighbors:
 
 
 def qeq_loss(hyper, data: QeqData):
-    """RMS error of Qeq charges (e) or dipoles (e·Å) against the references (jittable).
+    """RMS error of Qeq charges (e), dipoles (e·Å) or fragment charges (e) against the references (jittable).
 
     Args:
       hyper: mapping with (S,) per-species ``hardness`` (V/e, ≥ 0) and ``sigma`` (Å, > 0),
@@ -330,6 +338,8 @@ def qeq_loss(hyper, data: QeqData):
             chi = chi_s.astype(dtype)[z]
             hard = jnp.asarray(hyper["hardness"], dtype)[z]
             sig = jnp.where(mask, jnp.asarray(hyper["sigma"], dtype)[z], 1.0)
+            if data.target == "fragment_charges":   # only the total charge is constrained
+                frag, fq = jnp.zeros_like(frag), jnp.sum(fq, keepdims=True)
             q, _, _ = qeq_solve(r, chi, hard, sig, neighbors=_all_pairs(mask), method="direct",
                                 fragments=jnp.maximum(frag, 0), fragment_charges=fq, atom_mask=mask)
             return q
@@ -339,6 +349,12 @@ def qeq_loss(hyper, data: QeqData):
         if data.target == "charges":
             err = jnp.where(batch.atom_mask & live[:, None], q - ref, 0.0)
             count = count + jnp.sum(batch.atom_mask & live[:, None])
+        elif data.target == "fragment_charges":
+            onehot = (batch.fragments[..., None] == jnp.arange(ref.shape[1])).astype(q.dtype)   # (B, N, F)
+            sums = jnp.einsum("bn,bnf->bf", q, onehot)
+            present = jnp.any(onehot > 0, axis=1) & live[:, None]
+            err = jnp.where(present, sums - ref, 0.0)
+            count = count + jnp.sum(present)
         else:
             dip = jnp.einsum("bn,bnx->bx", q, batch.positions)
             err = jnp.where(live[:, None], dip - ref, 0.0)
