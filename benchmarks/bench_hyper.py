@@ -29,9 +29,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
-from jaxlr.data import dimer_monomers, load_charged_dimers  # noqa: E402
-from jaxlr.data._dataset import Dataset  # noqa: E402
-from jaxlr.hyper import grid_search, optimize, qeq_data, qeq_loss, ridge_cv_loss, ridge_data, ridge_predictions  # noqa: E402
+from jaxlr.data import load_charged_dimers  # noqa: E402
+from jaxlr.hyper import grid_search, optimize, qeq_data, qeq_loss, ridge_cv_loss, ridge_predictions, study_problem  # noqa: E402
 
 #: the README's multi-scale LODE ridge model (jaxlr demo): cutoff 3 Å, 4 radial functions, l = 0
 BASIS = dict(kind="lode", cutoff=3.0, max_radial=4, max_angular=0)
@@ -42,22 +41,9 @@ BOX = dict(lode_sigma=(0.4, 3.0), density_sigma=(0.25, 1.5), radial_scale=(0.5, 
 
 
 def dimer_problem(folds: int = 5):
-    """RidgeData of binding energies: rows dimer − monomer A − monomer B; CV on the near dimers."""
-    dimers = load_charged_dimers()
-    monomers = dimer_monomers(dimers)
-    structures = list(dimers) + list(monomers)
-    nd = len(dimers)
-    parent = np.array([s.info["parent"] for s in monomers])
-    which = np.array([s.info["monomer"] for s in monomers])
-    combine = np.zeros((nd, len(structures)))
-    for k in range(nd):
-        combine[k, k] = 1.0
-        combine[k, nd + np.flatnonzero((parent == k) & (which == "A"))[0]] = -1.0
-        combine[k, nd + np.flatnonzero((parent == k) & (which == "B"))[0]] = -1.0
-    y = np.array([s.info["binding_energy"] for s in dimers])
-    near = np.array([s.info["distance"] < 6.0 for s in dimers])
-    data = ridge_data(Dataset(structures), y, combine=combine, cv_rows=near, folds=folds, **BASIS)
-    return data, near
+    """RidgeData of binding energies (rows dimer − monomer A − monomer B, CV on the near dimers), far rows."""
+    data, far = study_problem({"data": {"source": "charged_dimers", "folds": folds}, "features": BASIS})
+    return data, ~far
 
 
 #: Rappé & Goddard, J. Phys. Chem. 95, 3358 (1991), QEq electronegativities χ (eV) — held fixed

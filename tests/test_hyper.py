@@ -4,6 +4,8 @@ hyperparameters are refused before compilation."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +24,7 @@ from jaxlr.hyper import (
     ridge_cv_loss,
     ridge_data,
     ridge_fit,
+    run_study,
 )
 
 
@@ -172,3 +175,32 @@ def test_bad_hyperparameters_are_refused_before_compilation(lode_data):
         qeq_loss({"hardness": np.ones(3), "sigma": np.ones(2)}, qeq_data(_molecules(2)))
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         optimize(ridge_cv_loss, LODE_HYPER, lode_data, steps=0)
+
+
+def test_tune_hyper_command_writes_trajectory_and_plot(tmp_path):
+    import ase.io
+    from ase import Atoms
+
+    from jaxlr.cli import main
+
+    frames = []
+    for s in _molecules(9):
+        a = Atoms(numbers=s.numbers, positions=s.positions)
+        a.info["energy"] = float(s.targets["energy"])
+        frames.append(a)
+    xyz = tmp_path / "mols.xyz"
+    ase.io.write(xyz, frames, format="extxyz")
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(f'[data]\nsource = "{xyz}"\nfolds = 3\n[features]\nkind = "local"\ncutoff = 3.0\nmax_radial = 2\n'
+                   f'max_angular = 1\n[hyper]\nlocal_sigma = 0.6\n[search]\nsteps = 3\nfixed = ["cutoff_width"]\n'
+                   f'[output]\ndir = "{tmp_path / "out"}"\n')
+    assert main(["tune-hyper", str(cfg)]) == 0
+    result = json.loads((tmp_path / "out" / "trajectory.json").read_text())
+    assert len(result["loss"]) == 4 and result["best"]["cutoff_width"] == 0.5
+    assert (tmp_path / "out" / "trajectory.png").stat().st_size > 0
+    cfg.write_text('[data]\nsource = "charged_dimers"\n[serch]\nsteps = 3\n')
+    assert main(["tune-hyper", str(cfg)]) == 2          # unknown table, reported before compiling
+    with pytest.raises(ValueError, match=r"did you mean \[search\]"):
+        run_study({"data": {"source": "charged_dimers"}, "serch": {}})
+    with pytest.raises(ValueError, match="unknown key 'lode_sigm'.*did you mean 'lode_sigma'"):
+        run_study({"data": {"source": "charged_dimers"}, "hyper": {"lode_sigm": 1.0}})

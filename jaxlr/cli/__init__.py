@@ -172,6 +172,14 @@ def main(argv=None) -> int:
     e.add_argument("data")
     e.add_argument("--open-boundary", action="store_true", help="treat the structures as open (ignore the cell)")
     sub.add_parser("tour", help="electrostatics engine tour: Madelung constants, PME vs Ewald, timings")
+    from ..hyper._study import STUDY_FORMAT
+
+    h = sub.add_parser("tune-hyper", help="tune physical hyperparameters by gradient descent on a CV error",
+                       description="Hypergradient descent (Adam on log-parameters) on the k-fold cross-validation\n"
+                                   "error of a closed-form ridge model on LODE or local features; writes\n"
+                                   "trajectory.json and trajectory.png.",
+                       epilog=STUDY_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    h.add_argument("config", help="the TOML study configuration (format below)")
     args = parser.parse_args(argv)
     import jax
 
@@ -184,6 +192,9 @@ def main(argv=None) -> int:
         elif args.command == "fit":
             from ..train._config import run_fit
             print(f"run folder: {run_fit(args.config)}")
+        elif args.command == "tune-hyper":
+            from ..hyper._study import run_study
+            print(f"study folder: {run_study(args.config)}")
         elif args.command == "eval":
             from ..train._config import run_eval
             run_eval(args.checkpoint, args.data, periodic=False if args.open_boundary else None)

@@ -11,7 +11,9 @@ A study is a pure function ``loss(hyper, data) -> scalar`` (jittable, differenti
   in per-species hardness, Gaussian widths and electronegativities; data from
   :func:`qeq_data`;
 * :func:`optimize` — Adam (optax) on log-parameters with early stopping;
-  :func:`grid_search` — the same loss on a grid, to compare.
+  :func:`grid_search` — the same loss on a grid, to compare;
+* :func:`run_study` / ``jaxlr tune-hyper CONFIG`` — a study from a TOML file
+  (:data:`STUDY_FORMAT`), writing the trajectory and a plot.
 
 Ridge solves and Qeq solves are differentiated implicitly (``custom_linear_solve``),
 never by unrolling.  Static choices — cutoffs (they fix neighbour capacities), basis
@@ -32,6 +34,7 @@ from ._loss import (
 )
 from ._optimize import UNCONSTRAINED, HyperTrajectory, grid_search, optimize
 from ._ridge import LAMBDA_FLOOR, SCALE_FLOOR, kfold_cv_error, kfold_indices, ridge_fit
+from ._study import STUDY_FORMAT, run_study, study_problem
 
 __all__ = [
     "FEATURE_KINDS",
@@ -39,6 +42,7 @@ __all__ = [
     "LAMBDA_FLOOR",
     "QEQ_TARGETS",
     "SCALE_FLOOR",
+    "STUDY_FORMAT",
     "UNCONSTRAINED",
     "FeatureSpec",
     "HyperTrajectory",
@@ -55,5 +59,7 @@ __all__ = [
     "ridge_data",
     "ridge_fit",
     "ridge_predictions",
+    "run_study",
     "structure_features",
+    "study_problem",
 ]
