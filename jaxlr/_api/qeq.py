@@ -19,7 +19,7 @@ from ..electrostatics._ewald import half_space_kvectors
 from ..electrostatics._params import CoulombParams
 from ..equilibration._precondition import mesh_correction, preconditioner_mesh
 from ..equilibration._qeq import SOLVERS, QeqParams, qeq_solve
-from ..equilibration._solvers import SolverInfo
+from ..equilibration._solvers import SolverInfo, SolverStatus
 from ..performance import costs as perf_costs
 from ..system._checks import check_accuracy, check_cell, check_per_atom, check_positions, concrete_value
 from ..system._deprecation import renamed_keyword
@@ -32,7 +32,7 @@ __all__ = ['QeqResult', 'qeq']
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class QeqResult:
+class QeqResult(SolverStatus):
     """Output of :func:`qeq` (a pytree).
 
     Attributes:
@@ -56,18 +56,6 @@ class QeqResult:
     stress: jax.Array | None
     info: SolverInfo
     params: QeqParams = dataclasses.field(metadata=dict(static=True))
-
-    @property
-    def converged(self) -> jax.Array:
-        return self.info.converged
-
-    @property
-    def residual(self) -> jax.Array:
-        return self.info.residual
-
-    @property
-    def iterations(self) -> jax.Array:
-        return self.info.iterations
 
 
 @partial(jax.jit, static_argnames=("method", "mesh", "background", "solver", "tol", "maxiter", "want_stress",

@@ -18,7 +18,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from .._api import coulomb, qeq
 from ..tuning import plan_coulomb, plan_qeq
 
-__all__ = ["CoulombEngine", "QeqEngine", "PerAtom", "check_structure", "dipole_moment"]
+__all__ = ["CoulombEngine", "QeqEngine", "PerAtom", "check_structure", "checked_total_charge", "dipole_moment"]
 
 
 def _symbol(z: int) -> str:
@@ -252,12 +252,7 @@ class QeqEngine(_PlannedEngine):
             raise ValueError(f"accuracy must lie in (0, 1) (a relative force error), got {accuracy!r}.")
         self.solver = solver
         self.method = method
-        try:
-            self.total_charge = float(total_charge)
-        except (TypeError, ValueError):
-            raise ValueError(f"total_charge must be one number (e), got {total_charge!r}.") from None
-        if not np.isfinite(self.total_charge):
-            raise ValueError(f"total_charge must be finite, got {total_charge!r}.")
+        self.total_charge = checked_total_charge(total_charge)
         self.guess = None
 
     def __call__(self, positions, numbers, cell) -> dict:
@@ -284,3 +279,20 @@ class QeqEngine(_PlannedEngine):
         return dict(energy=float(res.energy), forces=np.asarray(res.forces, np.float64),
                     stress=None if res.stress is None else np.asarray(res.stress, np.float64),
                     charges=q, dipole=dipole_moment(q, positions))
+
+
+def checked_total_charge(value) -> float:
+    """``value`` as a finite float (e); ``ValueError`` otherwise.
+
+    Example:
+      >>> checked_total_charge("1")
+      1.0
+    """
+    try:
+        total = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"total_charge must be one number (e), got {value!r}.") from None
+    if not np.isfinite(total):
+        raise ValueError(f"total_charge must be finite, got {value!r}.")
+    return total
+

@@ -24,7 +24,7 @@ import numpy as np
 from ..data import AtomsBatch, species_indices
 from ..models import Potential
 from ..system import neighbor_list, with_capacity
-from ._engines import dipole_moment
+from ._engines import checked_total_charge, dipole_moment
 
 __all__ = ["CELL_FAMILY", "CELL_WINDOW", "ModelEngine", "floating_dtype"]
 
@@ -81,12 +81,7 @@ class ModelEngine:
         if variables is not None and not (hasattr(variables, "keys") and {"params", "stats"} <= set(variables)):
             raise ValueError("variables must be the potential's {'params': ..., 'stats': ...} (from "
                              "potential.init, training or jaxlr.train.load).")
-        try:
-            self.total_charge = float(total_charge)
-        except (TypeError, ValueError):
-            raise ValueError(f"total_charge must be one number (e), got {total_charge!r}.") from None
-        if not np.isfinite(self.total_charge):
-            raise ValueError(f"total_charge must be finite, got {total_charge!r}.")
+        self.total_charge = checked_total_charge(total_charge)
         self.potential = potential
         self.variables = variables
         self.lode_accuracy = float(lode_accuracy)

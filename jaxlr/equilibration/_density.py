@@ -56,7 +56,7 @@ from ..system._checks import concrete_value
 from ..system._deprecation import renamed_keyword
 from ..system._neighbors import Neighbors
 from ..units import KE
-from ._solvers import SolverInfo, dense_kkt_solve, implicit_solve, solve_pcg
+from ._solvers import SolverInfo, SolverStatus, dense_kkt_solve, implicit_solve, solve_pcg
 
 __all__ = ['GaussianBasis', 'assemble_local', 'assemble_linear', 'DensityParams', 'DensityResult', 'density_solve', 'per_atom_widths']
 
@@ -253,7 +253,7 @@ class DensityParams:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DensityResult:
+class DensityResult(SolverStatus):
     """Output of :func:`density_qeq` / :func:`density_solve` (a pytree).
 
     Attributes:
@@ -279,18 +279,6 @@ class DensityResult:
     chemical_potential: jax.Array
     info: SolverInfo
     params: DensityParams = dataclasses.field(metadata=dict(static=True))
-
-    @property
-    def converged(self) -> jax.Array:
-        return self.info.converged
-
-    @property
-    def residual(self) -> jax.Array:
-        return self.info.residual
-
-    @property
-    def iterations(self) -> jax.Array:
-        return self.info.iterations
 
 
 # ======================================================================================

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_batching import sequential_vmap
 
-__all__ = ["SolverInfo", "dense_kkt_solve", "implicit_solve", "kkt_matvec", "solve_dense", "solve_pcg",
+__all__ = ["SolverStatus", "SolverInfo", "dense_kkt_solve", "implicit_solve", "kkt_matvec", "solve_dense", "solve_pcg",
            "spd_solve"]
 
 
@@ -57,6 +57,23 @@ class SolverInfo(NamedTuple):
     converged: jax.Array
     iterations: jax.Array
     residual: jax.Array
+
+
+class SolverStatus:
+    """Mixin of result types that carry ``info: SolverInfo``: ``.converged``, ``.residual``
+    and ``.iterations`` read through to it."""
+
+    @property
+    def converged(self) -> jax.Array:
+        return self.info.converged
+
+    @property
+    def residual(self) -> jax.Array:
+        return self.info.residual
+
+    @property
+    def iterations(self) -> jax.Array:
+        return self.info.iterations
 
 
 def kkt_matvec(matvec: Callable, B):
