@@ -74,6 +74,13 @@ def test_qeq_total_charge_per_fragment_names_fragment_charges():
         jaxlr.qeq(R, np.zeros(2), np.ones(2) * 5, np.ones(2), total_charge=np.array([1.0, 0.0]))
     with pytest.raises(ValueError, match="total_charge must be one real number"):
         jaxlr.qeq(R, np.zeros(2), np.ones(2) * 5, np.ones(2), total_charge="1")
+    # the density front door says the same
+    from jaxlr.equilibration import GaussianBasis
+    basis = GaussianBasis(species=(1,), s_widths=((0.5,),), p_widths=((),))
+    lin, loc = np.zeros((2, 1)), np.ones((2, 1, 1)) * 10.0
+    for bad in (np.array([1.0, 0.0]), "1"):
+        with pytest.raises(ValueError, match="total_charge must be one real number"):
+            jaxlr.density_qeq(R, np.array([1, 1]), lin, loc, basis=basis, total_charge=bad)
 
 
 def test_coincident_point_charges_are_refused():

@@ -467,7 +467,12 @@ def check_local(local_np, slot_mask):
 
 def fragment_totals(fragments, fragment_charges, total_charge, n):
     """Validated (labels (N,) int32 numpy, totals (F,) array-like)."""
+    if np.ndim(total_charge) == 1:
+        raise ValueError(f"total_charge must be one real number (e), got shape {np.shape(total_charge)} — "
+                         "per-fragment totals go in fragment_charges= (with fragments= labelling the atoms).")
     check_shape("total_charge", total_charge, ())
+    if isinstance(total_charge, (str, bytes)) or not np.issubdtype(np.asarray(total_charge).dtype, np.number):
+        raise ValueError(f"total_charge must be one real number (e), got {total_charge!r}.")
     check_finite("total_charge", total_charge)
     if fragments is None:
         if fragment_charges is not None:
