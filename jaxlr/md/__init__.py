@@ -1,0 +1,39 @@
+"""jax-md integration: jaxlr energies as jax-md energy functions, with jax-md neighbour lists.
+
+Factories in the jax-md idiom (``neighbor_fn, energy_fn``, like
+``jax_md.energy.lennard_jones_neighbor_list``), set up once on the host and jittable
+afterwards:
+
+* :func:`coulomb_neighbor_list` — fixed (or per-call) point / Gaussian charges, PME or
+  Ewald, parameters tuned for a requested accuracy;
+* :func:`qeq_neighbor_list` — charges re-equilibrated at every call (PCG with a PME
+  operator and the mesh preconditioner), and :func:`qeq_nve`, a velocity-Verlet NVE that
+  carries the charges in its state with a time-reversible extended-Lagrangian warm start;
+* :func:`potential_neighbor_list` — any trained :class:`jaxlr.models.Potential`.
+
+Conventions (module :mod:`jaxlr.md._space`): jax-md's box holds the lattice vectors as
+columns (jaxlr's cell is ``box.T``); positions are fractional when the space is
+(``space.periodic_general(box)``'s default); only ``Dense`` neighbour lists; an overflowed
+list raises when the energy is called eagerly, and inside ``jit`` its
+``did_buffer_overflow`` flag must be checked by the loop (reallocate, then redo the steps).
+jax-md and flax are imported inside the functions, so ``import jaxlr.md`` stays light.
+"""
+
+from ._coulomb import CoulombEnergy, coulomb_neighbor_list
+from ._potential import PotentialEnergy, potential_neighbor_list
+from ._qeq import XL_COEFFICIENTS, QeqEnergy, QeqNVEState, qeq_neighbor_list, qeq_nve
+from ._space import box_matrix, cell_from_box
+
+__all__ = [
+    "XL_COEFFICIENTS",
+    "CoulombEnergy",
+    "PotentialEnergy",
+    "QeqEnergy",
+    "QeqNVEState",
+    "box_matrix",
+    "cell_from_box",
+    "coulomb_neighbor_list",
+    "potential_neighbor_list",
+    "qeq_neighbor_list",
+    "qeq_nve",
+]
