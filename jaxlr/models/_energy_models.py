@@ -24,7 +24,7 @@ import numpy as np
 from ..equilibration._density import density_solve
 from ..equilibration._qeq import qeq_solve
 from ._descriptors import LocalSpec, LodeSpec, far_padding, local_invariants, multiscale_invariants
-from ._electrostatics import CoulombSpec, coulomb_kwargs, structure_coulomb_energy
+from ._electrostatics import CoulombSpec, coulomb_kwargs, multipole_switch_correction, structure_coulomb_energy
 from ._nets import SpeciesMLP, Standardize, species_parameter
 
 __all__ = ["LocalModel", "LodeModel", "LatentChargeModel", "QeqModel", "DensityModel", "MODELS"]
@@ -75,6 +75,14 @@ class _Base(nn.Module):
         periodic = s.cell is not None
         return dict(coulomb_kwargs(s, self.coulomb), solver="pcg" if periodic else "dense", background=periodic,
                     tol=self.tol, maxiter=self.maxiter)
+
+    def width_names(self) -> tuple:
+        """Names of the learned per-species Gaussian widths in ``params`` (softplus-parametrised)."""
+        return ("sigma",) if hasattr(self, "coulomb") else ()
+
+    def initial_widths(self) -> tuple:
+        """The initial Gaussian widths (Å) of the hyperparameters (for planning before training)."""
+        return (float(self.sigma),) if hasattr(self, "coulomb") else ()
 
     def dipole(self, s, charges, atomic=None):
         d = jnp.sum(charges[:, None] * jnp.where(s.atom_mask[:, None], s.positions, 0.0), axis=0)
@@ -154,6 +162,9 @@ class LatentChargeModel(_Base):
     A second network predicts a charge per atom from local invariants; the charges are
     shifted uniformly within each fragment to its total charge; their Coulomb energy
     (Gaussian charges, learnable width per species) is added to the short-range energy.
+    Periodic cells: PME planned for widths up to ``coulomb.sigma_max`` with the real-space
+    kernel switched off smoothly at ``coulomb.cutoff`` (:mod:`jaxlr.models._electrostatics`),
+    so the energy is smooth and independent of the neighbour-list skin.
 
     Attributes:
       species, local, hidden, activation: as :class:`LocalModel`.  coulomb:
@@ -189,7 +200,8 @@ class QeqModel(_Base):
     per species; the charges minimise Σ χ_i q_i + ½ J_i q_i² + E_coul(q) under the
     fragment / total-charge constraints, solved inside the model (dense for open
     boundaries, PME-matvec PCG for periodic cells) and differentiated implicitly.
-    E = short-range + equilibrated electrostatic energy.
+    E = short-range + equilibrated electrostatic energy (periodic: the solve over the pairs
+    within ``coulomb.cutoff``, the energy with the smoothly switched real-space kernel).
 
     Attributes:
       species, local, hidden, activation, coulomb: as :class:`LatentChargeModel`.
@@ -232,7 +244,8 @@ class DensityModel(_Base):
     learnable widths per species.  Networks on local invariants predict the linear term
     b_i and a positive-definite local matrix H_i = A_Z A_Zᵀ + L_i L_iᵀ + ε·1 (A_Z learnable
     per species, L_i lower triangular from a network); the multipolar charge equilibration
-    is solved inside the model (open boundary: dense; periodic: PME with dipoles, PCG).
+    is solved inside the model (open boundary: dense; periodic: PME with dipoles, PCG, the
+    real-space pair blocks switched off smoothly at ``coulomb.cutoff``).
     Outputs the coefficients, charges, atomic dipoles through ``dipole`` (total), and
     responds to ``batch.field``.
 
@@ -258,6 +271,12 @@ class DensityModel(_Base):
 
     def n_basis(self) -> int:
         return self.n_s + 3 * self.n_p
+
+    def width_names(self) -> tuple:
+        return tuple(f"s_width{k}" for k in range(self.n_s)) + tuple(f"p_width{k}" for k in range(self.n_p))
+
+    def initial_widths(self) -> tuple:
+        return tuple(float(w) for w in self.s_widths) + (float(self.p_width),) * self.n_p
 
     @nn.compact
     def __call__(self, s):
@@ -295,7 +314,11 @@ class DensityModel(_Base):
                             **self.solver_options(s))
         q = jnp.where(s.atom_mask, res.charges, 0.0)
         mu = jnp.where(s.atom_mask[:, None], res.dipoles, 0.0)
-        return {"energy": jnp.sum(e) + res.energy, "atom_energies": e, "charges": q,
+        e_coul = res.energy
+        if s.cell is not None:   # the real-space blocks switched off smoothly at the cutoff
+            e_coul = e_coul + multipole_switch_correction(s, jnp.where(active, res.coefficients, 0.0), sigma_s,
+                                                          sigma_p, self.coulomb)
+        return {"energy": jnp.sum(e) + e_coul, "atom_energies": e, "charges": q,
                 "dipole": self.dipole(s, q, mu), "coefficients": res.coefficients}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data._batch import AtomsBatch
 from ._descriptors import LocalSpec, LodeSpec, plan_lode
-from ._electrostatics import CoulombSpec, plan_coulomb
+from ._electrostatics import WIDTH_MARGIN, CoulombSpec, plan_coulomb, widths_within_plan
 from ._energy_models import MODELS
 from ._output import ModelOutput
 
@@ -65,10 +65,19 @@ class Potential:
 
     @property
     def cutoff(self) -> float:
-        """Neighbour-list cutoff (Å) that batches for this model must be built with."""
+        """Neighbour-list cutoff (Å) that batches for this model must be built with.
+
+        The largest descriptor cutoff and, for a charge model planned for periodic cells
+        (:meth:`adapted_to`), the real-space cutoff of its Gaussian-charge Ewald sum
+        (descriptors ignore the neighbours beyond their own cutoff).  Lists built with a
+        larger cutoff (a skin) give the same energy.
+        """
         cut = self.module.local.cutoff
         if hasattr(self.module, "lode"):
             cut = max(cut, self.module.lode.cutoff)
+        coulomb = getattr(self.module, "coulomb", None)
+        if coulomb is not None and coulomb.cutoff is not None:
+            cut = max(cut, coulomb.cutoff)
         return float(cut)
 
     @property
@@ -100,16 +109,32 @@ class Potential:
         name = config.pop("model")
         return build_potential(name, **config)
 
-    def adapted_to(self, cells, *, lode_accuracy: float = 1e-4) -> "Potential":
+    def adapted_to(self, cells, *, lode_accuracy: float = 1e-4, variables=None) -> "Potential":
         """Fix the PME meshes (LODE and Coulomb) for a family of periodic cells (host).
+
+        For the charge models the periodic Coulomb sum is planned for Gaussian charges up
+        to a width bound σ_max (``coulomb.sigma_max``): with ``variables``, the larger of
+        the recorded bound and :data:`~jaxlr.models._electrostatics.WIDTH_MARGIN` × the
+        largest learned width (the re-plan after :meth:`width_check` failed); without, the
+        recorded or declared bound, else WIDTH_MARGIN × the largest initial width.  The
+        plan sets the real-space cutoff, hence :attr:`cutoff`: build batches after it.
 
         Args:
           cells: iterable of (3, 3) arrays or None (open boundary).  All periodic or all open.
           lode_accuracy: relative accuracy of the LODE features on the mesh.
+          variables: optional current variables (their widths set σ_max, see above).
 
         Returns:
           a new :class:`Potential` whose static specs hold the mesh shapes, so that every
           batch of the data set runs with one compiled program.
+
+        Example:
+          >>> import numpy as np
+          >>> from jaxlr.models import build_potential
+          >>> pot = build_potential("latent", species=(11, 17), local=dict(cutoff=4.0), sigma=1.0)
+          >>> planned = pot.adapted_to([np.eye(3) * 12.0])
+          >>> planned.module.coulomb.sigma_max, planned.cutoff > pot.cutoff
+          (1.2, True)
         """
         cells = list(cells)
         m = self.module
@@ -117,8 +142,60 @@ class Potential:
         if hasattr(m, "lode"):
             changes["lode"] = plan_lode(m.lode, len(m.species), cells, lode_accuracy)
         if hasattr(m, "coulomb"):
-            changes["coulomb"] = plan_coulomb(m.coulomb, cells, self.cutoff)
+            declared = m.coulomb.sigma_max
+            if variables is not None:
+                bound = WIDTH_MARGIN * float(np.max(np.asarray(self.gaussian_widths(variables))))
+                bound = bound if declared is None else max(bound, float(declared))
+            elif declared is not None:
+                bound = float(declared)
+            else:
+                bound = WIDTH_MARGIN * max(m.initial_widths())
+            changes["coulomb"] = plan_coulomb(m.coulomb, cells, round(bound, 6))
         return Potential(self.name, m.clone(**changes)) if changes else self
+
+    def gaussian_widths(self, variables):
+        """All learned Gaussian widths (Å) of the model, one array (K,) (jittable; empty without).
+
+        Example:
+          >>> import jax
+          >>> from jaxlr.models import build_potential
+          >>> from jaxlr.testing import toy_batch
+          >>> pot = build_potential("qeq", species=(1, 8), local=dict(cutoff=3.0, max_radial=2, max_angular=1),
+          ...                       hidden=(4,), chi_hidden=(4,), sigma=0.9)
+          >>> v = pot.init(jax.random.PRNGKey(0), toy_batch(pot.species, cutoff=pot.cutoff))
+          >>> [round(float(w), 6) for w in pot.gaussian_widths(v)]
+          [0.9, 0.9]
+        """
+        names = self.module.width_names() if hasattr(self.module, "width_names") else ()
+        if not names:
+            return jnp.zeros((0,))
+        return jnp.concatenate([jax.nn.softplus(jnp.ravel(variables["params"][k])) for k in names])
+
+    def width_check(self, variables):
+        """``(ok, largest width)``: whether every learned width is within the periodic
+        Coulomb plan's bound ``coulomb.sigma_max`` (jittable; a flag, never an error).
+
+        ``ok`` is True for open boundaries, unplanned models and models without widths.
+        When it is False the periodic energy is still smooth but less accurate than
+        ``coulomb.accuracy``: re-plan with ``adapted_to(cells, variables=variables)`` and
+        rebuild the batches with the new :attr:`cutoff` (:meth:`predict` raises instead).
+
+        Example:
+          >>> import jax, numpy as np
+          >>> from jaxlr.models import build_potential
+          >>> from jaxlr.testing import toy_batch
+          >>> pot = build_potential("latent", species=(1, 8), local=dict(cutoff=3.0, max_radial=2, max_angular=1),
+          ...                       hidden=(4,), charge_hidden=(4,))
+          >>> v = pot.init(jax.random.PRNGKey(0), toy_batch(pot.species, cutoff=pot.cutoff))
+          >>> ok, widest = pot.adapted_to([np.eye(3) * 10.0]).width_check(v)
+          >>> bool(ok), round(float(widest), 6)
+          (True, 1.0)
+        """
+        widths = self.gaussian_widths(variables)
+        if widths.size == 0:
+            return jnp.ones((), bool), jnp.zeros(())
+        coulomb = self.module.coulomb
+        return widths_within_plan(widths, coulomb), jnp.max(widths)
 
     # ---- variables ----------------------------------------------------------------------
     def init(self, rng, batch: AtomsBatch, *, offsets=None, energy_scale=None) -> dict:
@@ -191,7 +268,19 @@ class Potential:
                            atom_energies=out.get("atom_energies"))
 
     def predict(self, variables, batch: AtomsBatch, **kw) -> ModelOutput:
-        """:meth:`apply` under ``jax.jit`` (compiled once per batch shape)."""
+        """:meth:`apply` under ``jax.jit`` (compiled once per batch shape).
+
+        Raises:
+          ValueError: for a periodic batch when a learned width exceeds the Coulomb plan's
+            bound (:meth:`width_check`).
+        """
+        if batch.cell is not None and getattr(self.module, "coulomb", None) is not None:
+            ok, widest = self.width_check(variables)
+            if not bool(ok):
+                raise ValueError(f"a learned Gaussian width ({float(widest):.4g} Å) exceeds the bound "
+                                 f"sigma_max = {self.module.coulomb.sigma_max:.4g} Å that the periodic Coulomb sum "
+                                 f"was planned for: re-plan with potential.adapted_to(cells, variables=variables) "
+                                 f"and rebuild the batches with the new potential.cutoff.")
         return _jitted_apply(self, tuple(sorted(kw.items())))(variables, batch)
 
 
