@@ -64,13 +64,18 @@ def lode_data():
 
 
 LODE_HYPER = dict(lode_sigma=0.9, density_sigma=0.5, radial_scale=1.1, cutoff_width=0.7, log_lambda=-4.0)
+# one compiled loss and gradient for every test (a jit object per test would recompile each time)
+RIDGE_LOSS = jax.jit(ridge_cv_loss)
+RIDGE_GRAD = jax.jit(jax.grad(ridge_cv_loss))
+QEQ_LOSS = jax.jit(qeq_loss)
+QEQ_GRAD = jax.jit(jax.grad(qeq_loss))
 
 
 @pytest.mark.parametrize("key", sorted(LODE_HYPER))
 def test_ridge_cv_hypergradient_matches_finite_differences(lode_data, key):
     h = {k: jnp.asarray(v) for k, v in LODE_HYPER.items()}
-    f = jax.jit(ridge_cv_loss)
-    grad = jax.jit(jax.grad(ridge_cv_loss))(h, lode_data)[key]
+    f = RIDGE_LOSS
+    grad = RIDGE_GRAD(h, lode_data)[key]
     fd = _central(lambda g: f(g, lode_data), h, key)
     assert abs(float(grad) - fd) <= 1e-5 * max(abs(fd), 1e-3 * float(f(h, lode_data))), (float(grad), fd)
 
@@ -79,8 +84,8 @@ def test_local_width_hypergradient_matches_finite_differences():
     data = ridge_data(_molecules(), kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=3)
     h = dict(local_sigma=jnp.asarray(0.4), radial_scale=jnp.asarray(1.0), cutoff_width=jnp.asarray(0.5),
              log_lambda=jnp.asarray(-3.0))
-    f = jax.jit(ridge_cv_loss)
-    grad = jax.jit(jax.grad(ridge_cv_loss))(h, data)["local_sigma"]
+    f = RIDGE_LOSS
+    grad = RIDGE_GRAD(h, data)["local_sigma"]
     fd = _central(lambda g: f(g, data), h, "local_sigma")
     assert abs(float(grad) - fd) <= 1e-5 * abs(fd)
 
@@ -98,8 +103,8 @@ def test_qeq_hypergradient_matches_finite_differences(key, index, target):
     data = qeq_data(mols, target=target)
     h = {"hardness": jnp.array([9.0, 12.0]), "sigma": jnp.array([0.6, 0.8]),
          "electronegativity": jnp.array([0.0, 3.0])}
-    f = jax.jit(qeq_loss)
-    grad = np.asarray(jax.jit(jax.grad(qeq_loss))(h, data)[key])[index]
+    f = QEQ_LOSS
+    grad = np.asarray(QEQ_GRAD(h, data)[key])[index]
     fd = _central(lambda g: f(g, data), h, key, index)
     assert abs(grad - fd) <= 1e-5 * max(abs(fd), 1e-6), (grad, fd)
 
@@ -204,3 +209,23 @@ def test_tune_hyper_command_writes_trajectory_and_plot(tmp_path):
         run_study({"data": {"source": "charged_dimers"}, "serch": {}})
     with pytest.raises(ValueError, match="unknown key 'lode_sigm'.*did you mean 'lode_sigma'"):
         run_study({"data": {"source": "charged_dimers"}, "hyper": {"lode_sigm": 1.0}})
+
+
+def test_dual_ridge_for_more_features_than_rows_equals_the_primal():
+    """With D > K the K × K dual system is solved; it gives the primal's weights and gradients."""
+    rng = np.random.default_rng(4)
+    A = jnp.asarray(rng.normal(size=(12, 40)))
+    y = jnp.asarray(rng.normal(size=12))
+    w = jnp.asarray((np.arange(12) % 4 != 0).astype(float))         # three rows left out
+    theta, mean, scale, off = ridge_fit(A, y, jnp.log(0.05), weights=w)
+    X = np.asarray((A - mean) / scale)
+    lam = 0.05 * np.sum(np.asarray(w) @ X**2) / 40
+    ref = np.linalg.solve(X.T @ (np.asarray(w)[:, None] * X) + lam * np.eye(40), X.T @ (np.asarray(w) * (y - off)))
+    np.testing.assert_allclose(theta, ref, rtol=1e-9, atol=1e-12)
+    g = jax.grad(lambda a: jnp.sum(ridge_fit(a, y, jnp.log(0.05), weights=w)[0] ** 2))(A)
+    eps = 1e-6
+    e = np.zeros((12, 40))
+    e[3, 7] = eps
+    fd = (float(jnp.sum(ridge_fit(A + e, y, jnp.log(0.05), weights=w)[0] ** 2))
+          - float(jnp.sum(ridge_fit(A - e, y, jnp.log(0.05), weights=w)[0] ** 2))) / (2 * eps)
+    assert abs(float(g[3, 7]) - fd) <= 1e-6 * max(abs(fd), 1e-8)

@@ -1,7 +1,9 @@
 """Closed-form ridge regression and its k-fold cross-validation error, differentiable in the design.
 
-The ridge weights θ = argmin ‖Aθ − y‖² + λ′‖θ‖² solve (AᵀA + λ′I) θ = Aᵀy.  The solve goes
-through ``jax.lax.custom_linear_solve`` with a Cholesky factorisation, so derivatives with
+The ridge weights θ = argmin ‖Aθ − y‖² + λ′‖θ‖² solve (AᵀA + λ′I) θ = Aᵀy — or, when there
+are more features than rows, the equivalent dual system with the K × K matrix AAᵀ + λ′I
+(θ = Aᵀ(AAᵀ + λ′I)⁻¹y), whichever is smaller.  The solve goes through
+``jax.lax.custom_linear_solve`` with a Cholesky factorisation, so derivatives with
 respect to the design matrix A (and so to every hyperparameter the features depend on),
 to y and to λ are implicit — one more triangular solve with the same factor per
 derivative — never an unrolled iteration.
@@ -13,7 +15,9 @@ collinear the features are; columns are centred and scaled by their root mean sq
 over the training rows before the fit, with a variance floor (:data:`SCALE_FLOOR` × the
 mean column variance) so that columns constant up to rounding are not amplified (the
 scale is part of the differentiable program).
-All of this runs in the dtype of A: use float64 for hyperparameter studies.
+All of this runs in the dtype of A: use float64 for hyperparameter studies.  Do not
+``jax.vmap`` the solve over hyperparameters on CPU: batched LAPACK calls there can
+dead-lock (see the README's note on vmapped dense solves); loop instead.
 """
 
 from __future__ import annotations
@@ -64,21 +68,26 @@ def ridge_fit(A, y, log_lambda, *, weights=None):
     X = centred / scale
     offset = (w @ y) / total
     r = y - offset
-    gram = X.T @ (w[:, None] * X)
     d = X.shape[1]
-    level = jnp.trace(gram) / d
+    level = jnp.sum(w @ X**2) / d                        # tr(XᵀWX)/D
     lam = jnp.maximum(jnp.exp(log_lambda), LAMBDA_FLOOR) * level
-    matrix = gram + lam * jnp.eye(d, dtype=A.dtype)
-    b = X.T @ (w * r)
 
-    def matvec(v):
-        return matrix @ v
+    def cholesky_solve(matrix, rhs):
+        def matvec(v):
+            return matrix @ v
 
-    def solve(_, rhs):
-        factor = jax.scipy.linalg.cho_factor(jax.lax.stop_gradient(matrix))
-        return jax.scipy.linalg.cho_solve(factor, rhs)
+        def solve(_, b):
+            factor = jax.scipy.linalg.cho_factor(jax.lax.stop_gradient(matrix))
+            return jax.scipy.linalg.cho_solve(factor, b)
 
-    theta = jax.lax.custom_linear_solve(matvec, b, solve, symmetric=True)
+        return jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
+
+    if d <= X.shape[0]:       # primal: (XᵀWX + λ′I) θ = XᵀW r, a D × D factorisation
+        theta = cholesky_solve(X.T @ (w[:, None] * X) + lam * jnp.eye(d, dtype=A.dtype), X.T @ (w * r))
+    else:                     # dual: θ = XᵀW^½ (W^½XXᵀW^½ + λ′I)⁻¹ W^½ r, a K × K factorisation
+        sw = jnp.sqrt(w)
+        Xw = sw[:, None] * X
+        theta = Xw.T @ cholesky_solve(Xw @ Xw.T + lam * jnp.eye(X.shape[0], dtype=A.dtype), sw * r)
     return theta, mean, scale, offset
 
 
