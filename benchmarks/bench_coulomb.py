@@ -35,7 +35,8 @@ import jax.numpy as jnp  # noqa: E402
 
 import jaxlr  # noqa: E402
 from jaxlr._api.coulomb import evaluate_coulomb
-from jaxlr.system._order import SORT_ABOVE, spatial_order
+from jaxlr.performance import costs  # noqa: E402
+from jaxlr.system._order import spatial_order  # noqa: E402
 from jaxlr.testing import random_ionic_system
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +61,7 @@ def jaxlr_runner(pos, q, cell, request, dtype):
     params = jaxlr.tune_coulomb(pos, q, cell, method="pme", accuracy=request, dtype=dtype)
     # what jaxlr.coulomb does for large systems: evaluate in a spatially sorted order
     order = None
-    if len(q) > SORT_ABOVE:
+    if len(q) > costs().sort_above:
         order = spatial_order(pos, cell)
         nbrs = jaxlr.neighbor_list(pos[order], params.cutoff, cell)
         order = jnp.asarray(order)
