@@ -1,4 +1,4 @@
-"""Measure the cost constants of jaxlr.tuning._coulomb.COSTS on this machine (plain script).
+"""Measure the tuner's cost constants (jaxlr.performance.Costs.tuner_costs) on this machine (plain script).
 
 Times energy + forces of the real-space sum (per neighbour slot) and of the PME mesh
 part (per stencil point and per mesh point, separated by a least-squares fit over
