@@ -12,7 +12,9 @@ J ~ U(3, 9) V/e, σ ~ U(0.8, 1.2) Å), float64, electrostatics at relative force
 * ``pme``:   one jaxlr.coulomb(method="pme") energy + forces at the same accuracy;
 
 and the ratios pcg/pme and linalg/pcg.  Timings exclude compilation (best of repeats
-after a warm-up call) and include the host-side tuning and neighbour lists.
+after a warm-up call) and the one-off planning (``jaxlr.tuning.plan_qeq`` /
+``plan_coulomb``: a repeated or moving system carries a plan), and include the
+neighbour lists; ``unplanned s`` is the same PCG call without a plan, tuning afresh.
 
 Usage: python benchmarks/bench_qeq.py [--dense-max N] [N ...]    (default 1000 4000 16000 64000)
 
@@ -32,7 +34,8 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import jaxlr  # noqa: E402
-from jaxlr.testing import random_ionic_system
+from jaxlr.testing import random_ionic_system  # noqa: E402
+from jaxlr.tuning import plan_coulomb, plan_qeq  # noqa: E402
 
 ACCURACY = 1e-6
 DENSE_MAX = 4000        # default; dense matrices beyond this take minutes / gigabytes (--dense-max N)
@@ -78,26 +81,35 @@ def main(sizes, dense_max=DENSE_MAX):
     print(f"# jaxlr {jaxlr.__version__}, jax {jax.__version__}, {jax.devices()[0].platform}, "
           f"accuracy {ACCURACY:g}, tol {ACCURACY:g}, float64")
     header = f"{'N':>7} {'pcg s':>9} {'iters':>6} {'jacobi':>7} {'dense s':>9} {'linalg s':>9} {'pme s':>9} " \
-             f"{'pcg/pme':>8} {'linalg/pcg':>10}"
+             f"{'pcg/pme':>8} {'linalg/pcg':>10} {'unplanned s':>11}"
     print(header)
     rows = []
     for n in sizes:
         positions, chi, hard, sigma, cell = system(n)
         repeats = 3 if n <= 16000 else 1
 
+        # a repeated or moving system carries a plan (tuned once); without one every call tunes
+        plan = plan_qeq(positions, sigma, cell=cell, solver="pcg", method="pme", accuracy=ACCURACY)
+
         def pcg():
+            return jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="pcg", plan=plan).forces
+
+        def pcg_unplanned():
             return jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="pcg", method="pme",
                              accuracy=ACCURACY).forces
 
         t_pcg = best_time(pcg, repeats)
+        t_tuned = best_time(pcg_unplanned, repeats)
         res = jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="pcg", method="pme",
                         accuracy=ACCURACY)
         jac = jaxlr.qeq(positions, chi, hard, sigma, cell=cell, solver="pcg", method="pme",
                         accuracy=ACCURACY, preconditioner="jacobi")
         q = np.asarray(res.charges)
 
+        cplan = plan_coulomb(positions, q, cell=cell, sigma=sigma, method="pme", accuracy=ACCURACY)
+
         def pme():
-            return jaxlr.coulomb(positions, q, cell=cell, sigma=sigma, method="pme", accuracy=ACCURACY).forces
+            return jaxlr.coulomb(positions, q, cell=cell, sigma=sigma, plan=cplan).forces
 
         t_pme = best_time(pme, repeats)
         t_dense = t_lin = float("nan")
@@ -114,7 +126,7 @@ def main(sizes, dense_max=DENSE_MAX):
                t_lin / t_pcg)
         rows.append(row)
         print(f"{n:>7} {t_pcg:>9.3f} {row[2]:>6} {row[3]:>7} {t_dense:>9.3f} {t_lin:>9.3f} {t_pme:>9.3f} "
-              f"{row[7]:>8.2f} {row[8]:>10.1f}", flush=True)
+              f"{row[7]:>8.2f} {row[8]:>10.1f} {t_tuned:>11.3f}", flush=True)
     if len(rows) > 1:
         ns = np.log([r[0] for r in rows])
         print(f"# pcg scaling exponent {np.polyfit(ns, np.log([r[1] for r in rows]), 1)[0]:.2f}, "
