@@ -26,7 +26,7 @@ from ..system._cell import fft_friendly, perpendicular_widths
 from ..tuning._lode import tune_lode
 from ._electrostatics import periodic_cells
 
-__all__ = ["LocalSpec", "LodeSpec", "local_invariants", "multiscale_invariants", "far_padding", "plan_lode",
+__all__ = ["LocalSpec", "LodeSpec", "local_invariants", "multiscale_invariants", "plan_lode",
            "lode_params"]
 
 
@@ -64,19 +64,6 @@ class LodeSpec:
     order: int = 8
     n_points: int | None = None
     n_table: int | None = None
-
-
-def far_padding(positions, atom_mask):
-    """Move padding atoms far apart (open boundary), so no pair of atoms coincides.
-
-    Padding atoms carry nothing, but coincident points make 1/r and its derivatives
-    0/0; distinct far points keep every kernel finite.  Gradients to the original
-    padding positions are zero.
-    """
-    n = positions.shape[0]
-    far = 1.0e4 * jnp.stack([1.0 + jnp.arange(n, dtype=positions.dtype),
-                             jnp.zeros(n, positions.dtype), jnp.zeros(n, positions.dtype)], axis=1)
-    return jnp.where(atom_mask[:, None], positions, far)
 
 
 def local_invariants(s, spec: LocalSpec, n_species: int):

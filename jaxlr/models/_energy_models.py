@@ -21,9 +21,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from ..data._padding import far_padding
 from ..equilibration._density import density_solve
 from ..equilibration._qeq import qeq_solve
-from ._descriptors import LocalSpec, LodeSpec, far_padding, local_invariants, multiscale_invariants
+from ._descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
 from ._electrostatics import CoulombSpec, coulomb_kwargs, multipole_switch_correction, structure_coulomb_energy
 from ._nets import SpeciesMLP, Standardize, species_parameter
 
