@@ -86,6 +86,10 @@ class Targets:
       energy: (B,) eV.  forces: (B, N, 3) eV/Å.  stress: (B, 3, 3) eV/Å³ (ASE sign).
       charges: (B, N) e.  dipole: (B, 3) e·Å.  coefficients: (B, N, K) density
       coefficients in the model's Gaussian basis.  Padding entries are 0.
+      coefficient_widths: (B, N, n_s + n_p) widths (Å) of the basis the reference
+        coefficients are expanded in (s shells, then p shells; from each structure's
+        ``info["basis_widths"]``), or None.  With them, and the model's own widths, the
+        coefficient loss is the Coulomb metric of the density error (:mod:`jaxlr.train`).
     """
 
     energy: jax.Array | None = None
@@ -94,3 +98,4 @@ class Targets:
     charges: jax.Array | None = None
     dipole: jax.Array | None = None
     coefficients: jax.Array | None = None
+    coefficient_widths: jax.Array | None = None

@@ -9,6 +9,7 @@ models.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -133,6 +134,16 @@ class BatchLoader:
             if len(ks) > 1:
                 raise ValueError(f"coefficient targets have different basis sizes K {sorted(ks)}.")
             self.n_coefficients = ks.pop()
+            widths = [s.info.get("basis_widths") for s in structures]
+            self.coefficient_shells = None
+            if all(w is not None for w in widths):
+                shapes = {np.shape(w) for w in widths}
+                n_shells = {sh[1] for sh in shapes if len(sh) == 2}
+                if len(n_shells) != 1 or any(len(sh) != 2 or sh[0] != s.n_atoms
+                                             for sh, s in zip((np.shape(w) for w in widths), structures)):
+                    raise ValueError("info['basis_widths'] must be (n_atoms, n_shells) with one n_shells for "
+                                     f"every structure, got shapes {sorted(shapes)}.")
+                self.coefficient_shells = n_shells.pop()
         self.structures = structures
         self.targets = targets
         self.cutoff = float(cutoff)
@@ -260,6 +271,10 @@ class BatchLoader:
                                                                       for s in structs]), dt),
             field=None)
         targets = Targets(**{t: (None if v is None else jnp.asarray(v, dt)) for t, v in tg.items()})
+        if "coefficients" in self.targets and self.coefficient_shells is not None:
+            widths = pad_atoms([None if s is None else np.asarray(s.info["basis_widths"], np.float64)
+                                for s in structs], n, trailing=(self.coefficient_shells,), fill=1.0)
+            targets = dataclasses.replace(targets, coefficient_widths=jnp.asarray(widths, dt))
         return atoms, targets
 
 
@@ -269,8 +284,8 @@ def make_batches(dataset, species, *, cutoff: float, batch_size: int, targets=()
     """Pad a dataset into a list of ``(AtomsBatch, Targets)`` (one epoch of a :class:`BatchLoader`).
 
     Args:
-      dataset, species, cutoff, batch_size, targets, n_fragments, dtype, max_shapes,
-        capacity: as :class:`BatchLoader`.
+      dataset, species, cutoff, batch_size, targets, n_fragments, dtype, max_shapes, capacity: as
+        :class:`BatchLoader`.
       shuffle: shuffle structures inside size buckets and the order of the batches.
       seed: seed of the shuffle.
 

@@ -53,7 +53,8 @@ def data_path(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _read_cached(name: str, index: str, periodic) -> tuple[Structure, ...]:
+def read_cached(name: str, index: str, periodic) -> tuple[Structure, ...]:
+    """The structures of a bundled file, parsed once per process (they are immutable)."""
     # structures are immutable, so the parsed file can be shared between callers
     return tuple(read_structures(data_path(name), index=index, periodic=periodic))
 
@@ -82,7 +83,7 @@ def load_point_charges(n: int | None = None) -> Dataset:
     """
     if n is not None and int(n) < 0:
         raise ValueError(f"n must be a non-negative number of structures, got {n}.")
-    full = _read_cached(POINT_CHARGES, ":", None)
+    full = read_cached(POINT_CHARGES, ":", None)
     return Dataset(full if n is None else full[: int(n)])
 
 
@@ -112,7 +113,7 @@ def load_charged_dimers() -> Dataset:
       >>> short = ds.subset(lambda s: s.info["distance"] < 6.0)   # the cookbook's training set
     """
     out = []
-    for k, s in enumerate(_read_cached(CHARGED_DIMERS, ":", False)):
+    for k, s in enumerate(read_cached(CHARGED_DIMERS, ":", False)):
         frag = detect_fragments(s.positions, s.numbers)
         n_a = int(np.sum(frag == 0))
         if frag.max() != 1 or not np.all(frag[:n_a] == 0) or not np.all(frag[n_a:] == 1):

@@ -7,6 +7,7 @@ s/p Gaussian multipole interactions used by the equilibration solvers.  Custom d
 rules reuse the mesh potential and pair kernels, and are themselves differentiable.
 """
 
+from ._density_metrics import coulomb_metric, density_esp, density_overlap
 from ._energy import coulomb_energy, coulomb_terms, long_range_energy
 from ._ewald import ewald_reciprocal_energy, half_space_kvectors, screened_inverse_square, structure_tables
 from ._fused import fused_sums
@@ -37,7 +38,10 @@ __all__ = [
     "bspline_weights",
     "coulomb_energy",
     "coulomb_matrix",
+    "coulomb_metric",
     "coulomb_terms",
+    "density_esp",
+    "density_overlap",
     "density_potentials",
     "erfc_exp",
     "ewald_reciprocal_energy",

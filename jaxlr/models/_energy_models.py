@@ -18,6 +18,7 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -168,8 +169,9 @@ class LatentChargeModel(_Base):
     so the energy is smooth and independent of the neighbour-list skin.
 
     Attributes:
-      species, local, hidden, activation: as :class:`LocalModel`.  coulomb:
-      :class:`CoulombSpec`.  charge_hidden: hidden widths of the charge network.
+      species, local, hidden, activation: as :class:`LocalModel`.
+      coulomb: :class:`CoulombSpec`.
+      charge_hidden: hidden widths of the charge network.
       sigma: initial Gaussian width per species (Å).
     """
 
@@ -254,6 +256,12 @@ class DensityModel(_Base):
       species, local, coulomb, hidden, activation: as :class:`QeqModel`.  n_s, n_p:
       s and p functions per atom.  s_widths, p_width: initial widths (Å).
       hardness: initial diagonal of A_Z A_Zᵀ (V/e).
+      basis: per-element basis instead of ``n_s, n_p, s_widths, p_width``: a sequence of
+        ``(Z, s widths, p widths)`` (Å, narrowest first), e.g. the reference basis of a
+        data set (:func:`jaxlr.data.reference_basis`), so that predicted and reference
+        coefficients live in the same functions.  Elements with fewer functions get
+        inactive padding slots (coefficient exactly 0), as in the data layout.
+      learn_widths: whether the widths are trained (True) or held at their initial values.
     """
 
     species: tuple
@@ -269,15 +277,82 @@ class DensityModel(_Base):
     hardness: float = 10.0
     tol: float = 1e-8
     maxiter: int = 300
+    basis: tuple | None = None
+    learn_widths: bool = True
+
+    def basis_table(self):
+        """``(s widths (S, n_s), p widths (S, n_p), s slot mask, p slot mask)`` per species
+        channel (numpy; padding slots repeat the element's widest width and are masked)."""
+        n_sp = len(self.species)
+        if self.basis is None:
+            ws = np.tile(np.asarray(self.s_widths, dtype=np.float64).reshape(1, -1), (n_sp, 1))
+            wp = np.full((n_sp, self.n_p), float(self.p_width))
+            return ws, wp, np.ones(ws.shape, bool), np.ones(wp.shape, bool)
+        table = {}
+        for entry in self.basis:
+            if len(entry) != 3:
+                raise ValueError(f"basis entries are (Z, s widths, p widths), got {entry!r}.")
+            z, sw, pw = int(entry[0]), tuple(float(w) for w in entry[1]), tuple(float(w) for w in entry[2])
+            if not sw or not all(np.isfinite(w) and w > 0 for w in sw + pw):
+                raise ValueError(f"element {z}: the basis needs at least one s width and positive widths, "
+                                 f"got s {sw}, p {pw}.")
+            table[z] = (sw, pw)
+        missing = [z for z in self.species if z not in table]
+        if missing:
+            raise ValueError(f"the basis has no functions for atomic numbers {missing} (species {self.species}).")
+        n_s = max(len(table[z][0]) for z in self.species)
+        n_p = max(len(table[z][1]) for z in self.species)
+        ws, wp = np.ones((n_sp, n_s)), np.ones((n_sp, n_p))
+        ms, mp = np.zeros((n_sp, n_s), bool), np.zeros((n_sp, n_p), bool)
+        for k, z in enumerate(self.species):
+            sw, pw = table[z]
+            ws[k] = list(sw) + [sw[-1]] * (n_s - len(sw))
+            ms[k, :len(sw)] = True
+            if n_p:
+                wp[k] = list(pw) + [pw[-1] if pw else 1.0] * (n_p - len(pw))
+                mp[k, :len(pw)] = True
+        return ws, wp, ms, mp
+
+    def counts(self) -> tuple:
+        """``(n_s, n_p)``: s and p functions per atom (padded to the largest element)."""
+        ws, wp, _, _ = self.basis_table()
+        return ws.shape[1], wp.shape[1]
 
     def n_basis(self) -> int:
-        return self.n_s + 3 * self.n_p
+        n_s, n_p = self.counts()
+        return n_s + 3 * n_p
 
     def width_names(self) -> tuple:
-        return tuple(f"s_width{k}" for k in range(self.n_s)) + tuple(f"p_width{k}" for k in range(self.n_p))
+        if not self.learn_widths:
+            return ()
+        n_s, n_p = self.counts()
+        return tuple(f"s_width{k}" for k in range(n_s)) + tuple(f"p_width{k}" for k in range(n_p))
 
     def initial_widths(self) -> tuple:
-        return tuple(float(w) for w in self.s_widths) + (float(self.p_width),) * self.n_p
+        ws, wp, ms, mp = self.basis_table()
+        return tuple(float(w) for w in np.concatenate([ws[ms], wp[mp]]))
+
+    def _widths(self, dtype):
+        """Per-species widths (S, n_s), (S, n_p): learned (softplus) or fixed."""
+        ws0, wp0, _, _ = self.basis_table()
+        if not self.learn_widths:
+            return jnp.asarray(ws0, dtype), jnp.asarray(wp0, dtype)
+        if self.basis is None:
+            n_sp = len(self.species)
+            ws = jnp.stack([species_parameter(self, f"s_width{k}", n_sp, float(w), dtype)
+                            for k, w in enumerate(self.s_widths)], axis=1)
+            wp = (jnp.stack([species_parameter(self, f"p_width{k}", n_sp, float(self.p_width), dtype)
+                             for k in range(self.n_p)], axis=1) if self.n_p else jnp.zeros((n_sp, 0), dtype))
+            return ws, wp
+
+        def learned(name, init):
+            raw0 = np.log(np.expm1(init))
+            return jax.nn.softplus(self.param(name, lambda k, sh: jnp.asarray(raw0, dtype), init.shape))
+
+        ws = jnp.stack([learned(f"s_width{k}", ws0[:, k]) for k in range(ws0.shape[1])], axis=1)
+        wp = (jnp.stack([learned(f"p_width{k}", wp0[:, k]) for k in range(wp0.shape[1])], axis=1)
+              if wp0.shape[1] else jnp.zeros((len(self.species), 0), dtype))
+        return ws, wp
 
     @nn.compact
     def __call__(self, s):
@@ -285,8 +360,9 @@ class DensityModel(_Base):
         dtype = s.positions.dtype
         n_sp = len(self.species)
         nb = self.n_basis()
-        if len(self.s_widths) != self.n_s:
+        if self.basis is None and len(self.s_widths) != self.n_s:
             raise ValueError(f"s_widths needs {self.n_s} entries, got {len(self.s_widths)}.")
+        _, _, slot_s, slot_p = self.basis_table()
         f = self.local_features(s)
         e = self.short_range(s, f)
         idx = jnp.clip(s.species, 0)
@@ -302,13 +378,11 @@ class DensityModel(_Base):
         a = base[idx]
         local = a @ jnp.swapaxes(a, 1, 2) + lower @ jnp.swapaxes(lower, 1, 2) + 1e-3 * jnp.eye(nb, dtype=dtype)
         local = jnp.where(s.atom_mask[:, None, None], local, jnp.eye(nb, dtype=dtype))
-        ws = jnp.stack([species_parameter(self, f"s_width{k}", n_sp, float(w), dtype)
-                        for k, w in enumerate(self.s_widths)], axis=1)                  # (S, n_s)
-        wp = jnp.stack([species_parameter(self, f"p_width{k}", n_sp, float(self.p_width), dtype)
-                        for k in range(self.n_p)], axis=1) if self.n_p else jnp.zeros((n_sp, 0), dtype)
+        ws, wp = self._widths(dtype)                                                   # (S, n_s), (S, n_p)
         sigma_s = jnp.where(s.atom_mask[:, None], ws[idx], 1.0)
         sigma_p = jnp.where(s.atom_mask[:, None], wp[idx], 1.0)
-        active = jnp.broadcast_to(s.atom_mask[:, None], (s.positions.shape[0], nb))
+        slots = np.concatenate([slot_s, np.repeat(slot_p, 3, axis=1)], axis=1)         # (S, nb) static
+        active = s.atom_mask[:, None] & jnp.asarray(slots)[idx]
         res = density_solve(s.positions, sigma_s, sigma_p, jnp.where(active, linear, 0.0), local,
                             fragments=jnp.where(s.atom_mask, s.fragments, 0),
                             fragment_charges=s.fragment_charges, active=active, field=s.field,
@@ -320,7 +394,8 @@ class DensityModel(_Base):
             e_coul = e_coul + multipole_switch_correction(s, jnp.where(active, res.coefficients, 0.0), sigma_s,
                                                           sigma_p, self.coulomb)
         return {"energy": jnp.sum(e) + e_coul, "atom_energies": e, "charges": q,
-                "dipole": self.dipole(s, q, mu), "coefficients": res.coefficients}
+                "dipole": self.dipole(s, q, mu), "coefficients": jnp.where(active, res.coefficients, 0.0),
+                "basis_widths": jnp.concatenate([sigma_s, sigma_p], axis=1)}
 
 
 MODELS = {"local": LocalModel, "lode": LodeModel, "latent": LatentChargeModel, "qeq": QeqModel,

@@ -22,6 +22,8 @@ class ModelOutput:
       charges: (B, N) partial charges (e).  dipole: (B, 3) Σ q_i R_i (+ Σ μ_i) in e·Å
         (open boundary; for periodic cells it depends on the unit-cell choice).
       coefficients: (B, N, K) density coefficients (density model).
+      basis_widths: (B, N, n_s + n_p) widths (Å) of each atom's s then p functions, the
+        basis of ``coefficients`` (density model).
       atom_energies: (B, N) per-atom short-range energies (eV), when the model has them.
     """
 
@@ -32,3 +34,4 @@ class ModelOutput:
     dipole: jax.Array | None = None
     coefficients: jax.Array | None = None
     atom_energies: jax.Array | None = None
+    basis_widths: jax.Array | None = None

@@ -265,7 +265,7 @@ class Potential:
         out, f, st = jax.vmap(one)(batch)
         return ModelOutput(energy=out["energy"], forces=f, stress=st, charges=out.get("charges"),
                            dipole=out.get("dipole"), coefficients=out.get("coefficients"),
-                           atom_energies=out.get("atom_energies"))
+                           atom_energies=out.get("atom_energies"), basis_widths=out.get("basis_widths"))
 
     def predict(self, variables, batch: AtomsBatch, **kw) -> ModelOutput:
         """:meth:`apply` under ``jax.jit`` (compiled once per batch shape).

@@ -17,8 +17,10 @@ from ._checks import (
     is_concrete,
 )
 from ._neighbors import Neighbors, from_jax_md, neighbor_list, pair_displacements, with_capacity
+from ._shells import MK_RADII, merz_kollman_points
 
 __all__ = [
+    "MK_RADII",
     "Neighbors",
     "cell_volume",
     "check_accuracy",
@@ -30,6 +32,7 @@ __all__ = [
     "fft_friendly",
     "from_jax_md",
     "is_concrete",
+    "merz_kollman_points",
     "neighbor_list",
     "pair_displacements",
     "perpendicular_widths",

@@ -20,7 +20,17 @@ stress          real structures × 9 components          (eV/Å³)²
 charges         real atoms                              e²
 dipole          real structures × 3 components          (e·Å)²
 coefficients    real atoms × K coefficients             (coefficient units)²
+  (Coulomb)     real atoms, of ½ (Δρ|Δρ) per structure  eV/atom
 =============== ======================================= ==========================
+
+Density coefficients are compared in the Coulomb metric whenever both bases are known —
+the model's (``ModelOutput.basis_widths``, the density model) and the reference's
+(``Targets.coefficient_widths``, from ``info["basis_widths"]``, e.g. the water clusters):
+the term is the electrostatic energy of the density error, ``½ (ρ − ρ_ref | ρ − ρ_ref)``
+(:func:`jaxlr.electrostatics.coulomb_metric`), summed over structures and divided by the
+number of real atoms.  It is a quadratic form in the coefficient error that ignores
+directions without electrostatic consequence and works across different bases, as the
+reference coefficients themselves were fitted.  Otherwise it is the raw mean square.
 
 The total loss is Σ_t w_t · MSE_t over the targets with weight w_t > 0.
 """
@@ -29,17 +39,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..data._batch import TARGETS, AtomsBatch, Targets
+from ..electrostatics import coulomb_metric
 from ..models._output import ModelOutput
 
 __all__ = ["check_weights", "loss_fn", "per_target_mse", "Metrics", "metrics", "UNITS", "metric_names"]
 
 #: unit of each target (and of the per-atom energy)
 UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³", "charges": "e",
-         "dipole": "e·Å", "coefficients": "a.u."}
+         "dipole": "e·Å", "coefficients": "a.u.", "density_coulomb": "eV/atom"}
 
 
 def check_weights(weights: Mapping[str, float], *, predicts: Iterable[str] | None = None,
@@ -104,6 +116,45 @@ def _masks(batch: AtomsBatch):
     return smask, amask
 
 
+def coulomb_metric_available(output: ModelOutput, targets: Targets) -> bool:
+    """Whether both coefficient bases are known (then coefficients are compared in the Coulomb metric)."""
+    return (output.coefficients is not None and output.basis_widths is not None
+            and targets.coefficients is not None and targets.coefficient_widths is not None)
+
+
+def _s_count(n_shells: int, n_basis: int) -> int:
+    """s functions of a basis with ``n_shells`` shells and ``n_basis = n_s + 3 n_p`` functions."""
+    n_s, rest = divmod(3 * n_shells - n_basis, 2)
+    if rest or n_s < 0 or n_s > n_shells:
+        raise ValueError(f"{n_shells} basis widths do not fit {n_basis} coefficients per atom "
+                         "(n_basis = n_s + 3 n_p, n_shells = n_s + n_p).")
+    return n_s
+
+
+def coefficient_metric(output: ModelOutput, targets: Targets, batch: AtomsBatch):
+    """``½ (ρ − ρ_ref | ρ − ρ_ref)`` per structure (B,) in eV (jittable; open boundary).
+
+    Args:
+      output: with ``coefficients`` (B, N, K) and ``basis_widths`` (B, N, n_s + n_p).
+      targets: with ``coefficients`` (B, N, K_ref) and ``coefficient_widths``.
+      batch: the predicted :class:`jaxlr.data.AtomsBatch` (positions and masks).
+
+    Returns:
+      (B,) eV; padding atoms carry no density, padding structures give finite values.
+    """
+    c, w = output.coefficients, output.basis_widths
+    c_ref = targets.coefficients.astype(c.dtype)
+    w_ref = targets.coefficient_widths.astype(c.dtype)
+    ns = _s_count(w.shape[-1], c.shape[-1])
+    ns_ref = _s_count(w_ref.shape[-1], c_ref.shape[-1])
+    _, amask = _masks(batch)
+
+    def one(pos, c1, w1, c2, w2, mask):
+        return coulomb_metric(pos, c1, w1[:, :ns], w1[:, ns:], c2, w2[:, :ns_ref], w2[:, ns_ref:], active=mask)
+
+    return jax.vmap(one)(batch.positions.astype(c.dtype), c, w, c_ref, w_ref, amask)
+
+
 def per_target_mse(output: ModelOutput, targets: Targets, batch: AtomsBatch, names: Iterable[str]) -> dict:
     """Mean squared errors over the real entries of a batch (jittable; see the module table).
 
@@ -127,6 +178,9 @@ def per_target_mse(output: ModelOutput, targets: Targets, batch: AtomsBatch, nam
         if name == "energy":
             per_atom = err / jnp.maximum(n_atoms_b, 1.0)
             out[name] = jnp.sum(jnp.where(smask, per_atom ** 2, 0.0)) / n_struct
+        elif name == "coefficients" and coulomb_metric_available(output, targets):
+            per_structure = coefficient_metric(output, targets, batch)
+            out[name] = jnp.sum(jnp.where(smask, per_structure, 0.0)) / n_atoms
         elif name in ("forces", "coefficients"):
             m = amask.reshape(amask.shape + (1,) * (err.ndim - 2))
             per = err.shape[-1]
@@ -212,7 +266,7 @@ class Metrics:
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown:
             raise ValueError(f"unknown target(s) {unknown}; targets are {TARGETS}.")
-        self.names = metric_names(self.targets)
+        self.names = metric_names(self.targets) + (["density_coulomb"] if "coefficients" in self.targets else [])
         self.keep = keep
         self._abs = {k: 0.0 for k in self.names}
         self._sq = {k: 0.0 for k in self.names}
@@ -246,15 +300,28 @@ class Metrics:
                 self._add("energy_per_atom", pred[smask] / np.maximum(n, 1), ref[smask] / np.maximum(n, 1))
             elif name in ("forces", "charges", "coefficients"):
                 self._add(name, pred[amask].ravel(), ref[amask].ravel())
+                if name == "coefficients" and coulomb_metric_available(output, targets):
+                    per = np.asarray(coefficient_metric(output, targets, batch), dtype=np.float64)
+                    self._abs["density_coulomb"] += float(np.sum(per[smask]))
+                    self._sq["density_coulomb"] += float(np.sum(per[smask]))
+                    self._count["density_coulomb"] += int(amask.sum())
             else:
                 self._add(name, pred[smask].ravel(), ref[smask].ravel())
 
     def result(self) -> dict:
-        """``{name: {"mae", "rmse", "count"}}`` over everything added so far."""
+        """``{name: {"mae", "rmse", "count"}}`` over everything added so far.
+
+        ``density_coulomb`` (when coefficients are evaluated in the Coulomb metric) is the
+        electrostatic energy of the density error per atom, Σ ½ (Δρ|Δρ) / Σ atoms (eV/atom),
+        already a squared measure: its "mae" and "rmse" both hold that mean.
+        """
         out = {}
         for k in self.names:
             c = self._count[k]
             if c == 0:
+                continue
+            if k == "density_coulomb":
+                out[k] = {"mae": self._abs[k] / c, "rmse": self._abs[k] / c, "count": c}
                 continue
             out[k] = {"mae": self._abs[k] / c, "rmse": float(np.sqrt(self._sq[k] / c)), "count": c}
         return out
@@ -264,6 +331,10 @@ class Metrics:
         out = {}
         for t in self.targets:
             k = "energy_per_atom" if t == "energy" else t
+            if t == "coefficients" and self._count.get("density_coulomb"):
+                k = "density_coulomb"     # the loss's Coulomb-metric term, already squared
+                out[t] = self._abs[k] / self._count[k]
+                continue
             if self._count[k]:
                 out[t] = self._sq[k] / self._count[k]
         return out
