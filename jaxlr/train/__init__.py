@@ -8,12 +8,15 @@ datasets and padded batches live in :mod:`jaxlr.data`.
 
 from ._checkpoint import load, save
 from ._config import load_config, run_eval, run_fit
+from ._density_eval import density_esp_errors, esp_rmse
 from ._loop import FitResult, evaluate, fit
 from ._loss import Metrics, loss_fn
 
 __all__ = [
     "FitResult",
     "Metrics",
+    "density_esp_errors",
+    "esp_rmse",
     "evaluate",
     "fit",
     "load",
