@@ -269,9 +269,10 @@ class DensityModel(_Base):
         ``n_basis``), e.g. each element's mean reference coefficients
         (:func:`jaxlr.data.mean_coefficients`).  The total density is ``c_fix + x`` with x
         from the solve: the Coulomb energy is ``½ (c_fix + x)ᵀ C (c_fix + x)``, the local
-        terms act on x only (their linear term shifted by the on-site potential of c_fix, so
-        an isolated atom keeps the promolecule at x = 0), and the fragment charges
-        constrain the total.  Without it a
+        terms act on x only, and the fragment charges constrain the total.  The on-site
+        interactions of c_fix (with itself and with x on the same atom) are left out:
+        they are constants per species or absorbed into the linear term, so an isolated
+        atom keeps the promolecule at x = 0 and the energy offsets stay small.  Without it a
         narrow function holding a nucleus (the water data's 0.05 Å oxygen s function,
         ≈ +6.4 e) would have to be produced by the networks from zero against a
         self-interaction of ~160 eV/e².
@@ -432,7 +433,11 @@ class DensityModel(_Base):
             # atom's own nucleus (a constant per species, absorbed into b's parametrisation)
             shells = jnp.concatenate([sigma_s, sigma_p], axis=1)
             onsite = KE * pair_blocks(jnp.zeros_like(s.positions), shells, shells, slot_s.shape[1])
-            linear = linear + v_fix - jnp.einsum("nab,nb->na", onsite, c_fix)
+            onsite_fix = jnp.einsum("nab,nb->na", onsite, c_fix)
+            linear = linear + v_fix - onsite_fix
+            # and the promolecule's own on-site energy is a constant per species: left out, so
+            # the energy offsets (fitted to the reference energies) need not absorb ~10³ eV
+            e_fix = e_fix - 0.5 * jnp.sum(c_fix * onsite_fix)
             if s.field is not None:      # the fixed density in the field: −(Σ q R + Σ μ)·F
                 field = jnp.asarray(s.field, dtype)
                 e_fix = e_fix - jnp.sum(c_fix[:, :slot_s.shape[1]] * (s.positions @ field)[:, None]) \
