@@ -59,7 +59,7 @@ from .tuning import tune_coulomb as tune_coulomb
 from .units import KE as KE
 
 #: subpackages loaded on first attribute access (they import flax, optax, ASE, …)
-_LAZY = ("data", "models", "train", "cli", "testing", "md", "ase", "hyper")
+_LAZY = ("data", "models", "train", "cli", "testing", "md", "ase", "hyper", "parallel")
 
 
 def __getattr__(name):

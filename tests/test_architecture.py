@@ -23,7 +23,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxlr"
 CORE = ("units", "performance", "system", "electrostatics", "equilibration", "features", "tuning", "_api")
-NOT_IN_CORE_PACKAGES = ("data", "models", "train", "cli", "testing", "md", "ase", "hyper")
+NOT_IN_CORE_PACKAGES = ("data", "models", "train", "cli", "testing", "md", "ase", "hyper", "parallel")
 HEAVY = ("flax", "optax", "matplotlib", "ase", "jax_md")
 
 

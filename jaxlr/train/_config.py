@@ -61,6 +61,11 @@ A configuration is a TOML file with four tables; paths are relative to its folde
                     dipole, coefficients (default: energy and forces found in the
                     data); every weighted target must be present in every structure
   dtype             float32 | float64;   progress   true | false
+  devices           integer >= 1: data-parallel training over that many devices
+                    (batch_size must be a multiple of it); multi-host runs set
+                    JAXLR_COORDINATOR=host:port (or auto on SLURM / Cloud TPU),
+                    JAXLR_NUM_PROCESSES and JAXLR_PROCESS_ID in every process, and
+                    devices counts the devices of all processes
 [output]
   run_dir           default: runs/<config file stem>
   evaluate          splits to evaluate (default ["train", "valid", "test"])
@@ -135,6 +140,7 @@ _TRAINING_NUMBERS = {
     "final_lr_fraction": (False, lambda v: 0 <= v <= 1, "a number in [0, 1] (final rate / peak rate)"),
     "weight_decay": (False, lambda v: v >= 0, "a finite number >= 0"),
     "clip_norm": (False, lambda v: v > 0, "a finite number > 0 (gradient norm)"),
+    "devices": (True, lambda v: v >= 1, "a positive integer (devices each batch is split over, e.g. 4)"),
 }
 
 
@@ -490,6 +496,11 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
     else:
         cfg = load_config(config_or_path)
     data, model_cfg, training, output = cfg["data"], dict(cfg["model"]), dict(cfg["training"]), cfg["output"]
+    if "devices" in training:
+        # multi-host: JAXLR_COORDINATOR / JAXLR_NUM_PROCESSES / JAXLR_PROCESS_ID (no-op when unset)
+        from ..parallel._devices import initialize_distributed
+
+        initialize_distributed()
     resolve_dtype(training.get("dtype"))
     stream = stream or sys.stdout
 
@@ -561,7 +572,8 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
             continue
         targets = metric_targets(result.potential, sets[split], ())
         m = evaluate(result.potential, result.variables, sets[split], targets=targets, batch_size=bs,
-                     keep=split == "test", max_shapes=int(training.get("max_shapes", 3)), name=f"{split} set")
+                     keep=split == "test", max_shapes=int(training.get("max_shapes", 3)), name=f"{split} set",
+                     devices=training.get("devices"))
         metrics[split] = m.result()
         if split == "test":
             parity.update({f"test/{k}": v for k, v in m.parity().items()})
@@ -586,7 +598,7 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
 
 
 def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_size: int = 16, targets=None,
-             total_charge_key: str = "total_charge", output=None, stream=None) -> dict:
+             total_charge_key: str = "total_charge", output=None, stream=None, devices=None) -> dict:
     """Evaluate a checkpoint on a data file: MAE/RMSE per target, printed as a table.
 
     Args:
@@ -599,6 +611,9 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
         structure holds; missing requested ones raise ``ValueError``).
       output: optional JSON file for the metrics.
       stream: where the table goes (default stdout).
+      devices: None or a device count: each batch is split over that many devices along
+        its structure axis (``jaxlr eval --devices P``; the batch size is rounded up to a
+        multiple of P, see :func:`jaxlr.train.evaluate`).
 
     Returns:
       ``{metric: {"mae", "rmse", "count"}}`` (``energy`` per structure and
@@ -634,7 +649,8 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
     check_targets(ds, targets)
     if ds.periodic:
         potential = potential.adapted_to([s.cell for s in ds])
-    m = evaluate(potential, variables, ds, targets=targets, batch_size=batch_size, name="evaluation set")
+    m = evaluate(potential, variables, ds, targets=targets, batch_size=batch_size, name="evaluation set",
+                 devices=devices)
     result = {k: _plain_metrics({k: v})[k] for k, v in m.result().items()}
     if output is not None:
         write_json(Path(output), result)

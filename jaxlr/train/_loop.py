@@ -181,7 +181,7 @@ def make_optimizer(learning_rate: float, *, steps: int, steps_per_epoch: int = 1
     return tx, sched
 
 
-def make_train_step(potential, weights: dict, tx):
+def make_train_step(potential, weights: dict, tx, *, mesh=None):
     """One jitted optimisation step ``(params, opt_state, stats, batch, targets) → (params,
     opt_state, loss, parts)``.
 
@@ -189,6 +189,13 @@ def make_train_step(potential, weights: dict, tx):
     only when their weight is positive.  The function is compiled once per batch shape
     (``step._cache_size()`` counts the programs).  Parameters and optimizer state are
     donated on accelerators.
+
+    With a device ``mesh`` (:func:`jaxlr.parallel.device_mesh`) the step is data parallel:
+    batch and targets are split along the structure axis over the mesh's first axis,
+    parameters, optimiser state and statistics are replicated, and XLA reduces the
+    gradients across devices (``jax.jit`` with in/out shardings; the loss is the same
+    masked mean over the whole batch, so the step equals the one-device step up to the
+    order of floating-point sums).
     """
     import optax
 
@@ -207,14 +214,56 @@ def make_train_step(potential, weights: dict, tx):
         return params, opt_state, loss, parts
 
     donate = (0, 1) if jax.default_backend() != "cpu" else ()
-    return jax.jit(step, donate_argnums=donate)
+    if mesh is None:
+        return jax.jit(step, donate_argnums=donate)
+    from ..parallel._devices import replicated, sharded_rows
+
+    rep, rows = replicated(mesh), sharded_rows(mesh)
+    return jax.jit(step, donate_argnums=donate, in_shardings=(rep, rep, rep, rows, rows),
+                   out_shardings=(rep, rep, rep, rep))
 
 
 @functools.lru_cache(maxsize=32)
-def eval_step(potential, forces: bool, stress: bool):
+def eval_step(potential, forces: bool, stress: bool, mesh=None):
     """The jitted prediction ``(variables, batch) → ModelOutput`` used for evaluation (cached
-    per potential and flags, so every evaluation of one potential shares its programs)."""
-    return jax.jit(functools.partial(potential.apply, forces=forces, stress=stress))
+    per potential, flags and device mesh, so every evaluation of one potential shares its
+    programs).  With a ``mesh`` the batch is split along its structure axis and the
+    variables replicated (:func:`jaxlr.parallel.predict_sharded`)."""
+    fn = functools.partial(potential.apply, forces=forces, stress=stress)
+    if mesh is None:
+        return jax.jit(fn)
+    from ..parallel._devices import replicated, sharded_rows
+
+    return jax.jit(fn, in_shardings=(replicated(mesh), sharded_rows(mesh)), out_shardings=sharded_rows(mesh))
+
+
+def _to_host(tree):
+    """Outputs as host numpy arrays (gathered from every process in a multi-host run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+def _on_mesh(mesh, tree, rows=True):
+    if mesh is None:
+        return tree
+    from ..parallel._devices import to_global
+
+    return to_global(tree, mesh, rows=rows)
+
+
+def _device_mesh(devices, batch_size: int):
+    """(mesh or None, batch size rounded up to a multiple of the devices): the mesh of
+    ``devices`` (:func:`jaxlr.parallel.device_mesh`); evaluation batches may be padded."""
+    if devices is None:
+        return None, batch_size
+    from ..parallel._devices import device_mesh, n_devices
+
+    mesh = device_mesh(devices)
+    p = n_devices(mesh)
+    return mesh, -(-int(batch_size) // p) * p
 
 
 def _cache_size(fn) -> int | None:
@@ -272,7 +321,7 @@ def _as_dataset(data, name):
 
 
 def evaluate(potential, variables, dataset, *, targets=None, batch_size: int = 16, max_shapes: int = 3,
-             keep: bool = False, name: str = "data"):
+             keep: bool = False, name: str = "data", devices=None):
     """MAE/RMSE of a potential on a dataset.
 
     Args:
@@ -283,6 +332,10 @@ def evaluate(potential, variables, dataset, *, targets=None, batch_size: int = 1
       batch_size, max_shapes: batching (see :class:`jaxlr.data.BatchLoader`).
       keep: keep predictions for parity plots.
       name: how to call the dataset in error messages.
+      devices: None (one device), a device count or a :class:`jax.sharding.Mesh`: every
+        batch is split over the devices along its structure axis (the batch size is
+        rounded up to a multiple of the device count; the extra slots are padding
+        structures, which metrics ignore).
 
     Returns:
       the :class:`jaxlr.train.Metrics` accumulator (``.result()`` for the dict,
@@ -299,15 +352,17 @@ def evaluate(potential, variables, dataset, *, targets=None, batch_size: int = 1
         raise ValueError(f"the model cannot predict {missing} (it predicts {potential.predicts}).")
     leaves = [x for x in jax.tree_util.tree_leaves(variables) if jnp.issubdtype(x.dtype, jnp.floating)]
     dtype = leaves[0].dtype if leaves else None
+    mesh, batch_size = _device_mesh(devices, batch_size)
     try:
         loader = BatchLoader(dataset, potential.species, cutoff=potential.cutoff, batch_size=batch_size,
                              targets=targets, dtype=dtype, max_shapes=max_shapes)
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
-    step = eval_step(potential, "forces" in targets, "stress" in targets)
+    step = eval_step(potential, "forces" in targets, "stress" in targets, mesh)
+    variables = _on_mesh(mesh, variables, rows=False)
     m = Metrics(targets, keep=keep)
     for atoms, refs in loader.epoch(None):
-        m.update(step(variables, atoms), refs, atoms)
+        m.update(_to_host(step(variables, _on_mesh(mesh, atoms))), refs, atoms)
     return m
 
 
@@ -449,7 +504,7 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         decay_rate: float = 0.01, final_lr_fraction: float = 0.01, optimizer: str = "adam",
         weight_decay: float = 1e-5, clip_norm: float | None = None, patience: int | None = None, seed: int = 0,
         run_dir=None, progress: bool = True, dtype=None, max_shapes: int = 3, init_structures: int = 256,
-        valid_batch_size: int | None = None, plots: bool = True) -> FitResult:
+        valid_batch_size: int | None = None, plots: bool = True, devices=None) -> FitResult:
     """Train a potential (see the module docstring for the procedure).
 
     Args:
@@ -475,6 +530,16 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
       init_structures: training structures in the batch that sets the feature statistics.
       valid_batch_size: batch size of the evaluation (default ``max(batch_size, 16)``).
       plots: write the plots into ``run_dir`` at the end.
+      devices: data-parallel training (:mod:`jaxlr.parallel`): None (one device), a
+        device count P (the first P of ``jax.devices()``) or a
+        :class:`jax.sharding.Mesh`.  Every batch is split into P equal parts along the
+        structure axis, parameters and optimiser state are replicated and XLA sums the
+        gradients across devices; the result equals one-device training up to the order
+        of floating-point sums.  ``batch_size`` must be a multiple of P; the validation
+        batch size is rounded up to one (padding structures, ignored by the metrics).
+        Multi-host: call ``jax.distributed.initialize()`` (or
+        :func:`jaxlr.parallel.initialize_distributed`) first in every process; each
+        process then feeds its own rows of every batch.
 
     Returns:
       :class:`FitResult` with the best variables.
@@ -511,6 +576,12 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be an integer ≥ 0, got {seed!r}.")
     dt = resolve_dtype(dtype)
+    mesh = None
+    if devices is not None:
+        from ..parallel._devices import check_divisible, device_mesh
+
+        mesh = device_mesh(devices)
+        check_divisible(batch_size, mesh, what="structures per training batch", name="batch_size")
     avail = train.available_targets()
     active = training_weights(weights, train, potential.predicts, name="training set")
     if valid is not None:
@@ -539,6 +610,7 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
     train_loader = loader(train, "training", tuple(active), int(batch_size))
     valid_targets = metric_targets(potential, valid, active) if valid is not None else ()
     vbs = int(valid_batch_size) if valid_batch_size is not None else max(int(batch_size), 16)
+    _, vbs = _device_mesh(mesh, vbs)
     valid_loader = loader(valid, "validation", valid_targets, vbs) if valid is not None else None
 
     # ---- 3. offsets, scale, variables -----------------------------------------------------
@@ -558,8 +630,9 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
                                final_lr_fraction=final_lr_fraction, optimizer=optimizer,
                                weight_decay=weight_decay, clip_norm=clip_norm)
     opt_state = tx.init(params)
-    step = make_train_step(potential, active, tx)
-    evaluator = eval_step(potential, "forces" in valid_targets, "stress" in valid_targets)
+    step = make_train_step(potential, active, tx, mesh=mesh)
+    evaluator = eval_step(potential, "forces" in valid_targets, "stress" in valid_targets, mesh)
+    params, opt_state, stats = _on_mesh(mesh, (params, opt_state, stats), rows=False)
 
     run_dir = None if run_dir is None else Path(run_dir)
     if run_dir is not None:
@@ -567,8 +640,9 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
 
     def validate(variables, keep=False):
         m = Metrics(valid_targets, keep=keep)
+        variables = _on_mesh(mesh, variables, rows=False)
         for atoms, refs in valid_loader.epoch(None):
-            m.update(evaluator(variables, atoms), refs, atoms)
+            m.update(_to_host(evaluator(variables, _on_mesh(mesh, atoms))), refs, atoms)
         return m
 
     # ---- 4./5. epochs ----------------------------------------------------------------------
@@ -583,7 +657,7 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         lr = float(sched(n_step))
         for k, (atoms, refs, idx) in enumerate(train_loader.epoch(seed=int(seed) * 100003 + epoch,
                                                                   with_indices=True), start=1):
-            params, opt_state, loss, parts = step(params, opt_state, stats, atoms, refs)
+            params, opt_state, loss, parts = step(params, opt_state, stats, *_on_mesh(mesh, (atoms, refs)))
             n_step += 1
             c = int(np.sum(np.asarray(idx) >= 0))
             losses.append(loss)
@@ -636,7 +710,8 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
     if best[2] is None:
         raise FloatingPointError("training diverged in the first epoch (non-finite loss); lower the "
                                  "learning rate or check the data.")
-    best_vars = {"params": jax.tree_util.tree_map(jnp.asarray, best[2]), "stats": stats}
+    best_vars = {"params": jax.tree_util.tree_map(jnp.asarray, best[2]),
+                 "stats": jax.tree_util.tree_map(jnp.asarray, jax.device_get(stats))}
     valid_metrics = parity = None
     if valid_loader is not None:
         m = validate(best_vars, keep=True)
