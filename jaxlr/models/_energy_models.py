@@ -23,10 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data._padding import far_padding
-from ..electrostatics import multipole_energy, pair_blocks
 from ..equilibration._density import density_solve
 from ..equilibration._qeq import qeq_solve
-from ..units import KE
 from ._descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
 from ._electrostatics import CoulombSpec, coulomb_kwargs, multipole_switch_correction, structure_coulomb_energy
 from ._nets import SpeciesMLP, Standardize, species_parameter
@@ -264,18 +262,17 @@ class DensityModel(_Base):
         coefficients live in the same functions.  Elements with fewer functions get
         inactive padding slots (coefficient exactly 0), as in the data layout.
       learn_widths: whether the widths are trained (True) or held at their initial values.
-      promolecule: fixed per-element coefficients the model predicts a deviation from: a
-        sequence of ``(Z, coefficients)`` in the padded per-atom layout (length
-        ``n_basis``), e.g. each element's mean reference coefficients
-        (:func:`jaxlr.data.mean_coefficients`).  The total density is ``c_fix + x`` with x
-        from the solve: the Coulomb energy is ``½ (c_fix + x)ᵀ C (c_fix + x)``, the local
-        terms act on x only, and the fragment charges constrain the total.  The on-site
-        interactions of c_fix (with itself and with x on the same atom) are left out:
-        they are constants per species or absorbed into the linear term, so an isolated
-        atom keeps the promolecule at x = 0 and the energy offsets stay small.  Without it a
-        narrow function holding a nucleus (the water data's 0.05 Å oxygen s function,
-        ≈ +6.4 e) would have to be produced by the networks from zero against a
-        self-interaction of ~160 eV/e².
+      promolecule: a fixed, neutral density per element that the model predicts a
+        deviation from: a sequence of ``(Z, coefficients)`` in the padded per-atom layout
+        (length ``n_basis``, s coefficients summing to 0), e.g. each element's mean
+        reference coefficients made neutral (:func:`jaxlr.data.mean_coefficients`).  The
+        output density is ``c_fix + x``, x from the solve.  A neutral atom-centred density
+        has no long-range field, so its electrostatics (within an atom and between
+        overlapping neighbours) is short-ranged and left to the local network: only x
+        enters the Coulomb energy, and c_fix only the outputs (coefficients, atomic
+        dipoles) and the energy in an external field.  This lets a basis with a function
+        holding a nucleus (the water data's 0.05 Å oxygen s function, ≈ +6.4 e) be
+        learned as a small deviation instead of against a ~10³ eV self-interaction.
     """
 
     species: tuple
@@ -309,9 +306,13 @@ class DensityModel(_Base):
         missing = [z for z in self.species if z not in given]
         if missing:
             raise ValueError(f"the promolecule has no coefficients for atomic numbers {missing}.")
+        n_s = self.counts()[0]
         for k, z in enumerate(self.species):
             if not np.all(np.isfinite(given[z])):
                 raise ValueError(f"promolecule coefficients of element {z} must be finite.")
+            if abs(float(given[z][:n_s].sum())) > 1e-6:
+                raise ValueError(f"the promolecule of element {z} carries a charge of {float(given[z][:n_s].sum()):.6g} e; "
+                                 "it must be neutral (mean_coefficients(..., neutral=True)).")
             table[k] = given[z]
         return table
 
@@ -422,33 +423,18 @@ class DensityModel(_Base):
         fragments = jnp.where(s.atom_mask, s.fragments, 0)
         fragment_charges = s.fragment_charges
         e_fix = 0.0
-        if self.promolecule is not None:
-            # c = c_fix + x: the fixed density's potential C c_fix is a linear term of the solve
+        if self.promolecule is not None:     # c = c_fix + x; a neutral c_fix only enters the field energy
             c_fix = jnp.where(active, jnp.asarray(self.promolecule_table(), dtype)[idx], 0.0)
-            mp = {k: options[k] for k in ("cell", "smearing", "neighbors", "kvectors", "method", "mesh",
-                                          "background")}
-            e_fix, v_fix = jax.value_and_grad(multipole_energy)(c_fix, s.positions, sigma_s, sigma_p, **mp)
-            # ... minus its on-site part, so that an isolated atom keeps its promolecule density
-            # (x = 0 at b = 0): the networks learn the response to the neighbours, not to the
-            # atom's own nucleus (a constant per species, absorbed into b's parametrisation)
-            shells = jnp.concatenate([sigma_s, sigma_p], axis=1)
-            onsite = KE * pair_blocks(jnp.zeros_like(s.positions), shells, shells, slot_s.shape[1])
-            onsite_fix = jnp.einsum("nab,nb->na", onsite, c_fix)
-            linear = linear + v_fix - onsite_fix
-            # and the promolecule's own on-site energy is a constant per species: left out, so
-            # the energy offsets (fitted to the reference energies) need not absorb ~10³ eV
-            e_fix = e_fix - 0.5 * jnp.sum(c_fix * onsite_fix)
-            if s.field is not None:      # the fixed density in the field: −(Σ q R + Σ μ)·F
-                field = jnp.asarray(s.field, dtype)
-                e_fix = e_fix - jnp.sum(c_fix[:, :slot_s.shape[1]] * (s.positions @ field)[:, None]) \
-                    - jnp.sum(c_fix[:, slot_s.shape[1]:].reshape(c_fix.shape[0], -1, 3) @ field)
             n_ns = slot_s.shape[1]
-            q_fix = jnp.sum(c_fix[:, :n_ns], axis=1)
-            fragment_charges = fragment_charges - jnp.zeros_like(fragment_charges).at[fragments].add(q_fix)
+            if s.field is not None:          # −(Σ q R + Σ μ)·F of the fixed density
+                field = jnp.asarray(s.field, dtype)
+                e_fix = -jnp.sum(c_fix[:, :n_ns] * (s.positions @ field)[:, None]) \
+                    - jnp.sum(c_fix[:, n_ns:].reshape(c_fix.shape[0], -1, 3) @ field)
         res = density_solve(s.positions, sigma_s, sigma_p, jnp.where(active, linear, 0.0), local,
                             fragments=fragments, fragment_charges=fragment_charges, active=active, field=s.field,
                             **options)
-        coefficients = jnp.where(active, res.coefficients, 0.0)
+        x = jnp.where(active, res.coefficients, 0.0)
+        coefficients = x
         q, mu = res.charges, res.dipoles
         if self.promolecule is not None:
             coefficients = coefficients + c_fix
@@ -458,7 +444,7 @@ class DensityModel(_Base):
         mu = jnp.where(s.atom_mask[:, None], mu, 0.0)
         e_coul = res.energy + e_fix
         if s.cell is not None:   # the real-space blocks switched off smoothly at the cutoff
-            e_coul = e_coul + multipole_switch_correction(s, coefficients, sigma_s, sigma_p, self.coulomb)
+            e_coul = e_coul + multipole_switch_correction(s, x, sigma_s, sigma_p, self.coulomb)
         return {"energy": jnp.sum(e) + e_coul, "atom_energies": e, "charges": q,
                 "dipole": self.dipole(s, q, mu), "coefficients": coefficients,
                 "basis_widths": jnp.concatenate([sigma_s, sigma_p], axis=1)}
