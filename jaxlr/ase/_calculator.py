@@ -242,7 +242,8 @@ class Calculator(AseCalculator):
         Args:
           run_dir: a checkpoint folder (``config.json`` + ``variables.msgpack``) or the run
             folder of ``jaxlr fit`` / :func:`jaxlr.train.fit` (its ``checkpoint/`` is read).
-          total_charge, lode_accuracy, **kwargs: as :meth:`from_potential`.
+          total_charge, lode_accuracy: as :meth:`from_potential`.
+          kwargs: further keywords of :meth:`from_potential`.
 
         Returns:
           a :class:`Calculator`.

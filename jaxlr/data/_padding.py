@@ -25,12 +25,12 @@ def pad_atoms(values: Sequence, n_atoms: int, *, fill=0, trailing: tuple = (), d
     """Stack per-structure arrays with a leading atom axis, padded to ``n_atoms`` (host).
 
     Args:
-      values: B arrays of shape (n_b, *trailing), or None for a padding structure.
+      values: B arrays of shape ``(n_b, *trailing)``, or None for a padding structure.
       n_atoms: padded atom count N ≥ every n_b.
       fill: value of the padding slots.  trailing: the per-atom shape.  dtype: numpy dtype.
 
     Returns:
-      (B, N, *trailing) numpy array.
+      ``(B, N, *trailing)`` numpy array.
 
     Raises:
       ValueError: a structure with more than ``n_atoms`` atoms or the wrong trailing shape.

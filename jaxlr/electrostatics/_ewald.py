@@ -23,7 +23,7 @@ __all__ = ["half_space_kvectors", "ewald_reciprocal_energy", "screened_inverse_s
 
 
 def half_space_kvectors(cell: np.ndarray, k_cutoff: float, chunk: int = 256) -> np.ndarray:
-    """Integer vectors m of half of reciprocal space with |2π m·cell⁻ᵀ| ≤ k_cutoff (host).
+    """Integer vectors m of half of reciprocal space with ``|2π m·cell⁻ᵀ|`` ≤ k_cutoff (host).
 
     Half space: m1 > 0, or m1 = 0 and m2 > 0, or m1 = m2 = 0 and m3 > 0.  The count is
     padded with zero vectors (which contribute nothing) to a multiple of ``chunk``.

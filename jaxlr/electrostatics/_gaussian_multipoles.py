@@ -152,7 +152,7 @@ def gaussian_kernel(u, gamma, smearing=None):
     """Coulomb kernel of two unit s Gaussians as a smooth function of u = r² (1/Å).
 
     Args:
-      u: squared distances |d|² in Å² (≥ 0, any shape).
+      u: squared distances ``|d|²`` in Å² (≥ 0, any shape).
       gamma: combined width √(σ_a² + σ_b²) in Å, broadcastable to ``u``.
       smearing: Ewald smearing s (Å) for the real-space part of a periodic sum, or None.
 

@@ -10,7 +10,7 @@ Vahtras, Almlöf & Feyereisen).  The basis, widths and normalisation are those o
 * :func:`fit_density` — the jittable core, given the right-hand side v;
 * :func:`project_density` — the eager front door: a density given as Gaussians
   (:class:`GaussianDensity`, exact v and the residual energy) or v computed elsewhere
-  (e.g. PySCF three-centre integrals, ``notebooks/density_fitting_pyscf.py``).
+  (e.g. PySCF three-centre integrals, ``notebooks/05_density_projection_pyscf.ipynb``).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def project_density(positions, species, *, basis: GaussianBasis, density: Gaussi
       of the residual.
     * ``rhs=v`` (N, n_basis) — the Coulomb-metric projections ``v_x = KE (b_x | 1/r | ρ)``
       (eV/e) computed elsewhere, e.g. by PySCF's three-centre integrals contracted with a
-      density matrix (``notebooks/density_fitting_pyscf.py`` shows the unit and
+      density matrix (``notebooks/05_density_projection_pyscf.ipynb`` shows the unit and
       normalisation conversions: v_x = 27.211386 eV × (χ_x|ρ)/n_x for a PySCF auxiliary
       function χ_x = n_x b_x).
 

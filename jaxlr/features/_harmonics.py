@@ -132,7 +132,7 @@ def real_spherical_harmonics(vectors, max_angular: int):
     """Real spherical harmonics ``Y_lm(r̂)`` of the direction of ``vectors``.
 
     Orthonormal on the unit sphere, l = 0..L and m = −l..l along the last axis (index
-    ``l² + l + m``), no Condon–Shortley phase, m > 0 ∝ cos(mφ), m < 0 ∝ sin(|m|φ); so
+    ``l² + l + m``), no Condon–Shortley phase, m > 0 ∝ cos(mφ), m < 0 ∝ ``sin(|m|φ)``; so
     ``l = 1`` gives ``√(3/4π) (y, z, x)/r`` (sphericart/featomic convention).
 
     Only the direction matters.  For the zero vector the result is ``Y_00 = 1/√(4π)``

@@ -75,9 +75,11 @@ class QeqEnergy:
     :func:`qeq_nve` calls each step).
 
     Attributes:
-      params: the :class:`jaxlr.CoulombParams` (PME) in use.  electronegativity (N,) V,
-      hardness (N,) V/e, sigma (N,) Å: the defaults.  total_charge (e).  tol, maxiter:
-      PCG settings.  preconditioner: "mesh" or "jacobi".
+      params: the :class:`jaxlr.CoulombParams` (PME) in use.
+      electronegativity, hardness, sigma: the defaults, (N,) in V, V/e and Å.
+      total_charge: Σ q (e).
+      tol, maxiter: PCG settings.
+      preconditioner: "mesh" or "jacobi".
     """
 
     def __init__(self, geometry: Geometry, params: CoulombParams, chi, hard, sigma, total_charge, background,
@@ -190,7 +192,7 @@ def qeq_neighbor_list(displacement_fn, box, *, electronegativity, hardness, sigm
       positions_for_tuning, params: as :func:`coulomb_neighbor_list`.
 
     Returns:
-      ``(neighbor_fn, energy_fn)``, ``energy_fn`` a :class:`QeqEnergy`:
+      ``(neighbor_fn, energy_fn)``, ``energy_fn`` a :class:`QeqEnergy`,
       ``energy_fn(R, neighbor, *, guess=None, electronegativity=None, hardness=None,
       box=None, perturbation=None)`` → E* (eV), jittable; ``guess`` (N,) warm-starts the
       solve.  ``energy_fn.solve(R, neighbor, guess=…)`` returns the charges and the PCG

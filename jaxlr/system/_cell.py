@@ -9,14 +9,14 @@ __all__ = ['cell_volume', 'perpendicular_widths', 'reduced_basis', 'fft_friendly
 
 
 def cell_volume(cell: np.ndarray) -> float:
-    """|det(cell)| in Å³ (host, numpy)."""
+    """``|det(cell)|`` in Å³ (host, numpy)."""
     return float(abs(np.linalg.det(np.asarray(cell, dtype=np.float64))))
 
 
 def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     """Distances between opposite faces of the cell, (3,) in Å (host, numpy).
 
-    Width d is V / |a_e × a_f|, the spacing of the lattice planes spanned by the
+    Width d is ``V / |a_e × a_f|``, the spacing of the lattice planes spanned by the
     other two vectors; it fixes how many images a cutoff reaches and the mesh
     spacing along that axis.
     """

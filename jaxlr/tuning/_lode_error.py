@@ -53,7 +53,7 @@ from ..features._radial import OVERLAP_POINTS, gto_primitives, radial_quadrature
 
 __all__ = ["LodeErrorModel", "K_NODES", "DIRECTIONS", "LATTICE_TERMS"]
 
-#: Gauss–Legendre nodes in |k| of the model's quadratures
+#: Gauss–Legendre nodes in ``|k|`` of the model's quadratures
 K_NODES = 32
 #: directions (Fibonacci sphere, equal weights) of the model's angular quadrature
 DIRECTIONS = 50
