@@ -25,7 +25,6 @@ import functools
 import importlib
 import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -708,22 +707,3 @@ def test_bad_input_raises():
     density_qeq(WATER, WATER_Z, lin, loc, basis=BASIS)
     np.testing.assert_array_equal(lin, lin0)
     np.testing.assert_array_equal(loc, loc0)
-
-
-# ======================================================================================
-# PySCF worked example (optional extra)
-# ======================================================================================
-def test_pyscf_density_fitting_example():
-    pytest.importorskip("pyscf")
-    path = os.path.join(os.path.dirname(__file__), "..", "notebooks", "density_fitting_pyscf.py")
-    spec = importlib.util.spec_from_file_location("density_fitting_pyscf", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    report = module.run(basis="sto-3g", verbose=False)
-    # the metric agrees to round-off; the coefficients to round-off times the metric's
-    # condition number (~1e6 for this even-tempered set with tight core functions)
-    assert report["metric_mismatch"] < 1e-10
-    assert report["coefficient_mismatch"] < 1e-7
-    assert report["electrons"] == pytest.approx(10.0, abs=1e-9)
-    assert report["electrons_unconstrained"] == pytest.approx(10.0, abs=0.05)
-    np.testing.assert_allclose(report["charges"][1], report["charges"][2], atol=1e-9)   # symmetric H atoms
