@@ -335,7 +335,7 @@ def interpolate_mesh(mesh, frac, spec: MeshSpec):
         # the weights of each block are computed inside the loop, from its atoms' fractional
         # coordinates (computing all atoms' weights first was no faster and, for large
         # systems, pushed the scratch memory of energy + forces over glibc's 32 MB
-        # threshold, see README)
+        # threshold, see benchmarks/README.md)
         starts, w, dw = _interpolation_stencil(_block_rows(frac_pad, k, block), spec)  # w, dw: (3, p, n)
         # windows gathered as (n, p, p, p) and read with the atoms last: every separable
         # stage sums over the *major* axis of an atoms-minor array
