@@ -32,7 +32,8 @@ NOTEBOOKS = sorted(p.name for p in FOLDER.glob("*.ipynb"))
 #: 2-core VM 01 took 44 s and 03 98 s; 02 needed 60 s of CPU time (6 min of wall time under
 #: a load of 12 other processes) and 05 34 s; 04 (16 s) stays in the default run
 HEAVY = {"01_electrostatics_quickstart.ipynb", "02_lode_point_charges.ipynb", "03_charged_dimers.ipynb",
-         "05_density_projection_pyscf.ipynb"}
+         "05_density_projection_pyscf.ipynb",
+         "07_molten_salt_md.ipynb"}   # 07: 167 s of wall time under a load of 14 (216 ions, 750 MD steps)
 #: optional packages a notebook needs; without them its run is skipped
 NEEDS = {"05_density_projection_pyscf.ipynb": "pyscf"}
 #: seconds a single cell may run

@@ -9,7 +9,9 @@ afterwards:
 * :func:`qeq_neighbor_list` — charges re-equilibrated at every call (PCG with a PME
   operator and the mesh preconditioner), and :func:`qeq_nve`, a velocity-Verlet NVE that
   carries the charges in its state with a time-reversible extended-Lagrangian warm start;
-* :func:`potential_neighbor_list` — any trained :class:`jaxlr.models.Potential`.
+* :func:`potential_neighbor_list` — any trained :class:`jaxlr.models.Potential`;
+* :func:`tosi_fumi_neighbor_list` — the Tosi–Fumi short range of molten NaCl, with
+  :func:`molten_nacl` (a starting box) and :data:`NACL_QEQ` (a toy Qeq variant).
 
 Conventions (module :mod:`jaxlr.md._space`): jax-md's box holds the lattice vectors as
 columns (jaxlr's cell is ``box.T``); positions are fractional when the space is
@@ -23,6 +25,16 @@ from ._coulomb import CoulombEnergy, coulomb_neighbor_list
 from ._potential import PotentialEnergy, potential_neighbor_list
 from ._qeq import XL_COEFFICIENTS, QeqEnergy, QeqNVEState, qeq_neighbor_list, qeq_nve
 from ._space import box_matrix, cell_from_box
+from ._tosi_fumi import (
+    NACL_QEQ,
+    TOSI_FUMI_NACL,
+    NaClQeqParams,
+    TosiFumiEnergy,
+    TosiFumiParams,
+    molten_nacl,
+    tosi_fumi_neighbor_list,
+    tosi_fumi_pair,
+)
 
 __all__ = [
     "XL_COEFFICIENTS",
@@ -36,4 +48,13 @@ __all__ = [
     "potential_neighbor_list",
     "qeq_neighbor_list",
     "qeq_nve",
+    # molten NaCl (Tosi–Fumi)
+    "NACL_QEQ",
+    "TOSI_FUMI_NACL",
+    "NaClQeqParams",
+    "TosiFumiEnergy",
+    "TosiFumiParams",
+    "molten_nacl",
+    "tosi_fumi_neighbor_list",
+    "tosi_fumi_pair",
 ]
