@@ -11,6 +11,7 @@ from ._config import load_config, run_eval, run_fit
 from ._density_eval import density_esp_errors, esp_rmse
 from ._loop import FitResult, evaluate, fit
 from ._loss import Metrics, loss_fn
+from ._pretrained import load_pretrained, pretrained_models
 
 __all__ = [
     "FitResult",
@@ -21,7 +22,9 @@ __all__ = [
     "fit",
     "load",
     "load_config",
+    "load_pretrained",
     "loss_fn",
+    "pretrained_models",
     "run_eval",
     "run_fit",
     "save",
