@@ -10,15 +10,20 @@
    (grid^4 points; the features are computed once per point of the three feature
    hyperparameters and every λ is tried on them, so the grid costs grid^3 feature
    evaluations).  Reported: the best CV error each finds, the far-set (≥ 6 Å) RMSE of the
-   final model, the wall time and the number of feature evaluations (a gradient step
-   counts one: its forward and reverse pass through the features).
+   final model, the wall time and the number of feature evaluations: one
+   value-and-gradient call counts one (its forward and reverse pass through the
+   features, about 2–3 forward passes of work), a grid point counts one, and the
+   distinct feature evaluations of the grid (grid^3) are given beside it.
+   A plot of the CV error along the gradient trajectory, against each hyperparameter,
+   with the grid's best point and the grid's profile (the lowest CV error over the other
+   hyperparameters at each grid value) is written to ``benchmarks/results/``.
 2. **Qeq on the dimers.**  Per-species hardness and Gaussian widths fitted so that Qeq,
    constrained only to a neutral dimer, moves the right charge between the monomers: the
    loss is the RMS error of each monomer's summed Qeq charge against its formal charge
    (+1 / −1, the dimers' ``fragment_charges``), starting from the default parameters
    (χ from Pauling electronegativities is held fixed).
 
-Run:  python benchmarks/bench_hyper.py [--grid 6] [--steps 60]
+Run:  python benchmarks/bench_hyper.py [--grid 6] [--steps 60] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import jax
 
@@ -90,7 +96,10 @@ def feature_grid(data, grid: dict, fixed: dict):
     names = [k for k in grid if k != "log_lambda"]
     t0 = time.perf_counter()
     points, losses, n_features = [], [], 0
-    for combo in itertools.product(*(grid[k] for k in names)):
+    combos = list(itertools.product(*(grid[k] for k in names)))
+    for step, combo in enumerate(combos):
+        if step % max(1, len(combos) // 20) == 0:
+            print(f"  grid: design {step}/{len(combos)} ({time.perf_counter() - t0:.0f} s)", flush=True)
         h = dict(zip(names, (float(v) for v in combo)), **fixed)
         a = design({k: jnp.asarray(v) for k, v in dict(h, log_lambda=0.0).items()}, data)
         n_features += 1
@@ -100,6 +109,48 @@ def feature_grid(data, grid: dict, fixed: dict):
     i = int(np.argmin(losses))
     return HyperTrajectory(hyper=points, loss=losses, valid=None, best=points[i], best_loss=losses[i],
                            best_valid=None, evaluations=n_features, seconds=time.perf_counter() - t0)
+
+
+def plot_study(grad, grid, path: Path) -> Path | None:
+    """CV error along the gradient trajectory against the step and each hyperparameter, with the
+    grid's best point (star) and the grid's profile (lowest CV over the other hyperparameters)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import NullFormatter
+    except ImportError:
+        return None
+    names = list(BOX)
+    fig = Figure(figsize=(15, 3.4), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(names) + 1)
+    axes[0].plot(grad.loss, "o-", ms=3, label="gradient (Adam)")
+    axes[0].axhline(grid.best_loss, color="C3", ls="--", label="grid best")
+    axes[0].set_xlabel("step (one value-and-gradient)")
+    axes[0].set_ylabel("5-fold CV RMSE, near dimers (eV)")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    gh = {k: np.array([p[k] for p in grid.hyper]) for k in names}
+    gl = np.asarray(grid.loss)
+    for ax, name in zip(axes[1:], names):
+        values = np.unique(gh[name])
+        ax.plot(values, [gl[gh[name] == v].min() for v in values], "s:", color="0.5", ms=4, label="grid profile")
+        path_v = [h[name] for h in grad.hyper]
+        ax.plot(path_v, grad.loss, "o-", ms=3, color="C0", label="gradient path")
+        ax.plot(path_v[0], grad.loss[0], "o", color="k", ms=6, label="start")
+        best = int(np.argmin(grad.loss))
+        ax.plot(path_v[best], grad.loss[best], "*", color="C0", ms=14, mec="k", label="gradient best")
+        ax.plot(grid.best[name], grid.best_loss, "*", color="C3", ms=14, mec="k", label="grid best")
+        if name != "log_lambda":
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_yscale("log")
+        ax.set_xlabel(name + ("" if name in ("log_lambda", "radial_scale") else " (Å)"))
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
 
 
 def _far_rmse(hyper, data, near) -> float:
@@ -113,7 +164,7 @@ def main(argv=None):
     ap.add_argument("--grid", type=int, default=6, help="grid points per hyperparameter (grid^4 points, grid^3 designs)")
     ap.add_argument("--steps", type=int, default=60, help="most hypergradient steps")
     ap.add_argument("--lr", type=float, default=0.08)
-    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--out", default="benchmarks/results", help="folder of hyper_study.json and hyper_study.png")
     ap.add_argument("--skip-ridge", action="store_true", help="only the Qeq study")
     args = ap.parse_args(argv)
     q = qeq_study()
@@ -140,24 +191,36 @@ def main(argv=None):
                     fixed=tuple(fixed), patience=15)
     grid = feature_grid(data, _grid(args.grid), fixed)
     rows = []
-    for name, t in (("hypergradient (Adam)", grad), (f"grid {args.grid}^4", grid)):
+    for name, t, points in (("hypergradient (Adam)", grad, grad.evaluations),
+                            (f"grid {args.grid}^4", grid, len(grid.loss))):
         far = _far_rmse(t.best, data, near)
-        rows.append(dict(method=name, cv_rmse=t.best_loss, far_rmse=far, evaluations=t.evaluations,
-                         seconds=t.seconds, best={k: round(v, 4) for k, v in t.best.items()}))
+        rows.append(dict(method=name, cv_rmse=t.best_loss, far_rmse=far, evaluations=points,
+                         distinct_features=t.evaluations, seconds=t.seconds,
+                         best={k: round(v, 4) for k, v in t.best.items()}))
     start_far = _far_rmse(START, data, near)
+    # the first gradient step at which the CV error is at or below the grid's best
+    reach = next((k + 1 for k, v in enumerate(grad.loss) if v <= grid.best_loss), None)
     print(f"\nstart (README model): CV RMSE {grad.loss[0]:.4f} eV, far RMSE {start_far:.4f} eV")
-    print("| search | best CV RMSE (eV) | far RMSE (eV) | feature evaluations | wall s | best hyperparameters |")
+    print("| search | best CV RMSE (eV) | far RMSE (eV) | evaluations (distinct feature evaluations) | wall s | "
+          "best hyperparameters |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['cv_rmse']:.4f} | {r['far_rmse']:.4f} | {r['evaluations']} | "
-              f"{r['seconds']:.0f} | {r['best']} |")
-    ratio = grid.evaluations / max(grad.evaluations, 1)
-    print(f"\nfeature evaluations, grid / gradient: {ratio:.1f}x ({len(grid.loss)} grid points: the design is "
-          f"reused for every λ); gradient CV ≤ grid CV: {grad.best_loss <= grid.best_loss}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(rows=rows, start_far=start_far, trajectory=grad.to_json(), qeq=q), fh, indent=1,
-                      default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+        print(f"| {r['method']} | {r['cv_rmse']:.4f} | {r['far_rmse']:.4f} | {r['evaluations']} "
+              f"({r['distinct_features']}) | {r['seconds']:.0f} | {r['best']} |")
+    print(f"\ngrid points / gradient evaluations: {len(grid.loss) / grad.evaluations:.1f}x; distinct feature "
+          f"evaluations, grid / gradient: {grid.evaluations / grad.evaluations:.1f}x (the grid reuses a design for "
+          f"every λ); gradient CV ≤ grid CV: {grad.best_loss <= grid.best_loss}"
+          + ("" if reach is None else f", first reached after {reach} evaluations "
+             f"({len(grid.loss) / reach:.0f}x fewer than grid points, {grid.evaluations / reach:.1f}x fewer than "
+             f"grid designs)"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "hyper_study.json", "w") as fh:
+        json.dump(dict(rows=rows, start_far=start_far, reach=reach, trajectory=grad.to_json(), qeq=q,
+                       grid=dict(hyper=grid.hyper, loss=grid.loss)), fh, indent=1,
+                  default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+    png = plot_study(grad, grid, out / "hyper_study.png")
+    print(f"results: {out / 'hyper_study.json'}; plot: {png}")
 
 
 if __name__ == "__main__":

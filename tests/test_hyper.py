@@ -4,6 +4,7 @@ hyperparameters are refused before compilation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -229,3 +230,155 @@ def test_dual_ridge_for_more_features_than_rows_equals_the_primal():
     fd = (float(jnp.sum(ridge_fit(A + e, y, jnp.log(0.05), weights=w)[0] ** 2))
           - float(jnp.sum(ridge_fit(A - e, y, jnp.log(0.05), weights=w)[0] ** 2))) / (2 * eps)
     assert abs(float(g[3, 7]) - fd) <= 1e-6 * max(abs(fd), 1e-8)
+
+
+def test_flat_features_equal_the_padded_batch_features():
+    """The flat (real pairs only) evaluation used by RidgeData equals the padded-batch one, which goes
+    through jaxlr.features.lode_features (LODE 'direct') structure by structure."""
+    from jaxlr.data import BatchLoader
+    from jaxlr.hyper import FeatureSpec, flat_features, flatten_structures, structure_features
+
+    mols = list(_molecules(7))
+    species = (1, 8)
+    loader = BatchLoader(Dataset(mols), species, cutoff=3.0, batch_size=8, max_shapes=1)
+    atoms, _, idx = next(iter(loader.epoch(None, with_indices=True)))
+    idx = np.asarray(idx)
+    flat = flatten_structures(mols, species, cutoff=3.0, chunk=16)       # several chunks, the last padded
+    assert flat.pairs.shape[0] > 1 and not bool(flat.pair_mask[-1, -1])
+    for kind, extra in (("lode", dict(lode_sigma=0.8, density_sigma=0.45)), ("local", dict(local_sigma=0.4))):
+        spec = FeatureSpec(kind, 3.0, 3, 2, len(species))
+        h = dict(radial_scale=1.1, cutoff_width=0.6, **extra)
+        ref = np.asarray(structure_features(atoms, h, spec))[idx >= 0]
+        new = np.asarray(flat_features(flat, h, spec))[idx[idx >= 0]]
+        np.testing.assert_allclose(new, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.fixture(scope="module")
+def force_set():
+    return _force_molecules()
+
+
+def _force_molecules():
+    """Twelve small molecules whose energies and forces come from a known linear model of the
+    (local, cheap) features, computed through the padded-batch path with jax.grad."""
+    from jaxlr.data import BatchLoader
+    from jaxlr.hyper import FeatureSpec, structure_features
+
+    mols = list(_molecules(12, seed=5))
+    species = (1, 8)
+    spec = FeatureSpec("local", 3.0, 2, 1, 2)
+    h = dict(local_sigma=0.5, radial_scale=1.0, cutoff_width=0.5)
+    theta = np.random.default_rng(2).normal(size=spec.n_features * 2)
+    loader = BatchLoader(Dataset(mols), species, cutoff=3.0, batch_size=8, max_shapes=1)
+    atoms, _, idx = next(iter(loader.epoch(None, with_indices=True)))
+
+    def energies(positions):
+        return structure_features(dataclasses.replace(atoms, positions=positions), h, spec) @ theta
+
+    e = np.asarray(energies(atoms.positions))
+    f = -np.asarray(jax.jacrev(lambda r: jnp.sum(energies(r)))(atoms.positions))
+    out = []
+    for row, k in enumerate(np.asarray(idx)):
+        if k >= 0:
+            n = mols[k].n_atoms
+            out.append((k, Structure(positions=mols[k].positions, numbers=mols[k].numbers,
+                                     targets={"energy": float(e[row]) + 3.0, "forces": f[row, :n]})))
+    return [s for _, s in sorted(out, key=lambda t: t[0])], h
+
+
+def test_force_rows_are_minus_the_position_derivative_of_the_features(force_set):
+    mols, h = force_set
+    data = ridge_data(mols, kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=3, force_weight=0.3)
+    from jaxlr.hyper import flat_features
+
+    G = np.asarray(data.force_design(h))
+    atoms, axes = np.asarray(data.force_atoms), np.asarray(data.force_axis)
+    assert G.shape[0] == 3 * sum(m.n_atoms for m in mols) == len(data.force_fold_ids)
+    structure = np.asarray(data.flat.structure)
+    for row in (0, 7, G.shape[0] - 1):                  # central differences of the features
+        a, x = atoms[row], axes[row]
+        eps = 1e-5
+        shifted = [np.asarray(flat_features(data.flat, h, data.spec, positions=data.flat.positions.at[a, x].add(s)))
+                   for s in (eps, -eps)]
+        fd = -(shifted[0] - shifted[1])[structure[a]] / (2 * eps)
+        np.testing.assert_allclose(G[row], fd, atol=1e-7 * max(np.abs(fd).max(), 1.0))
+
+
+def test_forces_from_the_features_own_linear_model_are_learnt(force_set):
+    """Energies and forces made by a linear model of the features (forces = −∂E/∂R, computed
+    through the padded-batch path): the joint fit reproduces both to rounding, the opposite sign
+    convention cannot, and force rows make the held-out energies five times better."""
+    mols, h = force_set
+    data = ridge_data(mols, kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=3, force_weight=0.3)
+    A, G = data.design(h), data.force_design(h)
+    for sign, ok in ((1.0, True), (-1.0, False)):
+        theta, mean, scale, off = ridge_fit(A, data.y, -30.0, derivative_rows=G,
+                                            derivative_targets=sign * data.force_targets)
+        worst = max(float(jnp.abs((A - mean) / scale @ theta + off - data.y).max()),
+                    float(jnp.abs(G / scale @ theta - sign * data.force_targets).max()))
+        assert (worst < 1e-6) == ok, (sign, worst)
+    hh = dict(h, log_lambda=jnp.asarray(-10.0))
+    err = jax.jit(jaxlr.hyper.ridge_cv_errors)(hh, data)
+    assert abs(float(err["loss"]) ** 2 - float(err["energy"]) ** 2 - 0.09 * float(err["forces"]) ** 2) < 1e-12
+    # 12 structures (8 per fit) do not pin down the weights from energies alone
+    plain = ridge_data(mols, kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=3)
+    assert float(err["energy"]) < 0.2 * float(RIDGE_LOSS(hh, plain))
+
+
+def test_ridge_cv_hypergradient_with_forces_matches_finite_differences():
+    mols = list(_molecules(4, seed=7))
+    rng = np.random.default_rng(8)
+    mols = [Structure(positions=m.positions, numbers=m.numbers,
+                      targets={"energy": m.targets["energy"], "forces": rng.normal(size=(m.n_atoms, 3))})
+            for m in mols]
+    data = ridge_data(mols, kind="local", cutoff=3.0, max_radial=2, max_angular=1, folds=2, force_weight=0.5)
+    h = dict(local_sigma=jnp.asarray(0.45), radial_scale=jnp.asarray(1.1), cutoff_width=jnp.asarray(0.6),
+             log_lambda=jnp.asarray(-2.0))
+    grad = RIDGE_GRAD(h, data)
+    for key in ("local_sigma", "log_lambda"):
+        fd = _central(lambda g: RIDGE_LOSS(g, data), h, key)
+        assert abs(float(grad[key]) - fd) <= 1e-5 * abs(fd), (key, float(grad[key]), fd)
+
+
+def test_domain_errors_name_the_bad_value_before_anything_compiles(lode_data):
+    bad = [(dict(density_sigma=0.0), "density_sigma must be > 0"), (dict(radial_scale=-1.0), "radial_scale must be > 0"),
+           (dict(lode_sigma=float("nan")), "lode_sigma must be finite"), (dict(cutoff_width=0.0), "cutoff_width must lie"),
+           (dict(log_lambda=np.zeros(2)), "log_lambda must be a scalar")]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ridge_cv_loss(dict(LODE_HYPER, **change), lode_data)
+    calls = []
+
+    def loss(h, d):
+        calls.append(1)
+        return ridge_cv_loss(h, d)
+
+    # optimize and grid_search check concrete values (with the data's cutoff) before they trace the loss
+    with pytest.raises(ValueError, match=r"cutoff_width must lie in \(0, cutoff = 3.0\]"):
+        optimize(loss, dict(LODE_HYPER, cutoff_width=4.0), lode_data, steps=2, progress=False)
+    with pytest.raises(ValueError, match="lode_sigma must be > 0"):
+        grid_search(loss, {"lode_sigma": [0.5, -0.5]}, lode_data, fixed={k: v for k, v in LODE_HYPER.items()
+                                                                          if k != "lode_sigma"}, progress=False)
+    assert not calls
+    mols = _molecules()
+    with pytest.raises(ValueError, match="folds must be an integer ≥ 2"):
+        ridge_data(mols, kind="lode", folds=1)
+    with pytest.raises(ValueError, match="folds=5 is larger than the number of data rows \\(3\\)"):
+        ridge_data(mols, kind="lode", folds=5, cv_rows=np.arange(12) < 3)
+    with pytest.raises(ValueError, match="force_weight must be None or a non-negative"):
+        ridge_data(mols, kind="local", force_weight=-1.0)
+    with pytest.raises(ValueError, match="no structure of the cross-validation rows has a 'forces' target"):
+        ridge_data(mols, kind="local", force_weight=1.0)
+
+
+def test_optimize_stops_when_a_step_leaves_the_domain():
+    """Adam on log(cutoff_width) would push it past the cutoff: the run ends there, keeping the best point."""
+    import functools
+
+    from jaxlr.hyper import check_hyper
+
+    with pytest.warns(UserWarning, match="stopped at step"):
+        t = optimize(lambda h, d: -h["cutoff_width"], {"cutoff_width": 2.5}, None, steps=50, learning_rate=0.05,
+                     progress=False, check=functools.partial(check_hyper, cutoff=3.0))
+    assert 1 < len(t.loss) < 51 and max(h["cutoff_width"] for h in t.hyper) <= 3.0
+    assert t.best["cutoff_width"] == t.hyper[-1]["cutoff_width"]

@@ -4,9 +4,10 @@ A study is a pure function ``loss(hyper, data) -> scalar`` (jittable, differenti
 ``hyper``) and an optimiser over it:
 
 * :func:`ridge_cv_loss` — k-fold cross-validation RMSE of a closed-form ridge model on
-  LODE ⊕ ρ⊗V (or local) features, differentiable in σ_L, the density widths, the GTO
-  radial widths, the cutoff switch's smoothness and the log-regulariser; data from
-  :func:`ridge_data`;
+  LODE ⊕ ρ⊗V (or local) features — energies, and forces when asked for
+  (``ridge_data(..., force_weight=w)``) — differentiable in σ_L, the density widths, the
+  GTO radial widths, the cutoff switch's smoothness and the log-regulariser; data from
+  :func:`ridge_data` (the features of real atoms and pairs only, :func:`flat_features`);
 * :func:`qeq_loss` — the error of charge-equilibration charges or dipoles, differentiable
   in per-species hardness, Gaussian widths and electronegativities; data from
   :func:`qeq_data`;
@@ -20,14 +21,16 @@ never by unrolling.  Static choices — cutoffs (they fix neighbour capacities),
 sizes, species, folds, solvers — are not differentiable.
 """
 
-from ._features import FEATURE_KINDS, FeatureSpec, structure_features
+from ._features import FEATURE_KINDS, FeatureSpec, FlatStructures, flat_features, flatten_structures, structure_features
 from ._loss import (
                     HYPER_DOMAINS,
+                    QEQ_TARGETS,
                     QeqData,
                     RidgeData,
                     check_hyper,
                     qeq_data,
                     qeq_loss,
+                    ridge_cv_errors,
                     ridge_cv_loss,
                     ridge_data,
                     ridge_predictions,
@@ -45,16 +48,20 @@ __all__ = [
     "STUDY_FORMAT",
     "UNCONSTRAINED",
     "FeatureSpec",
+    "FlatStructures",
     "HyperTrajectory",
     "QeqData",
     "RidgeData",
     "check_hyper",
+    "flat_features",
+    "flatten_structures",
     "grid_search",
     "kfold_cv_error",
     "kfold_indices",
     "optimize",
     "qeq_data",
     "qeq_loss",
+    "ridge_cv_errors",
     "ridge_cv_loss",
     "ridge_data",
     "ridge_fit",

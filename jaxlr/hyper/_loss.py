@@ -30,11 +30,11 @@ from ..data._batching import BatchLoader
 from ..equilibration._qeq import qeq_solve
 from ..system._checks import concrete_value
 from ..system._neighbors import Neighbors
-from ._features import FEATURE_KINDS, FeatureSpec, structure_features
+from ._features import FEATURE_KINDS, FeatureSpec, FlatStructures, flat_features, flatten_structures
 from ._ridge import kfold_cv_error, kfold_indices, ridge_fit
 
-__all__ = ["HYPER_DOMAINS", "QEQ_TARGETS", "QeqData", "RidgeData", "check_hyper", "qeq_data", "qeq_loss", "ridge_cv_loss",
-           "ridge_data", "ridge_predictions"]
+__all__ = ["HYPER_DOMAINS", "QEQ_TARGETS", "QeqData", "RidgeData", "check_hyper", "qeq_data", "qeq_loss", "ridge_cv_errors",
+           "ridge_cv_loss", "ridge_data", "ridge_predictions"]
 
 #: the hyperparameters each loss is differentiable in, and their domains
 HYPER_DOMAINS = {
@@ -48,13 +48,19 @@ _RIDGE_KEYS = {"lode": ("lode_sigma", "density_sigma", "radial_scale", "cutoff_w
                "local": ("local_sigma", "radial_scale", "cutoff_width", "log_lambda")}
 
 
-def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int | None = None) -> None:
+def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int | None = None, data=None) -> None:
     """Raise ``ValueError`` for hyperparameters outside their domain (host; traced values pass).
+
+    Under ``jax.jit`` the values are tracers and only names and shapes can be checked, so
+    :func:`jaxlr.hyper.optimize` and :func:`jaxlr.hyper.grid_search` run this on the
+    concrete values before they compile anything (and on every point they visit).
 
     Args:
       hyper: mapping of hyperparameter name to value.  keys: names that must be present.
       cutoff: the features' cutoff (Å), bounding ``cutoff_width``.  n_species: the length of
         per-species arrays.
+      data: a :class:`RidgeData` or :class:`QeqData`, from which ``cutoff`` and
+        ``n_species`` are taken when not given.
 
     Example:
       >>> check_hyper({"lode_sigma": -1.0})
@@ -62,6 +68,10 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
       ...
       ValueError: hyperparameter lode_sigma must be > 0 Å, got -1.0.
     """
+    if isinstance(data, RidgeData):
+        cutoff = data.spec.cutoff if cutoff is None else cutoff
+    elif isinstance(data, QeqData):
+        n_species = data.n_species if n_species is None else n_species
     missing = [k for k in keys if k not in hyper]
     if missing:
         raise ValueError(f"hyper lacks {missing}; this loss needs {list(keys)}.")
@@ -95,39 +105,71 @@ class RidgeData:
     """A data set prepared for :func:`ridge_cv_loss` (a pytree; build with :func:`ridge_data`).
 
     Attributes:
-      batches: padded open-boundary :class:`jaxlr.data.AtomsBatch` es covering the M structures.
+      batches: padded open-boundary :class:`jaxlr.data.AtomsBatch` es covering the M structures
+        (for :func:`jaxlr.hyper.structure_features`; the loss uses ``flat``).
+      flat: :class:`jaxlr.hyper.FlatStructures` of the same M structures (real atoms and
+        pairs only), from which :meth:`design` computes the features.
       combine: (K, M) rows of targets as combinations of structures (identity for plain
         energies; dimer − monomer A − monomer B for binding energies).
       y: (K,) reference targets (eV).
+      force_atoms: (F,) flat atom index of each force row (empty without forces).
+      force_axis: (F,) Cartesian component (0, 1, 2) of each force row.
+      force_targets: (F,) reference force components (eV/Å).
       spec: :class:`FeatureSpec` (static).
       slots: per batch, the structure index of each batch row, −1 for padding (static).
       fold_ids: (K,) fold label of each target row, −1 for rows left out of the
         cross-validation (static).
+      force_fold_ids: (F,) fold label of each force row (its structure's, static).
+      force_weight: weight of the force error in the loss (Å; 0: energies only, static).
     """
 
     batches: tuple
+    flat: FlatStructures
     combine: jax.Array
     y: jax.Array
+    force_atoms: jax.Array
+    force_axis: jax.Array
+    force_targets: jax.Array
     spec: FeatureSpec = dataclasses.field(metadata=dict(static=True))
     slots: tuple = dataclasses.field(metadata=dict(static=True))
     fold_ids: tuple = dataclasses.field(metadata=dict(static=True))
+    force_fold_ids: tuple = dataclasses.field(default=(), metadata=dict(static=True))
+    force_weight: float = dataclasses.field(default=0.0, metadata=dict(static=True))
+
+    def features(self, hyper) -> jax.Array:
+        """(M, S·D) per-structure feature sums for ``hyper`` (jittable)."""
+        return flat_features(self.flat, hyper, self.spec)
 
     def design(self, hyper) -> jax.Array:
         """(K, S·D) design matrix of the target rows for ``hyper`` (jittable)."""
-        n_struct = self.combine.shape[1]
-        feats = None
-        for batch, slots in zip(self.batches, self.slots):
-            f = structure_features(batch, hyper, self.spec)
-            if feats is None:
-                feats = jnp.zeros((n_struct, f.shape[1]), f.dtype)
-            keep = np.asarray(slots) >= 0
-            feats = feats.at[np.asarray(slots)[keep]].set(f[keep])
+        feats = self.features(hyper)
         return self.combine.astype(feats.dtype) @ feats
+
+    def force_design(self, hyper) -> jax.Array:
+        """(F, S·D) force rows −∂(structure features)/∂R for ``hyper`` (jittable).
+
+        Forward mode, one tangent per (atom slot, axis) shared by all structures — a
+        structure's features depend on its own atoms only — so 3 × the largest atom count
+        Jacobian-vector products, each about the cost of a feature evaluation.
+        """
+        flat = self.flat
+        dtype = flat.positions.dtype
+        slots = np.arange(flat.max_atoms)
+        onehot_slot = (flat.slot[None, :] == jnp.asarray(slots)[:, None]).astype(dtype)     # (n_max, A)
+        tangents = (onehot_slot[:, None, :, None] * jnp.eye(3, dtype=dtype)[None, :, None, :]
+                    ).reshape(-1, flat.positions.shape[0], 3)                             # (3 n_max, A, 3)
+
+        def column(t):
+            return jax.jvp(lambda r: flat_features(flat, hyper, self.spec, positions=r), (flat.positions,), (t,))[1]
+
+        jac = jax.lax.map(column, tangents)                                               # (3 n_max, M, SD)
+        a = self.force_atoms
+        return -jac[flat.slot[a] * 3 + self.force_axis, flat.structure[a]]
 
 
 def ridge_data(dataset, y=None, *, combine=None, kind: str = "lode", cutoff: float = 3.0, max_radial: int = 4,
                max_angular: int = 0, species=None, folds: int = 5, cv_rows=None, seed: int = 0,
-               batch_size: int = 64, dtype=None) -> RidgeData:
+               batch_size: int = 64, dtype=None, force_weight: float | None = None) -> RidgeData:
     """Pad a data set for :func:`ridge_cv_loss` (host).
 
     Args:
@@ -140,12 +182,19 @@ def ridge_data(dataset, y=None, *, combine=None, kind: str = "lode", cutoff: flo
       folds: number of cross-validation folds (2 ≤ folds ≤ number of CV rows).
       cv_rows: (K,) bool, the rows that take part in the cross-validation (default all).
       seed: shuffles the fold assignment.  batch_size, dtype: padding.
+      force_weight: None or 0 (default): energies only.  A positive weight w (Å) adds
+        the force components of every structure with a ``"forces"`` target as rows of
+        the fit and of the loss, √(MSE_E + w² MSE_F) (:func:`kfold_cv_error`).  A
+        structure's force rows take the fold of the first cross-validation row it enters
+        (with the identity ``combine``, its own energy's fold); a structure in no CV row
+        has its forces left out.
 
     Returns:
       :class:`RidgeData`.
 
     Raises:
-      ValueError: periodic structures, an unknown kind, a bad shape, too many folds.
+      ValueError: periodic structures, an unknown kind, a bad shape, too many folds, a
+        negative or non-finite force weight, forces asked for but none in the data.
 
     Example:
       >>> import numpy as np
@@ -179,6 +228,24 @@ def ridge_data(dataset, y=None, *, combine=None, kind: str = "lode", cutoff: flo
     fold_ids[cv] = kfold_indices(int(cv.sum()), folds, seed=seed)
     ds = Dataset(structures)
     species = tuple(ds.species) if species is None else tuple(species)
+    weight = 0.0 if force_weight is None else float(force_weight)
+    if not (np.isfinite(weight) and weight >= 0):
+        raise ValueError(f"force_weight must be None or a non-negative number (Å), got {force_weight!r}.")
+    f_atoms, f_axis, f_targets, f_folds = [], [], [], []
+    if weight > 0:
+        offsets = np.cumsum([0] + [s.n_atoms for s in structures])
+        for m, s in enumerate(structures):
+            rows = np.flatnonzero((combine[:, m] != 0) & (fold_ids >= 0))
+            if "forces" not in s.targets or not rows.size:
+                continue
+            forces = np.asarray(s.targets["forces"], np.float64).reshape(s.n_atoms, 3)
+            f_atoms.append(np.repeat(offsets[m] + np.arange(s.n_atoms), 3))
+            f_axis.append(np.tile(np.arange(3), s.n_atoms))
+            f_targets.append(forces.ravel())
+            f_folds.append(np.full(3 * s.n_atoms, fold_ids[rows[0]]))
+        if not f_atoms:
+            raise ValueError("force_weight > 0, but no structure of the cross-validation rows has a 'forces' target.")
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
     loader = BatchLoader(ds, species, cutoff=float(cutoff), batch_size=batch_size, dtype=dtype, max_shapes=1)
     batches, slots = [], []
     for atoms, _, idx in loader.epoch(None, with_indices=True):
@@ -186,8 +253,12 @@ def ridge_data(dataset, y=None, *, combine=None, kind: str = "lode", cutoff: flo
         slots.append(tuple(int(i) for i in idx))
     spec = FeatureSpec(kind, float(cutoff), int(max_radial), int(max_angular), len(species))
     dt = batches[0].positions.dtype
-    return RidgeData(batches=tuple(batches), combine=jnp.asarray(combine, dt), y=jnp.asarray(y, dt), spec=spec,
-                     slots=tuple(slots), fold_ids=tuple(int(f) for f in fold_ids))
+    flat = flatten_structures(structures, species, cutoff=float(cutoff), dtype=dt)
+    return RidgeData(batches=tuple(batches), flat=flat, combine=jnp.asarray(combine, dt), y=jnp.asarray(y, dt),
+                     force_atoms=jnp.asarray(cat(f_atoms, np.int32)), force_axis=jnp.asarray(cat(f_axis, np.int32)),
+                     force_targets=jnp.asarray(cat(f_targets, np.float64), dt), spec=spec, slots=tuple(slots),
+                     fold_ids=tuple(int(f) for f in fold_ids),
+                     force_fold_ids=tuple(int(f) for f in cat(f_folds, np.int64)), force_weight=weight)
 
 
 def ridge_cv_loss(hyper, data: RidgeData):
@@ -215,7 +286,39 @@ def ridge_cv_loss(hyper, data: RidgeData):
       ['cutoff_width', 'local_sigma', 'log_lambda', 'radial_scale']
     """
     check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
-    return kfold_cv_error(data.design(hyper), data.y, hyper["log_lambda"], np.asarray(data.fold_ids))
+    return kfold_cv_error(data.design(hyper), data.y, hyper["log_lambda"], np.asarray(data.fold_ids),
+                          **_force_terms(hyper, data))
+
+
+def _force_terms(hyper, data: RidgeData) -> dict:
+    if not data.force_weight:
+        return {}
+    return dict(derivative_rows=data.force_design(hyper), derivative_targets=data.force_targets,
+                derivative_fold_ids=np.asarray(data.force_fold_ids), derivative_weight=data.force_weight)
+
+
+def ridge_cv_errors(hyper, data: RidgeData) -> dict:
+    """The cross-validation errors of :func:`ridge_cv_loss` by kind (jittable).
+
+    Returns:
+      ``{"loss": …, "energy": RMSE (eV), "forces": RMSE (eV/Å; 0 without forces)}``.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.data import Dataset, Structure
+      >>> rng = np.random.default_rng(0)
+      >>> ds = Dataset([Structure(positions=rng.normal(size=(3, 3)), numbers=[1, 1, 8],
+      ...                         targets={"energy": e, "forces": rng.normal(size=(3, 3))}) for e in rng.normal(size=6)])
+      >>> d = ridge_data(ds, kind="local", cutoff=3.0, max_radial=2, max_angular=0, folds=3, force_weight=0.5)
+      >>> e = ridge_cv_errors(dict(local_sigma=0.5, radial_scale=1.0, cutoff_width=0.5, log_lambda=-3.0), d)
+      >>> bool(abs(e["loss"] ** 2 - e["energy"] ** 2 - 0.25 * e["forces"] ** 2) < 1e-9)
+      True
+    """
+    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
+    terms = _force_terms(hyper, data)
+    loss, energy, forces = kfold_cv_error(data.design(hyper), data.y, hyper["log_lambda"], np.asarray(data.fold_ids),
+                                          parts=True, **terms)
+    return {"loss": loss, "energy": energy, "forces": forces}
 
 
 def ridge_predictions(hyper, data: RidgeData, rows=None):
@@ -231,7 +334,13 @@ def ridge_predictions(hyper, data: RidgeData, rows=None):
     check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
     A = data.design(hyper)
     fit_rows = np.asarray(data.fold_ids) >= 0 if rows is None else np.asarray(rows, bool)
-    theta, mean, scale, offset = ridge_fit(A, data.y, hyper["log_lambda"], weights=fit_rows.astype(float))
+    extra = {}
+    if data.force_weight:
+        used = np.asarray(data.force_fold_ids) >= 0
+        c2 = data.force_weight**2 * fit_rows.sum() / max(int(used.sum()), 1)
+        extra = dict(derivative_rows=data.force_design(hyper), derivative_targets=data.force_targets,
+                     derivative_weights=jnp.asarray(c2 * used, A.dtype))
+    theta, mean, scale, offset = ridge_fit(A, data.y, hyper["log_lambda"], weights=fit_rows.astype(float), **extra)
     return ((A - mean) / scale) @ theta + offset
 
 

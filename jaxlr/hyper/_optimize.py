@@ -12,9 +12,11 @@ dependency, not a core one).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import sys
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +114,10 @@ def optimize(loss_fn, hyper: dict, data, *, steps: int = 100, learning_rate: flo
       optimizer: an optax ``GradientTransformation`` (default ``optax.adam(learning_rate)``).
       progress: print a progress bar to stderr.
       check: a callable raising ValueError for hyperparameters outside their domain,
-        called on the start values before anything is compiled (default :func:`check_hyper`).
+        called on the start values before anything is compiled (default
+        :func:`check_hyper` with the cutoff and species count of ``data``).  The points
+        the optimiser visits are checked too: a step that leaves the domain (e.g. a
+        ``cutoff_width`` grown past the cutoff) ends the run, keeping the best point so far.
 
     Returns:
       :class:`HyperTrajectory`.
@@ -136,7 +141,8 @@ def optimize(loss_fn, hyper: dict, data, *, steps: int = 100, learning_rate: flo
     unknown = [k for k in fixed if k not in hyper]
     if unknown:
         raise ValueError(f"fixed names {unknown} are not in hyper ({sorted(hyper)}).")
-    (check or check_hyper)(hyper)
+    check = check or functools.partial(check_hyper, data=data)
+    check(hyper)
     t0 = time.perf_counter()
     params = _encode(hyper)
     frozen = {k: params.pop(k) for k in list(params) if k in fixed}
@@ -157,10 +163,16 @@ def optimize(loss_fn, hyper: dict, data, *, steps: int = 100, learning_rate: flo
     evaluations = 0
     bar = _Bar(progress, int(steps))
     for k in range(int(steps) + 1):
+        current = _to_host(_decode({**params, **frozen}))
+        if k:
+            try:
+                check({key: np.asarray(v) for key, v in current.items()})
+            except ValueError as err:
+                warnings.warn(f"optimize stopped at step {k}: {err}", stacklevel=2)
+                break
         value, grad = value_and_grad(params, data)
         evaluations += 1
         value = float(value)
-        current = _to_host(_decode({**params, **frozen}))
         score = value
         if validate is not None:
             score = float(validate(params, vdata))
@@ -193,7 +205,8 @@ def grid_search(loss_fn, grid: dict, data, *, fixed: dict | None = None, valid_f
       data: the loss's data.  fixed: hyperparameters held constant.
       valid_fn, valid_data: an optional validation loss that picks the best point.
       progress: print a progress bar.  check: domain check of every point (default
-        :func:`check_hyper`), run before anything is compiled.
+        :func:`check_hyper` with the cutoff and species count of ``data``), run on all
+        points before anything is compiled.
 
     Returns:
       :class:`HyperTrajectory` over the grid points (``evaluations`` = number of points,
@@ -209,8 +222,9 @@ def grid_search(loss_fn, grid: dict, data, *, fixed: dict | None = None, valid_f
     names = list(grid)
     values = [list(np.atleast_1d(np.asarray(grid[k], np.float64))) for k in names]
     points = [dict(zip(names, combo), **(fixed or {})) for combo in itertools.product(*values)]
+    check = check or functools.partial(check_hyper, data=data)
     for p in points:
-        (check or check_hyper)(p)
+        check(p)
     t0 = time.perf_counter()
     f = jax.jit(loss_fn)
     v = None if valid_fn is None else jax.jit(valid_fn)

@@ -34,17 +34,29 @@ LAMBDA_FLOOR = 1e-12
 SCALE_FLOOR = 1e-6
 
 
-def ridge_fit(A, y, log_lambda, *, weights=None):
+def ridge_fit(A, y, log_lambda, *, weights=None, derivative_rows=None, derivative_targets=None,
+              derivative_weights=None):
     """Ridge weights for standardised columns of ``A`` (jittable, implicit derivatives).
+
+    Optional derivative rows (e.g. force rows −∂features/∂R with force targets) join the
+    same least-squares problem: they are scaled by the same column scales but not centred,
+    and have no offset (a derivative of a constant vanishes).  The offset and the column
+    means and scales come from the value rows alone, so the intercept stays the weighted
+    mean of ``y`` (it decouples exactly from θ because the value rows are centred).
 
     Args:
       A: (K, D) design matrix.  y: (K,) targets.
-      log_lambda: () natural log of the relative regulariser λ (λ′ = λ tr(AᵀA)/D).
+      log_lambda: () natural log of the relative regulariser λ (λ′ = λ tr(XᵀWX)/D, the
+        trace over every weighted row, derivative rows included).
       weights: (K,) non-negative row weights (0 leaves a row out), or None.
+      derivative_rows: (K′, D) rows of derivatives of the design, or None.
+      derivative_targets: (K′,) their targets.  derivative_weights: (K′,) non-negative
+        weights (default 1).
 
     Returns:
       ``(theta (D,), mean (D,), scale (D,), offset ())``: predictions are
-      ``((A − mean) / scale) @ theta + offset``.
+      ``((A − mean) / scale) @ theta + offset`` for values and
+      ``(derivative_rows / scale) @ theta`` for derivatives.
 
     Example:
       >>> import jax.numpy as jnp
@@ -68,6 +80,13 @@ def ridge_fit(A, y, log_lambda, *, weights=None):
     X = centred / scale
     offset = (w @ y) / total
     r = y - offset
+    if derivative_rows is not None:
+        G = jnp.asarray(derivative_rows, A.dtype)
+        wg = (jnp.ones(G.shape[0], A.dtype) if derivative_weights is None
+              else jnp.asarray(derivative_weights, A.dtype))
+        X = jnp.concatenate([X, G / scale])
+        r = jnp.concatenate([r, jnp.asarray(derivative_targets, A.dtype)])
+        w = jnp.concatenate([w, wg])
     d = X.shape[1]
     level = jnp.sum(w @ X**2) / d                        # tr(XᵀWX)/D
     lam = jnp.maximum(jnp.exp(log_lambda), LAMBDA_FLOOR) * level
@@ -109,19 +128,30 @@ def kfold_indices(n: int, folds: int, *, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).permutation(labels).astype(np.int32)
 
 
-def kfold_cv_error(A, y, log_lambda, fold_ids):
+def kfold_cv_error(A, y, log_lambda, fold_ids, *, derivative_rows=None, derivative_targets=None,
+                   derivative_fold_ids=None, derivative_weight: float = 1.0, parts: bool = False):
     """Root mean square k-fold cross-validation error of ridge regression (jittable).
 
     Each fold is predicted by the ridge model fitted on the other folds (all with the same
-    λ); the error is the RMS over all held-out predictions.
+    λ); the error is the RMS over all held-out predictions.  With derivative rows (force
+    rows −∂features/∂R and force targets) the fit minimises
+    ``Σ_values Δ² + c² Σ_derivatives Δ²`` with ``c = derivative_weight · √(K_v / K_d)``
+    (K_v, K_d: the cross-validation rows of each kind, so each kind weighs as its mean
+    square error), and the error is ``√(MSE_values + derivative_weight² · MSE_derivatives)``
+    over the held-out rows.
 
     Args:
       A: (K, D) design.  y: (K,) targets.  log_lambda: () log relative regulariser.
       fold_ids: (K,) integer fold labels (static numpy; :func:`kfold_indices`), −1 for
         rows that are never used (neither fitted nor scored).
+      derivative_rows: (K′, D) derivative rows, or None.  derivative_targets: (K′,).
+      derivative_fold_ids: (K′,) static fold labels of the derivative rows (−1: unused).
+      derivative_weight: relative weight of the derivative error (e.g. Å, so that a
+        force error in eV/Å weighs as an energy error in eV).
+      parts: also return the RMS errors of the values and of the derivatives.
 
     Returns:
-      () RMS error in the units of y.
+      () RMS error in the units of y; with ``parts``, ``(error, value_rmse, derivative_rmse)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -134,12 +164,34 @@ def kfold_cv_error(A, y, log_lambda, fold_ids):
     folds = sorted(int(f) for f in np.unique(fold_ids) if f >= 0)
     A = jnp.asarray(A)
     y = jnp.asarray(y, A.dtype)
-    sq, count = 0.0, 0
+    with_d = derivative_rows is not None
+    if with_d:
+        G = jnp.asarray(derivative_rows, A.dtype)
+        yd = jnp.asarray(derivative_targets, A.dtype)
+        dfold = np.asarray(derivative_fold_ids)
+        if dfold.shape != (G.shape[0],) or yd.shape != (G.shape[0],):
+            raise ValueError(f"derivative rows {G.shape}, targets {yd.shape} and fold ids {dfold.shape} must agree.")
+        n_v, n_d = int((fold_ids >= 0).sum()), int((dfold >= 0).sum())
+        c2 = float(derivative_weight) ** 2 * n_v / max(n_d, 1)
+    sq, count, sq_d, count_d = 0.0, 0, 0.0, 0
     for f in folds:
         train = jnp.asarray((fold_ids >= 0) & (fold_ids != f), A.dtype)
         test = fold_ids == f
-        theta, mean, scale, offset = ridge_fit(A, y, log_lambda, weights=train)
+        extra = {}
+        if with_d:
+            extra = dict(derivative_rows=G, derivative_targets=yd,
+                         derivative_weights=jnp.asarray(c2 * ((dfold >= 0) & (dfold != f)), A.dtype))
+        theta, mean, scale, offset = ridge_fit(A, y, log_lambda, weights=train, **extra)
         pred = ((A[test] - mean) / scale) @ theta + offset
         sq = sq + jnp.sum((pred - y[test]) ** 2)
         count += int(test.sum())
-    return jnp.sqrt(sq / count)
+        if with_d and (dfold == f).any():
+            dtest = dfold == f
+            sq_d = sq_d + jnp.sum(((G[dtest] / scale) @ theta - yd[dtest]) ** 2)
+            count_d += int(dtest.sum())
+    mse = sq / count
+    mse_d = sq_d / max(count_d, 1)
+    err = jnp.sqrt(mse + float(derivative_weight) ** 2 * mse_d) if with_d and count_d else jnp.sqrt(mse)
+    if parts:
+        return err, jnp.sqrt(mse), jnp.sqrt(jnp.asarray(mse_d, A.dtype))
+    return err

@@ -7,6 +7,7 @@ Format (every key optional except ``[data] source``)::
                                   # extended-XYZ file of open-boundary structures with energies
     folds = 5                     # k of the k-fold cross-validation
     seed = 0                      # shuffles the folds
+    force_weight = 0.0            # Å; > 0 adds the structures' forces to the fit and the loss
 
     [features]
     kind = "lode"                 # "lode" (ν=1 LODE ⊕ ρ⊗V) or "local"
@@ -50,7 +51,7 @@ __all__ = ["STUDY_FORMAT", "run_study", "study_problem"]
 
 STUDY_FORMAT = __doc__[__doc__.index("Format"):__doc__.index("The loss is")]
 
-_TABLES = {"data": {"source", "folds", "seed"}, "features": {"kind", "cutoff", "max_radial", "max_angular"},
+_TABLES = {"data": {"source", "folds", "seed", "force_weight"}, "features": {"kind", "cutoff", "max_radial", "max_angular"},
            "hyper": set(HYPER_DOMAINS), "search": {"steps", "learning_rate", "patience", "fixed"},
            "output": {"dir"}}
 _DEFAULT_HYPER = {"lode": dict(lode_sigma=1.0, density_sigma=0.5, radial_scale=1.0, cutoff_width=0.5,
@@ -83,7 +84,7 @@ def study_problem(config: dict):
     folds, seed = int(data_cfg.get("folds", 5)), int(data_cfg.get("seed", 0))
     kw = dict(kind=feat.get("kind", "lode"), cutoff=float(feat.get("cutoff", 3.0)),
               max_radial=int(feat.get("max_radial", 4)), max_angular=int(feat.get("max_angular", 0)),
-              folds=folds, seed=seed)
+              folds=folds, seed=seed, force_weight=float(data_cfg.get("force_weight", 0.0)))
     if source == "charged_dimers":
         from ..data._bundled import dimer_monomers, load_charged_dimers
         from ..data._dataset import Dataset
