@@ -5,6 +5,8 @@
   extrapolation, charge states and Coulomb tail of a Qeq model) and where the plots went.
 - ``jaxlr fit CONFIG``: train from a TOML config (see :mod:`jaxlr.train`).
 - ``jaxlr eval CHECKPOINT DATA``: MAE/RMSE of a saved model on an extended-XYZ file.
+- ``jaxlr md [STRUCTURE] --model nacl|nacl-qeq|CHECKPOINT``: molecular dynamics (NVE, NVT,
+  NPT) with jax-md; thermo.csv, trajectory.extxyz, restart.npz and plots (:mod:`jaxlr.cli._md`).
 - ``jaxlr tour``: the electrostatics engine — Madelung constants from Ewald and PME,
   PME-versus-Ewald agreement, timings of energy + forces.
 """
@@ -171,6 +173,8 @@ def main(argv=None) -> int:
     e.add_argument("checkpoint")
     e.add_argument("data")
     e.add_argument("--open-boundary", action="store_true", help="treat the structures as open (ignore the cell)")
+    e.add_argument("--devices", type=int, default=None,
+                   help="split every batch over this many devices (data parallel; default: one device)")
     sub.add_parser("tour", help="electrostatics engine tour: Madelung constants, PME vs Ewald, timings")
     from ..hyper._study import STUDY_FORMAT
 
@@ -180,6 +184,9 @@ def main(argv=None) -> int:
                                    "trajectory.json and trajectory.png.",
                        epilog=STUDY_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
     h.add_argument("config", help="the TOML study configuration (format below)")
+    from ._md import add_md_parser
+
+    add_md_parser(sub)
     args = parser.parse_args(argv)
     import jax
 
@@ -195,9 +202,13 @@ def main(argv=None) -> int:
         elif args.command == "tune-hyper":
             from ..hyper._study import run_study
             print(f"study folder: {run_study(args.config)}")
+        elif args.command == "md":
+            from ._md import run_md_command
+            run_md_command(args)
         elif args.command == "eval":
             from ..train._config import run_eval
-            run_eval(args.checkpoint, args.data, periodic=False if args.open_boundary else None)
+            run_eval(args.checkpoint, args.data, periodic=False if args.open_boundary else None,
+                     devices=args.devices)
     except (ValueError, FileNotFoundError) as err:
         print(f"jaxlr {args.command}: error: {err}", file=sys.stderr)
         return 2

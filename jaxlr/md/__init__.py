@@ -11,7 +11,10 @@ afterwards:
   carries the charges in its state with a time-reversible extended-Lagrangian warm start;
 * :func:`potential_neighbor_list` — any trained :class:`jaxlr.models.Potential`;
 * :func:`tosi_fumi_neighbor_list` — the Tosi–Fumi short range of molten NaCl, with
-  :func:`molten_nacl` (a starting box) and :data:`NACL_QEQ` (a toy Qeq variant).
+  :func:`molten_nacl` (a starting box) and :data:`NACL_QEQ` (a toy Qeq variant);
+* :func:`run_md` — a driver (what ``jaxlr md`` runs): NVE, NVT or NPT from ``ase.Atoms``
+  and a built-in or trained model, in jitted chunks with the overflow loop, writing
+  thermo.csv, trajectory.extxyz, restart.npz and plots.
 
 Conventions (module :mod:`jaxlr.md._space`): jax-md's box holds the lattice vectors as
 columns (jaxlr's cell is ``box.T``); positions are fractional when the space is
@@ -24,6 +27,7 @@ jax-md and flax are imported inside the functions, so ``import jaxlr.md`` stays 
 from ._coulomb import CoulombEnergy, coulomb_neighbor_list
 from ._potential import PotentialEnergy, potential_neighbor_list
 from ._qeq import XL_COEFFICIENTS, QeqEnergy, QeqNVEState, qeq_neighbor_list, qeq_nve
+from ._run import MDResult, run_md
 from ._space import box_matrix, cell_from_box
 from ._tosi_fumi import (
     NACL_QEQ,
@@ -39,6 +43,7 @@ from ._tosi_fumi import (
 __all__ = [
     "XL_COEFFICIENTS",
     "CoulombEnergy",
+    "MDResult",
     "PotentialEnergy",
     "QeqEnergy",
     "QeqNVEState",
@@ -48,6 +53,7 @@ __all__ = [
     "potential_neighbor_list",
     "qeq_neighbor_list",
     "qeq_nve",
+    "run_md",
     # molten NaCl (Tosi–Fumi)
     "NACL_QEQ",
     "TOSI_FUMI_NACL",
