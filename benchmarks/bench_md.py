@@ -468,7 +468,7 @@ def part_nvt(args):
         _, _, _, pe, ke = openmm_state(ctx)
         pe_o.append(pe)
         ke_o.append(ke)
-        p_o.append(baro.computeCurrentPressure(ctx) * 1e-4)          # bar → GPa
+        p_o.append(baro.computeCurrentPressure(ctx).value_in_unit(openmm.unit.bar) * 1e-4)   # bar → GPa
         bar(k + 1)
     print(f"\n## NVT (Langevin, 1,200 K, γ = {gamma_ps:g}/ps, dt {dt_fs:g} fs), {n} ions, {args.nvt_ps:g} ps, "
           f"V = {volume:.0f} Å³ — {machine()}")
