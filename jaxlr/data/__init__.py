@@ -3,7 +3,8 @@
 :class:`Structure` / :func:`read_structures` (extended XYZ via ASE, loaded lazily),
 :class:`Dataset`, :class:`BatchLoader` / :func:`make_batches` padding into the one model
 input :class:`AtomsBatch` with :class:`Targets`, :func:`pad_batch` for the functional
-layer, and the bundled sets (:func:`load_point_charges`, :func:`load_charged_dimers`).
+layer, and the bundled sets (:func:`load_point_charges`, :func:`load_charged_dimers`,
+:func:`load_water_clusters`, :func:`load_water_transfer`).
 """
 
 from ._batch import TARGETS, AtomsBatch, Targets
@@ -12,6 +13,13 @@ from ._bundled import data_path, dimer_monomers, load_charged_dimers, load_point
 from ._dataset import Dataset, check_targets, fit_offsets, species_indices
 from ._padding import far_padding, pad_atoms, pad_batch, pad_neighbors
 from ._structures import TARGET_SHAPES, Structure, detect_fragments, read_structures, structure_from_atoms
+from ._water import (
+    load_water_clusters,
+    load_water_transfer,
+    mean_coefficients,
+    reference_basis,
+    reference_basis_widths,
+)
 
 __all__ = [
     "AtomsBatch",
@@ -28,12 +36,17 @@ __all__ = [
     "fit_offsets",
     "load_charged_dimers",
     "load_point_charges",
+    "load_water_clusters",
+    "load_water_transfer",
     "make_batches",
+    "mean_coefficients",
     "far_padding",
     "pad_atoms",
     "pad_batch",
     "pad_neighbors",
     "read_structures",
+    "reference_basis",
+    "reference_basis_widths",
     "species_indices",
     "structure_from_atoms",
 ]
