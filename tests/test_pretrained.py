@@ -32,3 +32,12 @@ def test_shipped_models_load():
     for name in pretrained_models():
         pot, v = load_pretrained(name)
         assert pot.species and v["params"]
+
+
+def test_eval_refuses_an_unknown_name_with_the_shipped_list(tmp_path):
+    from jaxlr.train import run_eval
+
+    data = tmp_path / "d.xyz"
+    data.write_text("1\nProperties=species:S:1:pos:R:3 energy=0.0\nH 0 0 0\n")
+    with pytest.raises(ValueError, match="neither a checkpoint folder nor a shipped model"):
+        run_eval("no-such-model", data)

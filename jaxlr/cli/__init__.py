@@ -170,7 +170,7 @@ def main(argv=None) -> int:
                        epilog=CONFIG_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("config", help="the TOML configuration file (format below)")
     e = sub.add_parser("eval", help="evaluate a checkpoint on an extended-XYZ file")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="checkpoint folder, run folder, or the name of a shipped model")
     e.add_argument("data")
     e.add_argument("--open-boundary", action="store_true", help="treat the structures as open (ignore the cell)")
     e.add_argument("--devices", type=int, default=None,

@@ -603,7 +603,8 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
 
     Args:
       checkpoint_dir: a folder written by :func:`jaxlr.train.save` (e.g.
-        ``run_dir/checkpoint``) or a run folder containing ``checkpoint/``.
+        ``run_dir/checkpoint``), a run folder containing ``checkpoint/``, or the name of a
+        shipped model (:func:`jaxlr.train.pretrained_models`).
       data_path: extended XYZ file with references.
       periodic: override the file's pbc (see :func:`jaxlr.data.read_structures`).
       batch_size: structures per evaluation batch.
@@ -626,10 +627,13 @@ def run_eval(checkpoint_dir, data_path, *, periodic: bool | None = None, batch_s
     from ..data._dataset import Dataset, check_targets
     from ._checkpoint import CONFIG_FILE, load
     from ._loop import evaluate, metric_targets
+    from ._pretrained import resolve_checkpoint
 
     ckpt = Path(checkpoint_dir)
     if not (ckpt / CONFIG_FILE).is_file() and (ckpt / "checkpoint" / CONFIG_FILE).is_file():
         ckpt = ckpt / "checkpoint"
+    if not ckpt.exists():             # the name of a shipped model (jaxlr.train.pretrained_models)
+        ckpt = resolve_checkpoint(checkpoint_dir)
     potential, variables = load(ckpt)
     if not Path(data_path).is_file():
         raise ValueError(f"data file {str(data_path)!r} does not exist.")
