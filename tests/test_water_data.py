@@ -86,6 +86,15 @@ def test_energies_forces_and_charges_are_physical(clusters):
         assert np.mean(np.abs(qa)) < np.mean(np.abs(qb))
 
 
+def test_size_transfer_set():
+    big = data.load_water_transfer(charges="density")
+    sizes = [int(s.info["n_waters"]) for s in big]
+    assert sizes.count(12) >= 10 and sizes.count(16) >= 10
+    for s in big:
+        assert s.info["set"] == "transfer" and s.info["level"] == "PBE" and s.info["basis"] == "def2-svp"
+        assert abs(float(s.targets["charges"].sum())) < 1e-6 and 0.0 < float(s.info["esp_rmse"]) < 5.0
+
+
 def test_loader_refusals_and_basis():
     with pytest.raises(ValueError, match="charges must be one of"):
         data.load_water_clusters(charges="mulliken")

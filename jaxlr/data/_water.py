@@ -7,9 +7,8 @@ the project's own (see ``LICENSE``).
 
 * ``water_clusters.extxyz.gz`` — (H2O)n, n = 1–8 (most weight on 2–6):
   :func:`load_water_clusters`.
-* ``water_transfer.extxyz.gz`` — (H2O)12 and (H2O)16 for size transfer, test only:
-  :func:`load_water_transfer` (not bundled yet: its labels are still being computed; the
-  loader raises ``FileNotFoundError`` until it is).
+* ``water_transfer.extxyz.gz`` — 10 (H2O)12 and 10 (H2O)16 for size transfer, test only:
+  :func:`load_water_transfer`.
 
 Per frame: targets ``energy`` (total PBE energy, eV), ``forces`` (eV/Å), ``dipole`` (e·Å,
 about the origin; the clusters are neutral) and ``coefficients`` (N, 10): the total charge
@@ -100,13 +99,10 @@ def load_water_transfer(*, charges: str | None = None) -> Dataset:
     Returns:
       :class:`jaxlr.data.Dataset`.
 
-    Raises:
-      FileNotFoundError: while the set is not bundled.
-
     Example:
-      >>> ds = load_water_transfer()             # doctest: +SKIP
-      >>> sorted({s.info["n_waters"] for s in ds})   # doctest: +SKIP
-      [12, 16]
+      >>> ds = load_water_transfer()
+      >>> sorted({int(s.info["n_waters"]) for s in ds}), len(ds)
+      ([12, 16], 20)
     """
     return _with_charges(read_cached(WATER_TRANSFER, ":", False), charges)
 
