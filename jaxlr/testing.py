@@ -10,7 +10,7 @@ import numpy as np
 from .data._batch import AtomsBatch
 from .system._neighbors import neighbor_list, with_capacity
 
-__all__ = ['random_ionic_system', 'toy_batch']
+__all__ = ['KJ_MOL_PER_EV', 'openmm_tosi_fumi_system', 'random_ionic_system', 'toy_batch']
 
 
 def random_ionic_system(n_atoms: int, *, density: float = 0.1, triclinic: bool = False, seed: int = 0):
@@ -95,3 +95,65 @@ def single_structure_batch(positions, species_index, *, cutoff: float, n_pad: in
                       fragments=jnp.asarray(np.where(mask, 0, -1).astype(np.int32))[None],
                       fragment_charges=jnp.full((1, 1), float(total_charge)), neighbors=nbrs,
                       cell=None if cell is None else jnp.asarray(cell, jnp.float64)[None])
+
+
+#: kJ/mol per eV (e · N_A / 1000, exact in the SI since 2019)
+KJ_MOL_PER_EV = 96.48533212331002
+
+
+def openmm_tosi_fumi_system(species, cell, *, tolerance: float, cutoff: float = 10.0, barostat=None):
+    """The Tosi–Fumi NaCl model of :mod:`jaxlr.md` as an OpenMM ``System`` (the independent reference).
+
+    ``NonbondedForce`` with PME (force group 0; charges ±1, no Lennard-Jones, no switching,
+    no dispersion correction) plus the Born–Mayer–Huggins short range as a
+    ``CustomNonbondedForce`` with tabulated per-pair parameters (group 1; plain truncation,
+    no long-range correction), as ``tosi_fumi_neighbor_list`` + ``coulomb_neighbor_list``
+    define it.  OpenMM's units: nm, kJ/mol.
+
+    Args:
+      species: (N,) 0 = Na, 1 = Cl.  cell: (3, 3) Å, rows are lattice vectors (OpenMM's
+        reduced triclinic form).  tolerance: OpenMM's ``ewaldErrorTolerance``.
+      cutoff: real-space cutoff (Å) of both forces.  barostat: an optional OpenMM force
+        added last (e.g. ``MonteCarloBarostat``).
+
+    Returns:
+      ``openmm.System`` (needs the ``openmm`` package).
+
+    Example:
+      >>> # system = openmm_tosi_fumi_system(species, cell, tolerance=1e-6)
+    """
+    import openmm
+
+    from .md import TOSI_FUMI_NACL as p
+
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*(np.asarray(row, float) / 10.0)) for row in cell))
+    coulomb = openmm.NonbondedForce()
+    coulomb.setNonbondedMethod(openmm.NonbondedForce.PME)
+    coulomb.setCutoffDistance(cutoff / 10.0)
+    coulomb.setEwaldErrorTolerance(tolerance)
+    coulomb.setUseDispersionCorrection(False)
+    coulomb.setUseSwitchingFunction(False)
+    coulomb.setForceGroup(0)
+    short = openmm.CustomNonbondedForce(
+        "A*exp((S-r)/rho) - C/r^6 - D/r^8; A=At(t1,t2); S=St(t1,t2); C=Ct(t1,t2); D=Dt(t1,t2)")
+    short.addGlobalParameter("rho", p.rho / 10.0)
+    for name, table, scale in (("At", p.A, KJ_MOL_PER_EV), ("St", p.sigma, 0.1), ("Ct", p.C, KJ_MOL_PER_EV * 1e-6),
+                               ("Dt", p.D, KJ_MOL_PER_EV * 1e-8)):
+        values = [float(np.asarray(table)[i, j]) * scale for j in range(2) for i in range(2)]   # x fastest
+        short.addTabulatedFunction(name, openmm.Discrete2DFunction(2, 2, values))
+    short.addPerParticleParameter("t")
+    short.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+    short.setCutoffDistance(cutoff / 10.0)
+    short.setUseSwitchingFunction(False)
+    short.setUseLongRangeCorrection(False)
+    short.setForceGroup(1)
+    for s in species:
+        system.addParticle(p.masses[int(s)])
+        coulomb.addParticle(p.charges[int(s)], 0.1, 0.0)
+        short.addParticle([float(s)])
+    system.addForce(coulomb)
+    system.addForce(short)
+    if barostat is not None:
+        system.addForce(barostat)
+    return system

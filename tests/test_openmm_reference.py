@@ -41,7 +41,8 @@ import numpy as np
 import pytest
 
 import jaxlr
-from jaxlr.md import TOSI_FUMI_NACL, coulomb_neighbor_list, tosi_fumi_neighbor_list
+from jaxlr.md import coulomb_neighbor_list, tosi_fumi_neighbor_list
+from jaxlr.testing import openmm_tosi_fumi_system
 
 openmm = pytest.importorskip("openmm")
 space = pytest.importorskip("jax_md.space")
@@ -128,37 +129,7 @@ def openmm_coulomb_constant():
 
 def openmm_system(species, cell, tolerance):
     """OpenMM System: PME NonbondedForce (group 0) + Tosi–Fumi CustomNonbondedForce (group 1)."""
-    p = TOSI_FUMI_NACL
-    system = openmm.System()
-    a, b, c = (openmm.Vec3(*(row / 10.0)) for row in cell)
-    system.setDefaultPeriodicBoxVectors(a, b, c)
-    coulomb = openmm.NonbondedForce()
-    coulomb.setNonbondedMethod(openmm.NonbondedForce.PME)
-    coulomb.setCutoffDistance(CUTOFF / 10.0)
-    coulomb.setEwaldErrorTolerance(tolerance)
-    coulomb.setUseDispersionCorrection(False)
-    coulomb.setUseSwitchingFunction(False)
-    coulomb.setForceGroup(0)
-    short = openmm.CustomNonbondedForce(
-        "A*exp((S-r)/rho) - C/r^6 - D/r^8; A=At(t1,t2); S=St(t1,t2); C=Ct(t1,t2); D=Dt(t1,t2)")
-    short.addGlobalParameter("rho", p.rho / 10.0)
-    for name, table, scale in (("At", p.A, KJ_MOL_PER_EV), ("St", p.sigma, 0.1), ("Ct", p.C, KJ_MOL_PER_EV * 1e-6),
-                               ("Dt", p.D, KJ_MOL_PER_EV * 1e-8)):
-        values = [float(np.asarray(table)[i, j]) * scale for j in range(2) for i in range(2)]   # x fastest
-        short.addTabulatedFunction(name, openmm.Discrete2DFunction(2, 2, values))
-    short.addPerParticleParameter("t")
-    short.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
-    short.setCutoffDistance(CUTOFF / 10.0)
-    short.setUseSwitchingFunction(False)
-    short.setUseLongRangeCorrection(False)
-    short.setForceGroup(1)
-    for s in species:
-        system.addParticle(p.masses[s])
-        coulomb.addParticle(p.charges[s], 0.1, 0.0)
-        short.addParticle([float(s)])
-    system.addForce(coulomb)
-    system.addForce(short)
-    return system
+    return openmm_tosi_fumi_system(species, cell, tolerance=tolerance, cutoff=CUTOFF)
 
 
 class OpenMMModel:
