@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..system import pair_displacements, perpendicular_widths
+from ..system import perpendicular_widths
 from ._coulomb import coulomb_neighbor_list
 from ._potential import potential_neighbor_list
 from ._qeq import qeq_neighbor_list
 from ._space import make_geometry
-from ._tosi_fumi import NACL_QEQ, TOSI_FUMI_NACL, tosi_fumi_pair
+from ._tosi_fumi import NACL_QEQ, TOSI_FUMI_NACL, neighbor_distances, tosi_fumi_pair
 
 __all__ = ["BUILTIN_MODELS", "ForceField", "ShiftedForceTosiFumi", "build_forcefield", "params_from_json",
            "params_to_json", "shifted_force_tosi_fumi"]
@@ -172,12 +172,7 @@ class ShiftedForceTosiFumi:
             raise ValueError(f"unknown keyword argument(s) {sorted(kwargs)}; the short-range energy takes neighbor=, "
                              "box= and perturbation=.")
         geo = self._geometry
-        R_real, cell = geo.real(R, box, perturbation)
-        nbrs = geo.neighbors(neighbor, R_real, cell)           # pairs beyond r_c are masked
-        n = R_real.shape[0]
-        d, _ = pair_displacements(R_real, cell, jnp.arange(n), nbrs.idx, None)
-        r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-        r = jnp.sqrt(jnp.where(nbrs.mask, r2, 1.0))           # padded slots never reach sqrt(0)
+        r, nbrs = neighbor_distances(geo, R, neighbor, box, perturbation)   # pairs beyond r_c are masked
         si, sj = self.species[:, None], self.species[nbrs.idx]
         shift = jnp.asarray(self._shift, r.dtype)
         phi = (tosi_fumi_pair(r, si, sj, self.params) - shift[si, sj, 0]

@@ -181,16 +181,24 @@ class TosiFumiEnergy:
         if kwargs:
             raise ValueError(f"unknown keyword argument(s) {sorted(kwargs)}; the Tosi–Fumi energy takes neighbor=, "
                              "box= and perturbation=.")
-        geo = self._geometry
-        R_real, cell = geo.real(R, box, perturbation)
-        nbrs = geo.neighbors(neighbor, R_real, cell)   # pairs beyond r_cutoff are masked
-        n = R_real.shape[0]
-        d, _ = pair_displacements(R_real, cell, jnp.arange(n), nbrs.idx, None)
-        r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-        r = jnp.sqrt(jnp.where(nbrs.mask, r2, 1.0))    # padded slots (j = i, r = 0) never reach sqrt
+        r, nbrs = neighbor_distances(self._geometry, R, neighbor, box, perturbation)
         s = self.species
         phi = tosi_fumi_pair(r, s[:, None], s[nbrs.idx], self.params)
         return 0.5 * jnp.sum(jnp.where(nbrs.mask, phi, 0.0))
+
+
+def neighbor_distances(geometry: Geometry, R, neighbor, box, perturbation):
+    """Pair distances ``r`` (N, M) Å over a jax-md neighbour list and the masked list.
+
+    Pairs beyond the geometry's cutoff and padded slots are masked (``nbrs.mask``); their
+    ``r`` is 1 so that nothing downstream divides by zero.
+    """
+    R_real, cell = geometry.real(R, box, perturbation)
+    nbrs = geometry.neighbors(neighbor, R_real, cell)   # pairs beyond the cutoff are masked
+    n = R_real.shape[0]
+    d, _ = pair_displacements(R_real, cell, jnp.arange(n), nbrs.idx, None)
+    r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+    return jnp.sqrt(jnp.where(nbrs.mask, r2, 1.0)), nbrs   # padded slots (j = i, r = 0) never reach sqrt
 
 
 def tosi_fumi_neighbor_list(displacement_fn, box, species, *, r_cutoff: float = 9.0,
