@@ -90,7 +90,7 @@ def test_padding_slots_do_not_matter():
     np.testing.assert_allclose(o1.forces, o2.forces[:, :b1.n_atoms], atol=1e-10)
 
 
-@pytest.mark.parametrize("name", [pytest.param("lode", marks=pytest.mark.slow), "qeq"])
+@pytest.mark.parametrize("name", [pytest.param("lode", marks=pytest.mark.slow), "qeq", "density"])
 def test_invariances(name):
     from jaxlr.testing import single_structure_batch
     q = 1.0 if name in CHARGED else 0.0

@@ -194,6 +194,27 @@ def test_promolecule_offsets_the_density_and_keeps_the_physics(density_case):
     np.testing.assert_allclose(-grad[mask], np.asarray(out_p.dipole)[mask], atol=1e-8)
 
 
+def test_promolecule_is_spherical_and_the_model_rotation_invariant(density_case):
+    """A lab-frame atomic dipole in the promolecule would turn with nothing: refused; the
+    spherical one of mean_coefficients leaves energies invariant and coefficients covariant."""
+    ds, pot, atoms, targets, variables = density_case
+    pro = data.mean_coefficients(ds)
+    assert all(not any(c[4:]) for _, c in pro)                  # p slots exactly 0
+    tilted = tuple((z, tuple(c[:4]) + (0.01,) + tuple(c[5:])) for z, c in pro)
+    with pytest.raises(ValueError, match="spherical"):
+        pot.__class__(pot.name, pot.module.clone(promolecule=tilted)).init(jax.random.PRNGKey(0), atoms)
+    pot_p = pot.__class__(pot.name, pot.module.clone(promolecule=pro))
+    v = pot_p.init(jax.random.PRNGKey(1), atoms)
+    rot, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))
+    turned = dataclasses.replace(atoms, positions=atoms.positions @ rot.T)
+    o1, o2 = pot_p.predict(v, atoms), pot_p.predict(v, turned)
+    mask = np.asarray(atoms.structure_mask)
+    np.testing.assert_allclose(np.asarray(o2.energy)[mask], np.asarray(o1.energy)[mask], rtol=1e-11)
+    np.testing.assert_allclose(np.asarray(o2.dipole)[mask], np.asarray(o1.dipole)[mask] @ rot.T, atol=1e-9)
+    p1 = np.asarray(o1.coefficients)[..., 4:7] @ rot.T          # first p triple turns with the atoms
+    np.testing.assert_allclose(np.asarray(o2.coefficients)[..., 4:7], p1, atol=1e-9)
+
+
 def test_esp_errors_of_a_density_model(density_case):
     from jaxlr.train import density_esp_errors, esp_rmse
 

@@ -4,7 +4,8 @@
 :class:`Dataset`, :class:`BatchLoader` / :func:`make_batches` padding into the one model
 input :class:`AtomsBatch` with :class:`Targets`, :func:`pad_batch` for the functional
 layer, and the bundled sets (:func:`load_point_charges`, :func:`load_charged_dimers`,
-:func:`load_water_clusters`, :func:`load_water_transfer`).
+:func:`load_water_clusters`, :func:`water_cluster_splits`,
+:func:`load_water_transfer`).
 """
 
 from ._batch import TARGETS, AtomsBatch, Targets
@@ -19,6 +20,7 @@ from ._water import (
     mean_coefficients,
     reference_basis,
     reference_basis_widths,
+    water_cluster_splits,
 )
 
 __all__ = [
@@ -49,4 +51,5 @@ __all__ = [
     "reference_basis_widths",
     "species_indices",
     "structure_from_atoms",
+    "water_cluster_splits",
 ]

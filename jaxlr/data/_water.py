@@ -90,6 +90,37 @@ def load_water_clusters(*, charges: str | None = None, n_waters=None) -> Dataset
     return _with_charges(structures, charges)
 
 
+def water_cluster_splits(*, charges: str | None = None, seed: int = 0) -> tuple[Dataset, Dataset, Dataset]:
+    """The fixed split of :func:`load_water_clusters` that jaxlr's water models use.
+
+    A ``numpy.random.default_rng(seed).permutation`` of the set: the first 10 % are the test
+    split, the next 10 % the validation split (early stopping), the rest the training pool
+    (learning curves take its first k structures).  The shipped ``water-*`` models
+    (:func:`jaxlr.train.pretrained_models`) were trained and scored on ``seed=0``; score a
+    model on ``test`` only.
+
+    Args:
+      charges: as :func:`load_water_clusters`.
+      seed: the permutation's seed.
+
+    Returns:
+      ``(pool, valid, test)`` datasets (400 / 50 / 50 structures for the bundled 500).
+
+    Example:
+      >>> pool, valid, test = water_cluster_splits()
+      >>> len(pool), len(valid), len(test)
+      (400, 50, 50)
+      >>> ids = [s.info["structure_id"] for s in (*pool, *valid, *test)]
+      >>> len(set(ids)) == 500
+      True
+    """
+    ds = load_water_clusters(charges=charges)
+    order = np.random.default_rng(seed).permutation(len(ds))
+    n_test = n_valid = len(ds) // 10
+    pick = lambda idx: Dataset([ds[int(i)] for i in idx])   # noqa: E731
+    return pick(order[n_test + n_valid:]), pick(order[n_test:n_test + n_valid]), pick(order[:n_test])
+
+
 def load_water_transfer(*, charges: str | None = None) -> Dataset:
     """The size-transfer clusters (H2O)12 and (H2O)16 (test only; same level and targets).
 
@@ -175,17 +206,18 @@ def mean_coefficients(dataset, *, neutral: bool = True) -> tuple:
 
     Returns:
       ``((Z, (K coefficients...)), ...)`` sorted by atomic number, the form the density
-      model's ``promolecule`` takes (:class:`jaxlr.models.DensityModel`); units as the
-      coefficients (e for s functions, e·Å for p functions — the mean p coefficients of
-      randomly oriented molecules are close to 0).
+      model's ``promolecule`` takes (:class:`jaxlr.models.DensityModel`): the mean s
+      coefficients (e) and p coefficients set to exactly 0 — a per-element density must be
+      spherical, since a mean atomic dipole is a fixed vector in the laboratory frame and
+      would break rotational invariance.
 
     Raises:
       ValueError: if a structure lacks coefficients or basis widths.
 
     Example:
       >>> pro = dict(mean_coefficients(load_water_clusters(n_waters=1)))
-      >>> sorted(pro), len(pro[8]), round(sum(pro[8][:4]), 12), round(sum(pro[1][:4]), 12)
-      ([1, 8], 10, 0.0, 0.0)
+      >>> sorted(pro), len(pro[8]), round(sum(pro[8][:4]), 12), round(sum(pro[1][:4]), 12), any(pro[8][4:])
+      ([1, 8], 10, 0.0, 0.0, False)
     """
     sums, counts, n_s, widest = {}, {}, None, {}
     for k, s in enumerate(dataset):
@@ -204,6 +236,7 @@ def mean_coefficients(dataset, *, neutral: bool = True) -> tuple:
     out = []
     for z in sorted(sums):
         mean = sums[z] / counts[z]
+        mean[n_s:] = 0.0                 # spherical: no fixed atomic dipole
         if neutral:
             mean[widest[z]] -= mean[:n_s].sum()
         out.append((z, tuple(float(x) for x in mean)))

@@ -83,6 +83,21 @@ def local_invariants(s, spec: LocalSpec, n_species: int):
     return jnp.concatenate([c[..., 0].reshape(n, k), nu2], axis=1)
 
 
+def local_vectors(s, spec: LocalSpec, n_species: int):
+    """(N, S·n, 3) equivariant vectors of one structure: the l = 1 part of the neighbour
+    density's spherical expansion, in Cartesian order (x, y, z) (zero for padding atoms).
+
+    They turn with the structure (``V(R·Q^T) = V(R)·Q^T``) and let invariant networks build
+    vector-valued outputs — the density model's p-function terms — as ``Σ_k w_k(f) V_k``.
+    """
+    c = spherical_expansion_terms(s.positions, s.species, s.neighbors, cell=s.cell, n_species=n_species,
+                                  cutoff=spec.cutoff, max_radial=spec.max_radial, max_angular=1,
+                                  sigma=spec.sigma, center_atom_weight=0.0)
+    n = c.shape[0]
+    v = c.reshape(n, n_species * spec.max_radial, 4)[..., jnp.array([3, 1, 2])]   # l = 1 is ∝ (y, z, x)
+    return jnp.where((s.species >= 0)[:, None, None], v, 0.0)
+
+
 def lode_params(spec: LodeSpec, n_species: int, periodic: bool) -> LodeParams:
     """The static :class:`jaxlr.LodeParams` of a :class:`LodeSpec`."""
     base = dict(cutoff=spec.cutoff, max_radial=spec.max_radial, max_angular=spec.max_angular,

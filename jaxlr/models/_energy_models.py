@@ -25,7 +25,7 @@ import numpy as np
 from ..data._padding import far_padding
 from ..equilibration._density import density_solve
 from ..equilibration._qeq import qeq_solve
-from ._descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
+from ._descriptors import LocalSpec, LodeSpec, local_invariants, local_vectors, multiscale_invariants
 from ._electrostatics import CoulombSpec, coulomb_kwargs, multipole_switch_correction, structure_coulomb_energy
 from ._nets import SpeciesMLP, Standardize, species_parameter
 
@@ -210,6 +210,11 @@ class QeqModel(_Base):
       species, local, hidden, activation, coulomb: as :class:`LatentChargeModel`.
       chi_hidden: hidden widths of the electronegativity network.  hardness, sigma:
       initial J (V/e) and σ (Å) for every species.  tol, maxiter: PCG settings.
+
+    A uniform field ``batch.field`` F (V/Å, open boundary only) adds −F·Σ_i q_i R_i to the
+    Qeq energy, i.e. shifts χ_i by −F·R_i with χ_i itself (a function of the geometry)
+    unchanged: the charges respond and ∂μ/∂F is the model's polarisability
+    (:func:`jaxlr.models.polarizability`).
     """
 
     species: tuple
@@ -232,10 +237,15 @@ class QeqModel(_Base):
             f, s.species)[:, 0]
         hard = self.per_atom("hardness", self.hardness, s)
         sig = self.per_atom("sigma", self.sigma, s)
-        q, _, _ = qeq_solve(s.positions, chi, hard, sig, fragments=s.fragments,
+        chi_f = chi
+        if s.field is not None:      # a uniform field F adds −F·Σ q_i R_i: χ_i → χ_i − F·R_i
+            if s.cell is not None:
+                raise ValueError("a uniform external field is supported for an open boundary only.")
+            chi_f = chi - jnp.where(s.atom_mask, s.positions @ jnp.asarray(s.field, s.positions.dtype), 0.0)
+        q, _, _ = qeq_solve(s.positions, chi_f, hard, sig, fragments=s.fragments,
                             fragment_charges=s.fragment_charges, atom_mask=s.atom_mask, **self.solver_options(s))
         e_coul = structure_coulomb_energy(s, q, sig, self.coulomb, background=s.cell is not None)
-        e_qeq = jnp.sum(jnp.where(s.atom_mask, chi * q + 0.5 * hard * q * q, 0.0)) + e_coul
+        e_qeq = jnp.sum(jnp.where(s.atom_mask, chi_f * q + 0.5 * hard * q * q, 0.0)) + e_coul
         return {"energy": jnp.sum(e) + e_qeq, "atom_energies": e, "charges": q, "dipole": self.dipole(s, q),
                 "electronegativity": chi}
 
@@ -264,7 +274,8 @@ class DensityModel(_Base):
       learn_widths: whether the widths are trained (True) or held at their initial values.
       promolecule: a fixed, neutral density per element that the model predicts a
         deviation from: a sequence of ``(Z, coefficients)`` in the padded per-atom layout
-        (length ``n_basis``, s coefficients summing to 0), e.g. each element's mean
+        (length ``n_basis``, s coefficients summing to 0, p coefficients 0 — spherical, so
+        the model stays rotationally invariant), e.g. each element's mean
         reference coefficients made neutral (:func:`jaxlr.data.mean_coefficients`).  The
         output density is ``c_fix + x``, x from the solve.  A neutral atom-centred density
         has no long-range field, so its electrostatics (within an atom and between
@@ -310,6 +321,11 @@ class DensityModel(_Base):
         for k, z in enumerate(self.species):
             if not np.all(np.isfinite(given[z])):
                 raise ValueError(f"promolecule coefficients of element {z} must be finite.")
+            if np.any(given[z][n_s:] != 0.0):
+                raise ValueError(f"the promolecule of element {z} has non-zero p coefficients "
+                                 f"{given[z][n_s:].tolist()}; it must be spherical (p coefficients 0): a fixed "
+                                 "atomic dipole in the laboratory frame would make the model depend on the "
+                                 "orientation of the structure.")
             if abs(float(given[z][:n_s].sum())) > 1e-6:
                 raise ValueError(f"the promolecule of element {z} carries a charge of {float(given[z][:n_s].sum()):.6g} e; "
                                  "it must be neutral (mean_coefficients(..., neutral=True)).")
@@ -390,30 +406,53 @@ class DensityModel(_Base):
               if wp0.shape[1] else jnp.zeros((len(self.species), 0), dtype))
         return ws, wp
 
+    def _linear_and_local(self, s, f, idx, dtype):
+        """The solve's per-atom linear terms (N, nb) and local matrices (N, nb, nb), built so
+        that the model is rotation-equivariant: s terms are invariant network outputs; each
+        p triple's linear term is Σ_k w_k(f) V_k over the l = 1 neighbour-density vectors V
+        (:func:`local_vectors`); the local matrix is block diagonal, an SPD s block and an SPD
+        p-shell block ⊗ I₃ (no s–p coupling, isotropic in x, y, z), so ``cᵀHc`` and ``bᵀc``
+        are invariant when the p coefficients turn with the structure."""
+        n_sp = len(self.species)
+        n_s, n_p = self.counts()
+        nb = n_s + 3 * n_p
+        vec = local_vectors(s, self.local, n_sp)                                      # (N, K, 3)
+        k = vec.shape[1]
+        ts, tp = n_s * (n_s + 1) // 2, n_p * (n_p + 1) // 2
+        out = SpeciesMLP(n_sp, tuple(self.coef_hidden), n_s + n_p * k + ts + tp, self.activation, out_scale=0.1,
+                         name="coef_net")(f, s.species)
+        n = out.shape[0]
+        w_p = out[:, n_s:n_s + n_p * k].reshape(n, n_p, k)
+        linear = jnp.concatenate([out[:, :n_s], jnp.einsum("npk,nkc->npc", w_p, vec).reshape(n, 3 * n_p)], axis=1)
+
+        def spd(name, m, entries):
+            tri = np.tril_indices(m)
+            lower = jnp.zeros((n, m, m), dtype).at[:, tri[0], tri[1]].set(entries)
+            a0 = math.sqrt(self.hardness)
+            base = self.param(name, lambda key, sh: jnp.broadcast_to(a0 * jnp.eye(m, dtype=dtype), sh),
+                              (n_sp, m, m))[idx]
+            return base @ jnp.swapaxes(base, 1, 2) + lower @ jnp.swapaxes(lower, 1, 2) + 1e-3 * jnp.eye(m, dtype=dtype)
+
+        h_s = spd("local_base_s", n_s, out[:, n_s + n_p * k:n_s + n_p * k + ts])
+        local = jnp.zeros((n, nb, nb), dtype).at[:, :n_s, :n_s].set(h_s)
+        if n_p:
+            h_p = spd("local_base_p", n_p, out[:, n_s + n_p * k + ts:])
+            local = local.at[:, n_s:, n_s:].set(jnp.einsum("nab,cd->nacbd", h_p, jnp.eye(3, dtype=dtype))
+                                                 .reshape(n, 3 * n_p, 3 * n_p))
+        local = jnp.where(s.atom_mask[:, None, None], local, jnp.eye(nb, dtype=dtype))
+        return linear, local
+
     @nn.compact
     def __call__(self, s):
         s = _open_safe(s)
         dtype = s.positions.dtype
-        n_sp = len(self.species)
-        nb = self.n_basis()
         if self.basis is None and len(self.s_widths) != self.n_s:
             raise ValueError(f"s_widths needs {self.n_s} entries, got {len(self.s_widths)}.")
         _, _, slot_s, slot_p = self.basis_table()
         f = self.local_features(s)
         e = self.short_range(s, f)
         idx = jnp.clip(s.species, 0)
-        n_tri = nb * (nb + 1) // 2
-        out = SpeciesMLP(n_sp, tuple(self.coef_hidden), nb + n_tri, self.activation, out_scale=0.1,
-                         name="coef_net")(f, s.species)
-        linear = out[:, :nb]
-        tri = np.tril_indices(nb)
-        lower = jnp.zeros((s.positions.shape[0], nb, nb), dtype).at[:, tri[0], tri[1]].set(out[:, nb:])
-        a0 = math.sqrt(self.hardness)
-        base = self.param("local_base", lambda k, sh: jnp.broadcast_to(a0 * jnp.eye(nb, dtype=dtype), sh),
-                          (n_sp, nb, nb))
-        a = base[idx]
-        local = a @ jnp.swapaxes(a, 1, 2) + lower @ jnp.swapaxes(lower, 1, 2) + 1e-3 * jnp.eye(nb, dtype=dtype)
-        local = jnp.where(s.atom_mask[:, None, None], local, jnp.eye(nb, dtype=dtype))
+        linear, local = self._linear_and_local(s, f, idx, dtype)
         ws, wp = self._widths(dtype)                                                   # (S, n_s), (S, n_p)
         sigma_s = jnp.where(s.atom_mask[:, None], ws[idx], 1.0)
         sigma_p = jnp.where(s.atom_mask[:, None], wp[idx], 1.0)
