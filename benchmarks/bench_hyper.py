@@ -23,12 +23,28 @@
    (+1 / −1, the dimers' ``fragment_charges``), starting from the default parameters
    (χ from Pauling electronegativities is held fixed).
 
-Run:  python benchmarks/bench_hyper.py [--grid 6] [--steps 60] [--out benchmarks/results]
+3. **Qeq on the water clusters** (``--part qeq-water``).  Per-species (H, O) hardness J,
+   Gaussian width σ and electronegativity χ fitted by hypergradient descent to the
+   PBE/def2-SVP cluster dipoles, to the Hirshfeld charges or to the density-fit charges of
+   :func:`jaxlr.data.load_water_clusters`, on the split jaxlr's water models use
+   (:func:`jaxlr.data.water_cluster_splits`, seed 0: 400 train / 50 validation / 50 test),
+   early stopping on the validation clusters.  Two constraint sets: the
+   total charge only (plain Qeq; charge may flow between molecules) and every molecule
+   neutral (a fluctuating-charge water: H assigned to its nearest O).  Compared with the
+   values jaxlr uses by default (``QeqModel``: J = 10 V/e, σ = 1 Å for every species; χ,
+   which QeqModel predicts with a network, at the Rappé–Goddard values) on the test
+   clusters, and the monomer dipole checked against PBE and experiment.  Writes
+   ``hyper_qeq_water.json`` and ``hyper_qeq_water.png``.
+
+Run:  python benchmarks/bench_hyper.py [--part all|qeq-dimers|ridge|qeq-water] [--grid 6] [--steps 60]
+                                       [--out benchmarks/results]
+      python benchmarks/bench_hyper.py --part ridge --grid 6 --estimate   # time one grid point, no grid
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -36,10 +52,20 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxlr.data import load_charged_dimers  # noqa: E402
-from jaxlr.hyper import optimize, qeq_data, qeq_loss, ridge_cv_loss, ridge_predictions, study_problem  # noqa: E402
+from jaxlr.data import Dataset, load_charged_dimers, load_water_clusters, water_cluster_splits  # noqa: E402
+from jaxlr.hyper import (  # noqa: E402
+    check_hyper,
+    kfold_cv_error,
+    optimize,
+    qeq_data,
+    qeq_loss,
+    ridge_cv_loss,
+    ridge_predictions,
+    study_problem,
+)
 
 #: the README's multi-scale LODE ridge model (jaxlr demo): cutoff 3 Å, 4 radial functions, l = 0
 BASIS = dict(kind="lode", cutoff=3.0, max_radial=4, max_angular=0)
@@ -75,6 +101,224 @@ def qeq_study(steps: int = 80) -> dict:
                 evaluations=t.evaluations, seconds=t.seconds)
 
 
+def qeq_model_defaults() -> dict:
+    """The hardness (V/e) and Gaussian width (Å) that ``jaxlr.models.QeqModel`` starts every species at."""
+    from jaxlr.models import QeqModel
+
+    fields = {f.name: f.default for f in dataclasses.fields(QeqModel)}
+    return {"hardness": float(fields["hardness"]), "sigma": float(fields["sigma"])}
+
+
+#: the water monomer's experimental geometry (r_OH Å, ∠HOH degrees; Benedict, Gailar & Plyler 1956)
+#: and dipole (1.8546 D, Clough, Beers, Klein & Rothman 1973; 1 D = 0.2081943 e·Å)
+WATER_EXP = dict(r_oh=0.9572, angle=104.52, dipole_debye=1.8546)
+DEBYE = 0.2081943
+#: what the water Qeq fits target (the loss), and the constraint sets
+WATER_FITS = ("dipole", "hirshfeld", "density")
+WATER_CONSTRAINTS = ("total", "molecules")
+
+
+def neutral_molecules(structure):
+    """The structure with every water molecule a neutral fragment (each H belongs to its nearest O)."""
+    z = np.asarray(structure.numbers)
+    r = np.asarray(structure.positions)
+    oxygens, hydrogens = np.flatnonzero(z == 8), np.flatnonzero(z == 1)
+    labels = np.empty(len(z), np.int64)
+    labels[oxygens] = np.arange(len(oxygens))
+    labels[hydrogens] = np.argmin(np.linalg.norm(r[hydrogens, None] - r[None, oxygens], axis=-1), axis=1)
+    if not np.all(np.bincount(labels, minlength=len(oxygens)) == 3):
+        raise ValueError(f"structure {structure.info.get('structure_id')} does not split into H2O molecules.")
+    return structure.replace(fragments=labels, fragment_charges=np.zeros(len(oxygens)))
+
+
+def water_problem(constraint: str, seed: int = 0, batch_size: int = 128):
+    """QeqData of the water clusters by split and target: ``{(split, target): QeqData}`` with
+    split in train/valid/test and target in :data:`WATER_FITS` (the two charge targets are
+    ``qeq_data(target="charges")`` on the Hirshfeld or the density-fit charges)."""
+    chi = [RG_CHI[1], RG_CHI[8]]
+    out = {}
+    for charges in ("hirshfeld", "density"):
+        for split, part in zip(("train", "valid", "test"), water_cluster_splits(charges=charges, seed=seed)):
+            if constraint == "molecules":
+                part = Dataset([neutral_molecules(s) for s in part])
+            for fit in ((charges, "dipole") if charges == "hirshfeld" else (charges,)):
+                out[split, fit] = qeq_data(part, target="dipole" if fit == "dipole" else "charges",
+                                           electronegativity=chi, species=(1, 8), batch_size=batch_size)
+    return out
+
+
+def water_monomer(r_oh: float, angle: float) -> np.ndarray:
+    """(3, 3) positions (Å) of O, H, H with the O–H length ``r_oh`` and the H–O–H angle (degrees)."""
+    half = np.radians(angle) / 2
+    return np.array([[0.0, 0.0, 0.0], [r_oh * np.sin(half), 0.0, r_oh * np.cos(half)],
+                     [-r_oh * np.sin(half), 0.0, r_oh * np.cos(half)]])
+
+
+@jax.jit
+def _neutral_qeq_dipole(r, z, h):
+    from jaxlr.equilibration import qeq_solve
+
+    q, _, _ = qeq_solve(r, h["electronegativity"][z], h["hardness"][z], h["sigma"][z], method="direct")
+    return jnp.linalg.norm(q @ r)
+
+
+def qeq_dipoles(hyper: dict, structures) -> np.ndarray:
+    """|Σ q R| (e·Å) of neutral Qeq (total charge 0) on each open structure; species channels (H, O)."""
+    h = {k: jnp.asarray(v, jnp.float64) for k, v in hyper.items()}
+    return np.array([float(_neutral_qeq_dipole(jnp.asarray(s.positions),
+                                               jnp.asarray((np.asarray(s.numbers) == 8).astype(np.int32)), h))
+                     for s in structures])
+
+
+_QEQ_LOSS = jax.jit(qeq_loss)      # one compilation per data layout, shared by every row
+
+
+def _water_row(hyper: dict, data: dict, monomers, pbe_monomer: float) -> dict:
+    host = {k: np.asarray(v, np.float64) for k, v in hyper.items()}
+    check_hyper(host, n_species=2)
+    test = {fit: float(_QEQ_LOSS(host, data["test", fit])) for fit in WATER_FITS}
+    exp = water_monomer(WATER_EXP["r_oh"], WATER_EXP["angle"])
+    from jaxlr.data import Structure
+
+    mono_exp = float(qeq_dipoles(host, [Structure(positions=exp, numbers=[8, 1, 1])])[0])
+    mono_data = float(qeq_dipoles(host, monomers).mean())
+    return dict(hyper={k: v.tolist() for k, v in host.items()}, test_dipole_rmse=test["dipole"],
+                test_hirshfeld_rmse=test["hirshfeld"], test_density_rmse=test["density"],
+                monomer_dipole_experimental_geometry=mono_exp, monomer_dipole_data_mean=mono_data,
+                pbe_monomer_dipole_data_mean=pbe_monomer)
+
+
+def qeq_water_study(steps: int = 300, learning_rate: float = 0.05, patience: int = 30, progress: bool = True,
+                    constraints=WATER_CONSTRAINTS, fits=WATER_FITS) -> dict:
+    """Per-species J, σ, χ of Qeq fitted to the water clusters' dipoles or charges (see the module docstring)."""
+    defaults = qeq_model_defaults()
+    chi = np.array([RG_CHI[1], RG_CHI[8]])
+    start = {"hardness": np.full(2, defaults["hardness"]), "sigma": np.full(2, defaults["sigma"]),
+             "electronegativity": chi}
+    rappe = {"hardness": np.array([RG_J[1], RG_J[8]]), "sigma": np.full(2, defaults["sigma"]),
+             "electronegativity": chi}
+    monomers = list(load_water_clusters(n_waters=1))
+    pbe_monomer = float(np.mean([np.linalg.norm(s.targets["dipole"]) for s in monomers]))
+    scale = {}
+    result = dict(species=[1, 8], split=dict(seed=0, convention="jaxlr.data.water_cluster_splits"),
+                  defaults=defaults, start=_to_lists(start), steps=steps, learning_rate=learning_rate,
+                  patience=patience, experimental=dict(WATER_EXP, dipole_eA=WATER_EXP["dipole_debye"] * DEBYE),
+                  pbe_monomer_dipole=pbe_monomer, n_monomers=len(monomers), runs={})
+    for constraint in constraints:
+        data = water_problem(constraint)
+        n = {split: sum(int(np.asarray(b.structure_mask).sum()) for b in data[split, "dipole"].batches)
+             for split in ("train", "valid", "test")}
+        result["sizes"] = n
+        for fit in WATER_FITS:      # the error of predicting zero, for scale
+            d = data["test", fit]
+            scale[fit] = float(_QEQ_LOSS({"hardness": np.full(2, 1e9), "sigma": np.ones(2)}, d))
+        result["test_reference_rms"] = scale
+        runs = {"defaults": _water_row(start, data, monomers, pbe_monomer),
+                "rappe_goddard": _water_row(rappe, data, monomers, pbe_monomer)}
+        for fit in fits:
+            print(f"  Qeq water, {constraint}-charge constraint, fitted to {fit} "
+                  f"({n['train']} train / {n['valid']} valid clusters)", flush=True)
+            t = optimize(qeq_loss, start, data["train", fit], valid_fn=qeq_loss, valid_data=data["valid", fit],
+                         steps=steps, learning_rate=learning_rate, patience=patience, progress=progress)
+            row = _water_row(t.best, data, monomers, pbe_monomer)
+            row.update(fit=fit, value_and_gradient_calls=len(t.loss), validation_calls=len(t.valid),
+                       evaluations=t.evaluations, seconds=t.seconds, stopped=t.stopped,
+                       best_step=int(np.argmin(t.valid)), train_loss=_sig(t.loss), valid_loss=_sig(t.valid),
+                       trajectory={k: _sig([h[k] for h in t.hyper]) for k in start})   # (steps, 2) per name
+            runs[f"fit_{fit}"] = row
+        result["runs"][constraint] = runs
+    return result
+
+
+def _sig(values, digits: int = 6):
+    """Nested lists of floats rounded to ``digits`` significant digits (keeps the json small)."""
+    return np.vectorize(lambda v: float(f"{v:.{digits}g}"))(np.asarray(values, np.float64)).tolist()
+
+
+def _to_lists(h: dict) -> dict:
+    return {k: np.asarray(v, np.float64).tolist() for k, v in h.items()}
+
+
+WATER_LABELS = {"defaults": "jaxlr defaults (J = 10 V/e, σ = 1 Å; χ Rappé–Goddard)",
+                "rappe_goddard": "Rappé–Goddard J and χ, σ = 1 Å", "fit_dipole": "fitted to dipoles",
+                "fit_hirshfeld": "fitted to Hirshfeld charges", "fit_density": "fitted to density-fit charges"}
+CONSTRAINT_LABELS = {"total": "total charge", "molecules": "each H2O neutral"}
+
+
+def water_tables(result: dict) -> str:
+    """Markdown tables of :func:`qeq_water_study`: test errors, fitted values, monomer dipole."""
+    lines = ["| constraint | parameters | test μ RMSE (e·Å) | test q RMSE, Hirshfeld (e) | test q RMSE, density fit (e) "
+             "| evaluations (value+grad / valid) | wall s | stopped (best step) |", "|---|---|---|---|---|---|---|---|"]
+    for constraint, runs in result["runs"].items():
+        for key, r in runs.items():
+            extra = ("– | – | –" if "fit" not in r else
+                     f"{r['value_and_gradient_calls']} / {r['validation_calls']} | {r['seconds']:.0f} | "
+                     f"{r['stopped']} ({r['best_step']})")
+            lines.append(f"| {CONSTRAINT_LABELS[constraint]} | {WATER_LABELS[key]} | {r['test_dipole_rmse']:.4f} | "
+                         f"{r['test_hirshfeld_rmse']:.4f} | {r['test_density_rmse']:.4f} | {extra} |")
+    lines += ["", "| constraint | parameters | J_H, J_O (V/e) | σ_H, σ_O (Å) | χ_H, χ_O (V) | χ_O − χ_H (V) "
+              "| monomer μ, exp. geometry (e·Å) | monomer μ, mean of data monomers: Qeq (e·Å) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for constraint, runs in result["runs"].items():
+        for key, r in runs.items():
+            h = r["hyper"]
+            lines.append(f"| {CONSTRAINT_LABELS[constraint]} | {WATER_LABELS[key]} | "
+                         f"{h['hardness'][0]:.2f}, {h['hardness'][1]:.2f} | {h['sigma'][0]:.3f}, {h['sigma'][1]:.3f} | "
+                         f"{h['electronegativity'][0]:.3f}, {h['electronegativity'][1]:.3f} | "
+                         f"{h['electronegativity'][1] - h['electronegativity'][0]:.3f} | "
+                         f"{r['monomer_dipole_experimental_geometry']:.4f} | {r['monomer_dipole_data_mean']:.4f} |")
+    e, z = result["experimental"], result["test_reference_rms"]
+    lines += ["", f"for scale, the RMS of the test references (the error of predicting zero): dipole components "
+              f"{z['dipole']:.4f} e·Å, Hirshfeld charges {z['hirshfeld']:.4f} e, density-fit charges "
+              f"{z['density']:.4f} e", f"monomer dipole: PBE/def2-SVP mean over the {result['n_monomers']} data monomers "
+              f"{result['pbe_monomer_dipole']:.4f} e·Å; experiment {e['dipole_debye']} D = {e['dipole_eA']:.4f} e·Å "
+              f"(r_OH {e['r_oh']} Å, ∠HOH {e['angle']}°)"]
+    return "\n".join(lines)
+
+
+def plot_water(result: dict, path: Path) -> Path | None:
+    """Loss against the step and the trajectories of J, σ and χ_O − χ_H of every water fit."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    constraints = list(result["runs"])
+    fig = Figure(figsize=(13, 2.9 * len(constraints)), dpi=70)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(constraints), 4, squeeze=False)
+    colors = dict(zip(WATER_FITS, ("C0", "C1", "C2")))
+    for row, constraint in zip(axes, constraints):
+        for key, r in result["runs"][constraint].items():
+            if "fit" not in r:
+                continue
+            c = colors[r["fit"]]
+            steps = np.arange(len(r["train_loss"]))
+            row[0].plot(steps, r["train_loss"], "-", color=c, label=f"{r['fit']} (train)")
+            row[0].plot(steps, r["valid_loss"], ":", color=c, label="valid")
+            row[0].plot(r["best_step"], r["valid_loss"][r["best_step"]], "*", color=c, ms=10, mec="k")
+            traj = {k: np.asarray(v) for k, v in r["trajectory"].items()}
+            for name, ax in (("hardness", row[1]), ("sigma", row[2])):
+                ax.plot(steps, traj[name][:, 1], "-", color=c, label=f"O, {r['fit']}")
+                ax.plot(steps, traj[name][:, 0], "--", color=c, label=f"H, {r['fit']}")
+            chi = traj["electronegativity"]
+            row[3].plot(steps, chi[:, 1] - chi[:, 0], "-", color=c, label=r["fit"])
+        row[0].set_yscale("log")
+        row[0].set_ylabel(f"{CONSTRAINT_LABELS[constraint]}\nRMSE (e·Å or e)")
+        row[1].set_ylabel("J (V/e)")
+        row[2].set_ylabel("σ (Å)")
+        row[2].set_yscale("log")
+        row[3].set_ylabel("χ_O − χ_H (V)")
+        for ax in row:
+            ax.set_xlabel("step")
+        row[0].legend(fontsize=6)
+        row[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
 def _grid(points: int) -> dict:
     out = {}
     for k, (lo, hi) in BOX.items():
@@ -87,9 +331,7 @@ def feature_grid(data, grid: dict, fixed: dict):
     hyperparameters, and the CV error of every λ on it (λ changes only the ridge solve)."""
     import itertools
 
-    import jax.numpy as jnp
-
-    from jaxlr.hyper import HyperTrajectory, kfold_cv_error
+    from jaxlr.hyper import HyperTrajectory
 
     design = jax.jit(lambda h, d: d.design(h))
     cv = jax.jit(lambda a, y, ll: kfold_cv_error(a, y, ll, np.asarray(data.fold_ids)))
@@ -159,14 +401,39 @@ def _far_rmse(hyper, data, near) -> float:
     return float(np.sqrt(np.mean((pred[~near] - y[~near]) ** 2)))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--grid", type=int, default=6, help="grid points per hyperparameter (grid^4 points, grid^3 designs)")
-    ap.add_argument("--steps", type=int, default=60, help="most hypergradient steps")
-    ap.add_argument("--lr", type=float, default=0.08)
-    ap.add_argument("--out", default="benchmarks/results", help="folder of hyper_study.json and hyper_study.png")
-    ap.add_argument("--skip-ridge", action="store_true", help="only the Qeq study")
-    args = ap.parse_args(argv)
+def estimate_grid(points: int) -> dict:
+    """Time one grid point of the dimer ridge grid (one design evaluation and one CV solve per λ)
+    after compilation, and extrapolate to the points^4 grid (points^3 designs); nothing more runs."""
+    t0 = time.perf_counter()
+    data, _ = dimer_problem()
+    prepare = time.perf_counter() - t0
+    grid = _grid(points)
+    fixed = {"cutoff_width": START["cutoff_width"]}
+    names = [k for k in grid if k != "log_lambda"]
+    for combo in np.array(np.meshgrid(*(grid[k] for k in names), indexing="ij")).reshape(len(names), -1).T:
+        for ll in grid["log_lambda"]:      # every point inside the domain, before anything compiles
+            check_hyper(dict(zip(names, combo), log_lambda=ll, **fixed), data=data)
+    design = jax.jit(lambda h, d: d.design(h))
+    cv = jax.jit(lambda a, y, ll: kfold_cv_error(a, y, ll, np.asarray(data.fold_ids)))
+    corners = [dict(zip(names, (float(grid[k][i % points]) for k in names)), **fixed) for i in (0, points - 1, 1)]
+    times = []
+    for h in corners:                      # the first call compiles
+        t = time.perf_counter()
+        a = jax.block_until_ready(design({k: jnp.asarray(v) for k, v in dict(h, log_lambda=0.0).items()}, data))
+        times.append(time.perf_counter() - t)
+    solves = []
+    for ll in [grid["log_lambda"][0]] + list(grid["log_lambda"]):
+        t = time.perf_counter()
+        float(cv(a, data.y, ll))
+        solves.append(time.perf_counter() - t)
+    design_s, cv_s = float(np.median(times[1:])), float(np.median(solves[1:]))
+    total = points**3 * design_s + points**4 * cv_s + times[0] + solves[0] + prepare
+    return dict(points=points, grid_points=points**4, designs=points**3, prepare_s=prepare,
+                first_design_s=times[0], design_s=times[1:], cv_solve_s=solves[1:],
+                seconds_per_grid_point=design_s / points + cv_s, estimate_s=total)
+
+
+def run_qeq_dimers() -> dict:
     q = qeq_study()
     print("Qeq on the charged dimers: RMS error of each monomer's summed charge against ±1 (e), "
           "χ fixed (Rappé–Goddard)")
@@ -179,7 +446,58 @@ def main(argv=None):
     print("fitted per species " + ", ".join(
         f"Z={z}: J={j:.2f} V/e σ={w:.3f} Å" for z, j, w in zip(q["species"], q["fitted"]["hardness"],
                                                          q["fitted"]["sigma"])))
-    if args.skip_ridge:
+    return q
+
+
+def run_qeq_water(args, out: Path) -> dict:
+    t0 = time.perf_counter()
+    result = qeq_water_study(steps=args.water_steps, learning_rate=args.water_lr, patience=args.water_patience)
+    result["seconds"] = time.perf_counter() - t0
+    n = result["sizes"]
+    print(f"\nQeq on the water clusters, PBE/def2-SVP, {n['train']} train / {n['valid']} valid / {n['test']} test "
+          f"clusters (seed 0); Adam on log J, log σ and χ, lr {args.water_lr}, ≤ {args.water_steps} steps, "
+          f"patience {args.water_patience}; total {result['seconds']:.0f} s")
+    print(water_tables(result))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hyper_qeq_water.json").write_text(json.dumps(result, separators=(",", ":")))
+    png = plot_water(result, out / "hyper_qeq_water.png")
+    print(f"results: {out / 'hyper_qeq_water.json'}; plot: {png}")
+    return result
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=("all", "dimers", "qeq-dimers", "qeq-water"), default="all",
+                    help="dimers: the Qeq and ridge studies on the charged dimers; qeq-dimers: the Qeq one only; "
+                         "qeq-water: the Qeq study on the water clusters; all: every part")
+    ap.add_argument("--grid", type=int, default=6, help="grid points per hyperparameter (grid^4 points, grid^3 designs)")
+    ap.add_argument("--estimate", action="store_true",
+                    help="time one point of the ridge grid and print the grid's estimated cost instead of running it")
+    ap.add_argument("--steps", type=int, default=60, help="most hypergradient steps (ridge)")
+    ap.add_argument("--lr", type=float, default=0.08)
+    ap.add_argument("--water-steps", type=int, default=300, help="most hypergradient steps per water Qeq fit")
+    ap.add_argument("--water-lr", type=float, default=0.05)
+    ap.add_argument("--water-patience", type=int, default=30)
+    ap.add_argument("--out", default="benchmarks/results", help="folder of the json and png results")
+    ap.add_argument("--skip-ridge", action="store_true", help="the same as --part qeq-dimers")
+    args = ap.parse_args(argv)
+    part = "qeq-dimers" if args.skip_ridge else args.part
+    if args.grid < 2:
+        raise ValueError(f"--grid needs at least 2 points per hyperparameter, got {args.grid}.")
+    out = Path(args.out)
+    if args.estimate:
+        e = estimate_grid(args.grid)
+        print(f"ridge grid {args.grid}^4 = {e['grid_points']} points ({e['designs']} design evaluations): data "
+              f"{e['prepare_s']:.0f} s, first design (compilation) {e['first_design_s']:.0f} s, one design "
+              f"{np.median(e['design_s']):.1f} s (runs {', '.join(f'{t:.1f}' for t in e['design_s'])}), one CV solve "
+              f"{np.median(e['cv_solve_s']) * 1e3:.0f} ms → {e['seconds_per_grid_point']:.2f} s per grid point, "
+              f"about {e['estimate_s'] / 60:.0f} min for the grid")
+        return
+    if part == "qeq-water":
+        run_qeq_water(args, out)
+        return
+    q = run_qeq_dimers()
+    if part == "qeq-dimers":
         return
     t0 = time.perf_counter()
     data, near = dimer_problem()
@@ -213,7 +531,6 @@ def main(argv=None):
           + ("" if reach is None else f", first reached after {reach} evaluations "
              f"({len(grid.loss) / reach:.0f}x fewer than grid points, {grid.evaluations / reach:.1f}x fewer than "
              f"grid designs)"))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "hyper_study.json", "w") as fh:
         json.dump(dict(rows=rows, start_far=start_far, reach=reach, trajectory=grad.to_json(), qeq=q,
@@ -221,6 +538,8 @@ def main(argv=None):
                   default=lambda o: list(o) if isinstance(o, tuple) else str(o))
     png = plot_study(grad, grid, out / "hyper_study.png")
     print(f"results: {out / 'hyper_study.json'}; plot: {png}")
+    if part == "all":
+        run_qeq_water(args, out)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,8 @@ LODE_HYPER = dict(lode_sigma=0.9, density_sigma=0.5, radial_scale=1.1, cutoff_wi
 # one compiled loss and gradient for every test (a jit object per test would recompile each time)
 RIDGE_LOSS = jax.jit(ridge_cv_loss)
 RIDGE_GRAD = jax.jit(jax.grad(ridge_cv_loss))
-QEQ_LOSS = jax.jit(qeq_loss)
-QEQ_GRAD = jax.jit(jax.grad(qeq_loss))
+# the Qeq finite-difference tests take the loss from this one too: one compilation per data layout
+QEQ_VALUE_AND_GRAD = jax.jit(jax.value_and_grad(qeq_loss))
 
 
 @pytest.mark.parametrize("key", sorted(LODE_HYPER))
@@ -93,7 +93,7 @@ def test_local_width_hypergradient_matches_finite_differences():
 
 @pytest.mark.parametrize("key, index", [("hardness", 0), ("hardness", 1), ("sigma", 0), ("sigma", 1),
                                         ("electronegativity", 1)])
-@pytest.mark.parametrize("target", ["charges", "dipole", "fragment_charges"])
+@pytest.mark.parametrize("target", ["charges", "fragment_charges"])   # dipoles: on the water clusters below
 def test_qeq_hypergradient_matches_finite_differences(key, index, target):
     mols = _molecules(6)
     if target == "fragment_charges":     # pairs of molecules as ±1 fragments of one structure
@@ -104,10 +104,45 @@ def test_qeq_hypergradient_matches_finite_differences(key, index, target):
     data = qeq_data(mols, target=target)
     h = {"hardness": jnp.array([9.0, 12.0]), "sigma": jnp.array([0.6, 0.8]),
          "electronegativity": jnp.array([0.0, 3.0])}
-    f = QEQ_LOSS
-    grad = np.asarray(QEQ_GRAD(h, data)[key])[index]
-    fd = _central(lambda g: f(g, data), h, key, index)
+    grad = np.asarray(QEQ_VALUE_AND_GRAD(h, data)[1][key])[index]
+    fd = _central(lambda g: QEQ_VALUE_AND_GRAD(g, data)[0], h, key, index)
     assert abs(grad - fd) <= 1e-5 * max(abs(fd), 1e-6), (grad, fd)
+
+
+def _water_molecules(stride=71):
+    """Every ``stride``-th bundled water cluster (eight clusters of 1–8 molecules for 71, read without
+    parsing the rest of the file), each molecule a neutral fragment (every H with its nearest O)."""
+    from jaxlr.data import data_path, read_structures
+
+    out = []
+    for s in read_structures(data_path("water_clusters.extxyz.gz"), index=f"::{stride}"):
+        z, r = np.asarray(s.numbers), np.asarray(s.positions)
+        o, h = np.flatnonzero(z == 8), np.flatnonzero(z == 1)
+        labels = np.empty(len(z), int)
+        labels[o] = np.arange(len(o))
+        labels[h] = np.argmin(np.linalg.norm(r[h, None] - r[None, o], axis=-1), axis=1)
+        assert np.all(np.bincount(labels) == 3)
+        out.append(s.replace(fragments=labels, fragment_charges=np.zeros(len(o))))
+    return out
+
+
+def test_qeq_dipole_hypergradient_on_water_clusters_matches_finite_differences():
+    """The water-cluster Qeq study's loss (PBE dipoles, each molecule neutral, per-species J, σ, χ):
+    every component of the hypergradient equals a central difference; a common shift of χ changes
+    no charge (each molecule's charge is fixed), so the two χ components are equal and opposite."""
+    clusters = _water_molecules()
+    sizes = [int(s.info["n_waters"]) for s in clusters]
+    assert min(sizes) == 1 and max(sizes) == 8
+    data = qeq_data(clusters, target="dipole", species=(1, 8), batch_size=8)
+    h = {"hardness": jnp.array([8.0, 5.0]), "sigma": jnp.array([0.8, 0.6]), "electronegativity": jnp.array([4.3, 8.9])}
+    _, grad = QEQ_VALUE_AND_GRAD(h, data)
+    for key in ("hardness", "sigma", "electronegativity"):
+        for index in (0, 1):
+            g = float(np.asarray(grad[key])[index])
+            fd = _central(lambda p: QEQ_VALUE_AND_GRAD(p, data)[0], h, key, index)
+            assert abs(g - fd) <= 1e-5 * abs(fd), (key, index, g, fd)
+    chi = np.asarray(grad["electronegativity"])
+    assert abs(chi[0] + chi[1]) <= 1e-9 * abs(chi[0])
 
 
 def test_ewald_smearing_gradient_is_zero():
@@ -381,4 +416,30 @@ def test_optimize_stops_when_a_step_leaves_the_domain():
         t = optimize(lambda h, d: -h["cutoff_width"], {"cutoff_width": 2.5}, None, steps=50, learning_rate=0.05,
                      progress=False, check=functools.partial(check_hyper, cutoff=3.0))
     assert 1 < len(t.loss) < 51 and max(h["cutoff_width"] for h in t.hyper) <= 3.0
-    assert t.best["cutoff_width"] == t.hyper[-1]["cutoff_width"]
+    assert t.best["cutoff_width"] == t.hyper[-1]["cutoff_width"] and t.stopped == "domain"
+
+
+def test_check_hyper_accepts_the_lists_of_a_trajectory_under_jit():
+    """HyperTrajectory.best holds per-species values as lists: a jitted loss traces each element."""
+    from jaxlr.hyper import check_hyper
+
+    def f(h):
+        check_hyper(h, keys=("sigma",), n_species=2)
+        return h["sigma"][0] * h["sigma"][1]
+
+    assert float(jax.jit(f)({"sigma": [2.0, 3.0]})) == 6.0
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        f({"sigma": [2.0, -3.0]})
+
+
+def test_optimize_reports_why_it_stopped():
+    """Early stopping on a validation loss that gets worse while the training loss improves."""
+    train = lambda h, d: (jnp.log(h["sigma"]) - 1.0) ** 2       # minimum at σ = e
+    valid = lambda h, d: (jnp.log(h["sigma"]) - 0.2) ** 2       # minimum at σ = e^0.2
+    t = optimize(train, {"sigma": 1.0}, None, valid_fn=valid, steps=200, learning_rate=0.05, patience=5,
+                 progress=False, check=lambda h: None)
+    best = int(np.argmin(t.valid))
+    assert t.stopped == "patience" and len(t.loss) == best + 6 < 201
+    assert t.best["sigma"] == t.hyper[best]["sigma"] and abs(np.log(t.best["sigma"]) - 0.2) < 0.06
+    assert optimize(train, {"sigma": 1.0}, None, steps=3, progress=False, check=lambda h: None).stopped == "steps"
+    assert grid_search(train, {"sigma": [1.0, 2.0]}, None, progress=False, check=lambda h: None).stopped == "grid"

@@ -10,8 +10,10 @@ A study is a pure function ``loss(hyper, data) -> scalar`` (jittable, differenti
   :func:`ridge_data` (the features of real atoms and pairs only, :func:`flat_features`);
 * :func:`qeq_loss` — the error of charge-equilibration charges or dipoles, differentiable
   in per-species hardness, Gaussian widths and electronegativities; data from
-  :func:`qeq_data`;
-* :func:`optimize` — Adam (optax) on log-parameters with early stopping;
+  :func:`qeq_data` (the structures' fragments, e.g. every molecule neutral, are the
+  solve's constraints; without them only the total charge);
+* :func:`optimize` — Adam (optax) on log-parameters with early stopping (the
+  :class:`HyperTrajectory` says why a run stopped);
   :func:`grid_search` — the same loss on a grid, to compare;
 * :func:`run_study` / ``jaxlr tune-hyper CONFIG`` — a study from a TOML file
   (:data:`STUDY_FORMAT`), writing the trajectory and a plot.

@@ -79,7 +79,7 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
     if unknown:
         raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(HYPER_DOMAINS)}.")
     for name, value in hyper.items():
-        v = concrete_value(value)
+        v = _concrete(value)
         if v is None:
             continue
         v = np.asarray(v, dtype=np.float64)
@@ -97,6 +97,15 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
             raise ValueError(f"hyperparameter hardness must be ≥ 0 (V/e), got {value!r}.")
         if name == "cutoff_width" and (np.any(v <= 0) or (cutoff is not None and np.any(v > cutoff))):
             raise ValueError(f"hyperparameter cutoff_width must lie in (0, cutoff = {cutoff}] Å, got {value!r}.")
+
+
+def _concrete(value):
+    """The host value of a hyperparameter, or None when any part of it is traced (e.g. the
+    per-species lists of :attr:`HyperTrajectory.best` passed to a jitted loss)."""
+    if isinstance(value, (list, tuple)):
+        parts = [concrete_value(v) for v in value]
+        return None if any(p is None for p in parts) else np.asarray(parts)
+    return concrete_value(value)
 
 
 @jax.tree_util.register_dataclass
@@ -373,6 +382,12 @@ def qeq_data(dataset, *, target: str = "charges", electronegativity=None, specie
         "fragment_charges": each fragment's formal charge (e.g. +1 / −1 for the monomers
         of an ion pair) against the sum of its Qeq charges when the solve constrains only
         the total charge — does Qeq move the right charge between molecules?
+        For "charges" and "dipole" the structures' fragments are the constraints of the
+        solve: without fragments only the total charge is fixed (charge may flow between
+        molecules); with ``fragments`` / ``fragment_charges`` set (e.g. every molecule
+        of a cluster neutral) each fragment keeps its charge and only polarises — a
+        fluctuating-charge model.  Dipoles are Σ q_i R_i about the origin, so for
+        charged structures the reference must use the same origin.
       electronegativity: (S,) χ per species in V, fixed unless passed in ``hyper``
         (default 0).
       species: atomic numbers of the channels (default the data set's).
@@ -382,6 +397,16 @@ def qeq_data(dataset, *, target: str = "charges", electronegativity=None, specie
 
     Raises:
       ValueError: an unknown target, structures without it, periodic structures.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxlr.data import Structure
+      >>> R = np.array([[0.0, 0, 0], [0.0, 0, 1.0], [3.0, 0, 0], [3.0, 0, 1.0]])
+      >>> pair = Structure(positions=R, numbers=[1, 9, 1, 9], fragments=[0, 0, 1, 1],
+      ...                  fragment_charges=[0.0, 0.0], targets={"dipole": np.array([0.0, 0.0, -0.8])})
+      >>> d = qeq_data([pair], target="dipole", electronegativity=[0.0, 4.0], batch_size=4)
+      >>> d.n_species, d.references[0].shape, d.batches[0].fragment_charges.shape   # padded to 4 structures
+      (2, (4, 3), (4, 2))
     """
     from ..data._dataset import Dataset
 
@@ -418,13 +443,21 @@ def _all_pairs(atom_mask) -> Neighbors:
 def qeq_loss(hyper, data: QeqData):
     """RMS error of Qeq charges (e), dipoles (e·Å) or fragment charges (e) against the references (jittable).
 
+    The charges minimise Σ χ q + ½ J q² + E_Coulomb(q; Gaussian widths σ) under the
+    constraints of :func:`qeq_data` (total charge, or each fragment's charge), solved
+    densely with all pairs (open boundary) and differentiated implicitly.  Only
+    differences of χ between species matter when every constraint fixes a sum of charges
+    (a common shift of χ is absorbed by the chemical potential), so the gradient along
+    a common shift of all χ is zero.
+
     Args:
       hyper: mapping with (S,) per-species ``hardness`` (V/e, ≥ 0) and ``sigma`` (Å, > 0),
         and optionally ``electronegativity`` (V; else ``data.electronegativity``).
       data: :class:`QeqData`.
 
     Returns:
-      () RMS error over real atoms (charges) or structures (dipoles).
+      () RMS error over real atoms (charges, e), over structures × 3 Cartesian
+      components (dipoles, e·Å) or over fragments (fragment charges, e).
 
     Example:
       >>> import jax, numpy as np

@@ -41,6 +41,10 @@ class HyperTrajectory:
         there is no validation loss).  best_loss, best_valid: their losses.
       evaluations: number of feature evaluations (loss or loss-and-gradient calls).
       seconds: wall time, compilation included.
+      stopped: why the run ended — ``"steps"`` (the step budget was used up),
+        ``"patience"`` (early stopping: no better validation loss for ``patience``
+        steps), ``"domain"`` (a step left the hyperparameters' domain), ``"non-finite"``
+        (the loss was not finite) or ``"grid"`` (a grid search visited every point).
     """
 
     hyper: list
@@ -51,6 +55,7 @@ class HyperTrajectory:
     best_valid: float | None
     evaluations: int
     seconds: float
+    stopped: str = "steps"
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict of the trajectory."""
@@ -129,8 +134,8 @@ def optimize(loss_fn, hyper: dict, data, *, steps: int = 100, learning_rate: flo
       >>> import jax.numpy as jnp
       >>> loss = lambda h, d: (jnp.log(h["local_sigma"]) - d) ** 2
       >>> t = optimize(loss, {"local_sigma": 1.0}, jnp.log(0.5), steps=200, learning_rate=0.1, progress=False)
-      >>> round(t.best["local_sigma"], 2)
-      0.5
+      >>> round(t.best["local_sigma"], 2), t.stopped
+      (0.5, 'patience')
     """
     import optax
 
@@ -162,6 +167,7 @@ def optimize(loss_fn, hyper: dict, data, *, steps: int = 100, learning_rate: flo
     best, best_loss, best_valid, since = None, np.inf, np.inf, 0
     evaluations = 0
     bar = _Bar(progress, int(steps))
+    stopped = "steps"
     for k in range(int(steps) + 1):
         current = _to_host(_decode({**params, **frozen}))
         if k:
@@ -169,6 +175,7 @@ def optimize(loss_fn, hyper: dict, data, *, steps: int = 100, learning_rate: flo
                 check({key: np.asarray(v) for key, v in current.items()})
             except ValueError as err:
                 warnings.warn(f"optimize stopped at step {k}: {err}", stacklevel=2)
+                stopped = "domain"
                 break
         value, grad = value_and_grad(params, data)
         evaluations += 1
@@ -185,14 +192,18 @@ def optimize(loss_fn, hyper: dict, data, *, steps: int = 100, learning_rate: flo
         else:
             since += 1
         bar.update(k, value, None if validate is None else score)
-        if k == steps or since >= patience or not np.isfinite(value):
+        if not np.isfinite(value):
+            stopped = "non-finite"
+        elif since >= patience and k < steps:
+            stopped = "patience"
+        if k == steps or stopped != "steps":
             break
         updates, state = tx.update(grad, state, params)
         params = optax.apply_updates(params, updates)
     bar.close()
     return HyperTrajectory(hyper=history, loss=losses, valid=valids, best=best, best_loss=float(best_loss),
                            best_valid=None if validate is None else float(best_valid), evaluations=evaluations,
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, stopped=stopped)
 
 
 def grid_search(loss_fn, grid: dict, data, *, fixed: dict | None = None, valid_fn=None, valid_data=None,
@@ -243,4 +254,5 @@ def grid_search(loss_fn, grid: dict, data, *, fixed: dict | None = None, valid_f
     return HyperTrajectory(hyper=[_to_host(p) for p in points], loss=losses, valid=valids,
                            best=_to_host(points[i]), best_loss=float(losses[i]),
                            best_valid=None if v is None else float(valids[i]),
-                           evaluations=len(points) * (2 if v is not None else 1), seconds=time.perf_counter() - t0)
+                           evaluations=len(points) * (2 if v is not None else 1), seconds=time.perf_counter() - t0,
+                           stopped="grid")
