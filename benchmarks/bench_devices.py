@@ -9,6 +9,12 @@ On a CPU it forces ``--host-devices`` (default 4) host devices through
 "devices" share the same cores and memory, so on a CPU the script shows **correctness and
 memory only**: its timings say nothing about speed-up.
 
+Several hosts (or several processes on one): start the same command in every process
+with ``JAXLR_COORDINATOR=host0:PORT JAXLR_NUM_PROCESSES=K JAXLR_PROCESS_ID=k`` set; the
+script calls ``jaxlr.parallel.initialize_distributed()`` first, ``--devices`` then counts
+the devices of all processes, and process 0 prints (and alone runs the one-device
+reference).
+
 Three parts:
 
 1. one periodic system across P devices (``jaxlr.parallel.coulomb_sharded``: real-space
@@ -25,6 +31,7 @@ Run:  python benchmarks/bench_devices.py [--n 20000] [--devices 1 2 4] [--accura
 """
 
 import argparse
+import builtins
 import os
 import statistics
 import sys
@@ -57,6 +64,8 @@ def main():
     import jaxlr
     from jaxlr.parallel import (
         divisible_mesh,
+        gather_global,
+        initialize_distributed,
         predict_sharded,
         shard_system,
         sharded_coulomb_terms,
@@ -64,10 +73,17 @@ def main():
     )
     from jaxlr.testing import random_ionic_system
 
+    initialize_distributed()          # several processes: JAXLR_COORDINATOR etc.; otherwise nothing
+    lead = jax.process_index() == 0
+
+    print = builtins.print if lead else (lambda *a, **k: None)       # noqa: A001 — process 0 alone prints
+
     devices = jax.devices()
     platform = devices[0].platform
-    counts = [p for p in args.devices if p <= len(devices)]
-    print(f"jaxlr {jaxlr.__version__}, jax {jax.__version__}: {len(devices)} {platform} device(s), {args.dtype}")
+    # with K processes a count must be a multiple of K (the same number of devices in each)
+    counts = [p for p in args.devices if p <= len(devices) and p % jax.process_count() == 0]
+    print(f"jaxlr {jaxlr.__version__}, jax {jax.__version__}: {len(devices)} {platform} device(s) in "
+          f"{jax.process_count()} process(es), {args.dtype}")
     if platform == "cpu":
         print("CPU host devices share the same cores and memory: the numbers below show correctness and "
               "memory only, not speed-up.")
@@ -80,7 +96,7 @@ def main():
     print(f"\n1. N = {args.n:,} ±1 charges, PME mesh {mesh.shape}, order {mesh.order}, cutoff {params.cutoff:.2f} Å, "
           f"smearing {params.smearing:.3f} Å (accuracy {args.accuracy:g})")
     ref = None
-    if not args.skip_reference:
+    if not args.skip_reference and lead:
         ref = jaxlr.coulomb(jnp.asarray(pos, args.dtype), jnp.asarray(q, args.dtype), cell=jnp.asarray(cell, args.dtype),
                             method="pme", smearing=params.smearing, cutoff=params.cutoff, mesh=mesh)
     print(f"   {'P':>3s} {'slots/dev':>9s} {'compile/s':>9s} {'time/ms':>9s} {'max rel. diff E, F, stress':>30s}")
@@ -91,7 +107,7 @@ def main():
             return jax.block_until_ready(sharded_coulomb_terms(system, cell, params.smearing))
 
         t0 = time.perf_counter()
-        energy, _, forces, stress = call()
+        energy, _, forces, stress = gather_global(call())
         first = time.perf_counter() - t0
         times = []
         for _ in range(args.repeat):
@@ -111,7 +127,7 @@ def main():
 
     # ---- 2. memory per device ---------------------------------------------------------------
     print("\n2. Per-device buffers of the compiled energy + forces + stress (XLA memory analysis, MB):")
-    print(f"   {'P':>3s} {'arguments':>10s} {'outputs':>8s} {'temporaries':>11s} {'total':>8s} {'× P=1':>6s}")
+    print(f"   {'P':>3s} {'arguments':>10s} {'outputs':>8s} {'temporaries':>11s} {'total':>8s} {'× P=' + str(counts[0]):>6s}")
     rows = sharded_memory(pos, q, cell, devices=tuple(counts), accuracy=args.accuracy, dtype=args.dtype,
                           mesh=mesh, smearing=params.smearing, cutoff=params.cutoff)
     for row in rows:

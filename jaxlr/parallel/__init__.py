@@ -5,7 +5,9 @@ Everything here uses JAX's own sharding — a one-axis :class:`jax.sharding.Mesh
 (``psum``, ``all_to_all``, ``ppermute``) — no framework of its own.
 
 * Devices: :func:`device_mesh` turns ``devices=None | int | Mesh`` into a mesh;
-  :func:`initialize_distributed` starts ``jax.distributed`` for multi-host runs.
+  :func:`initialize_distributed` starts ``jax.distributed`` for multi-process runs, where
+  :func:`to_global` builds global arrays from each process's own rows
+  (:func:`process_rows`) and :func:`gather_global` brings results back to every process.
 * Data parallel: :func:`jaxlr.train.fit` / :func:`jaxlr.train.evaluate` take ``devices=``;
   :func:`predict_sharded` spreads one batch's structures over devices.
 * One large system (domain decomposition): :func:`coulomb_sharded` (energy, potentials,
@@ -39,6 +41,7 @@ from ._devices import (
     AXIS,
     check_divisible,
     device_mesh,
+    gather_global,
     initialize_distributed,
     n_devices,
     process_rows,
@@ -61,6 +64,7 @@ __all__ = [
     "coulomb_sharded",
     "device_mesh",
     "divisible_mesh",
+    "gather_global",
     "initialize_distributed",
     "make_sharded_coulomb",
     "make_sharded_real_space",

@@ -38,7 +38,7 @@ from ..system._checks import check_accuracy, check_cell, check_per_atom, check_p
 from ..system._neighbors import Neighbors, neighbor_list
 from ..tuning._coulomb import tune_coulomb
 from ..units import KE
-from ._devices import device_mesh, n_devices, sharded_rows
+from ._devices import device_mesh, gather_global, n_devices, to_global
 from ._mesh_pme import check_slab_mesh, make_sharded_reciprocal, slab_sizes
 from ._rows import make_sharded_real_space
 
@@ -198,7 +198,9 @@ def shard_system(positions, charges, cell, *, spec: MeshSpec, cutoff: float, dev
       dtype: float dtype of the arrays (default: jax's default float).
 
     Returns:
-      :class:`ShardedSystem` with its arrays placed on the devices.
+      :class:`ShardedSystem` with its arrays placed on the devices (global arrays; in a
+      multi-process run each process fills only its own devices' rows,
+      :func:`jaxlr.parallel.to_global`).
 
     Example:
       >>> import numpy as np
@@ -232,10 +234,9 @@ def shard_system(positions, charges, cell, *, spec: MeshSpec, cutoff: float, dev
     s_idx[layout.atom_slot] = np.where(mask, layout.atom_slot[idx], layout.atom_slot[:, None])
     s_mask = layout.pad(mask, False)
     s_shift = layout.pad(np.where(mask[..., None], np.asarray(nl.shifts), 0).astype(np.int8), 0)
-    rows = sharded_rows(layout.mesh)
 
     def put(x, dtype=None):
-        return jax.device_put(jnp.asarray(x, dtype), rows)
+        return to_global(np.asarray(x, dtype), layout.mesh)
 
     nbrs = Neighbors(idx=put(s_idx.astype(np.int32)), mask=put(s_mask), shifts=put(s_shift),
                      overflow=jnp.zeros((), bool))
@@ -302,8 +303,8 @@ def sharded_coulomb_terms(system: ShardedSystem, cell, smearing, *, stress: bool
     """
     fn = _jitted_terms(system.layout, system.sigma is not None, bool(stress))
     dtype = system.positions.dtype
-    return fn(system.positions, system.charges, system.sigma, jnp.asarray(cell, dtype),
-              jnp.asarray(smearing, dtype), system.neighbors)
+    return fn(system.positions, system.charges, system.sigma, np.asarray(cell, dtype),
+              np.asarray(smearing, dtype), system.neighbors)
 
 
 def sharded_memory(positions, charges, cell, *, devices=(1, 2, 4), accuracy: float = 1e-4, stress: bool = True,
@@ -339,7 +340,7 @@ def sharded_memory(positions, charges, cell, *, devices=(1, 2, 4), accuracy: flo
         check_slab_mesh(params.mesh, count)
         system = shard_system(pos, q, cell_np, spec=params.mesh, cutoff=params.cutoff, devices=count, dtype=dt)
         fn = _jitted_terms(system.layout, False, bool(stress))
-        args = (system.positions, system.charges, None, jnp.asarray(cell_np, dt), jnp.asarray(params.smearing, dt),
+        args = (system.positions, system.charges, None, np.asarray(cell_np, dt), np.asarray(params.smearing, dt),
                 system.neighbors)
         stats = fn.lower(*args).compile().memory_analysis()
         arg, out, tmp = (int(stats.argument_size_in_bytes), int(stats.output_size_in_bytes),
@@ -416,7 +417,9 @@ def coulomb_sharded(positions, charges, *, cell, sigma=None, devices=None, accur
     Args:
       positions: (N, 3) Å.  charges: (N,) e, neutral.  cell: (3, 3) Å (rows).
       sigma: (N,) Gaussian widths (Å) or None (point charges).
-      devices: device count or :class:`jax.sharding.Mesh` (default: all devices).
+      devices: device count or :class:`jax.sharding.Mesh` (default: all devices).  In a
+        multi-process run (:func:`jaxlr.parallel.initialize_distributed`) every process
+        passes the same inputs, feeds only its own devices' atoms and gets every result.
       accuracy: target relative RMS force error (as :func:`jaxlr.coulomb`).
       smearing, cutoff, mesh, order: override the tuned PME parameters.  A tuned mesh
         whose first two sizes are not multiples of the device count is enlarged to the
@@ -443,7 +446,7 @@ def coulomb_sharded(positions, charges, *, cell, sigma=None, devices=None, accur
     params = _sharded_params(pos, q, cell_np, sig, n_devices(dmesh), accuracy, smearing, cutoff, mesh, order,
                              dt.name)
     system = shard_system(pos, q, cell_np, spec=params.mesh, cutoff=params.cutoff, devices=dmesh, sigma=sig, dtype=dt)
-    energy, phi, forces, st = sharded_coulomb_terms(system, cell_np, params.smearing, stress=stress)
+    energy, phi, forces, st = gather_global(sharded_coulomb_terms(system, cell_np, params.smearing, stress=stress))
     lay = system.layout
     return ShardedCoulombResult(energy=energy, potentials=lay.unpad(phi), forces=lay.unpad(forces), stress=st,
                                 params=params, layout=lay)
@@ -496,7 +499,8 @@ def qeq_sharded(positions, electronegativity, hardness, sigma, *, cell, devices=
 
     Args:
       positions (N, 3) Å; electronegativity χ (N,) V; hardness J (N,) V/e ≥ 0; sigma (N,)
-      Å > 0; cell (3, 3) Å; devices: count or Mesh; total_charge e; accuracy: the Coulomb
+      Å > 0; cell (3, 3) Å; devices: count or Mesh (multi-process: as
+      :func:`coulomb_sharded`); total_charge e; accuracy: the Coulomb
       operator's relative force accuracy; tol: PCG relative residual; smearing, cutoff,
       mesh, order: as :func:`coulomb_sharded`.
 
@@ -528,13 +532,13 @@ def qeq_sharded(positions, electronegativity, hardness, sigma, *, cell, devices=
     system = shard_system(pos, np.zeros(n), cell_np, spec=params.mesh, cutoff=params.cutoff, devices=dmesh,
                           sigma=sig, dtype=dt)
     lay = system.layout
-    rows = sharded_rows(lay.mesh)
 
     def put(x, fill):
-        return jax.device_put(jnp.asarray(lay.pad(x, fill), dt), rows)
+        return to_global(np.asarray(lay.pad(x, fill), dt), lay.mesh)
 
-    live = jax.device_put(jnp.asarray(lay.live, dt), rows)
+    live = to_global(np.asarray(lay.live, dt), lay.mesh)
     fn = _jitted_qeq(lay, float(tol), int(maxiter))
-    q, lam, info = fn(system.positions, system.sigma, put(chi, 0.0), put(hard, 1.0), live, jnp.asarray(cell_np, dt),
-                      jnp.asarray(params.smearing, dt), system.neighbors, jnp.asarray([total_charge], dt))
+    q, lam, info = gather_global(fn(system.positions, system.sigma, put(chi, 0.0), put(hard, 1.0), live,
+                                    np.asarray(cell_np, dt), np.asarray(params.smearing, dt), system.neighbors,
+                                    np.asarray([total_charge], dt)))
     return ShardedQeqResult(charges=lay.unpad(q), chemical_potential=lam, info=info, params=params, layout=lay)

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ._devices import device_mesh, n_devices, replicated, sharded_rows
+from ._devices import device_mesh, gather_global, n_devices, replicated, sharded_rows, to_global
 
 __all__ = ["predict_sharded", "pad_structures"]
 
@@ -53,6 +53,10 @@ def predict_sharded(potential, variables, batch, *, devices=None, **kw):
         count P or a :class:`jax.sharding.Mesh`.  The batch is padded with masked
         structures to a multiple of P (:func:`pad_structures`), split along the structure
         axis, the variables replicated; the padding is removed from the result.
+        Multi-process runs (:func:`jaxlr.parallel.initialize_distributed`): every process
+        passes the same batch and variables, feeds only the structures of its own devices
+        (:func:`jaxlr.parallel.to_global`) and gets the whole result back
+        (:func:`jaxlr.parallel.gather_global`).
       **kw: ``forces=``, ``stress=`` as in :meth:`~jaxlr.models.Potential.apply`.
 
     Returns:
@@ -87,7 +91,7 @@ def predict_sharded(potential, variables, batch, *, devices=None, **kw):
                              "bound: re-plan with potential.adapted_to(cells, variables=variables).")
     padded = pad_structures(batch, n_devices(mesh))
     step = _sharded_apply(potential, bool(forces), stress, mesh)
-    out = step(jax.device_put(variables, replicated(mesh)), jax.device_put(padded, sharded_rows(mesh)))
+    out = gather_global(step(to_global(variables, mesh, rows=False), to_global(padded, mesh)))
     return jax.tree_util.tree_map(lambda x: x[:b], out)
 
 

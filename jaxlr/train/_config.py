@@ -548,14 +548,19 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
         _check_split(split, ds, potential.species, ())
 
     # ---- train ---------------------------------------------------------------------------
+    import jax
+
+    lead = jax.process_index() == 0      # multi-process runs: process 0 alone writes and prints
     run_dir = Path(output["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if progress is not None:
         training["progress"] = progress
     resolved = {"data": data, "model": {"name": name, "species": list(species), **model_cfg},
                 "training": {**training, "weights": active}, "output": output}
-    write_json(run_dir / "fit_config.json", resolved)
-    if not isinstance(config_or_path, dict):
+    if lead:
+        write_json(run_dir / "fit_config.json", resolved)
+    if lead and not isinstance(config_or_path, dict):
         (run_dir / "config.toml").write_bytes(Path(config_or_path).read_bytes())
     result = fit(potential, sets["train"], sets["valid"], weights=active, run_dir=run_dir,
                  plots=output["plots"], **training)
@@ -586,6 +591,8 @@ def run_fit(config_or_path, *, progress: bool | None = None, stream=None) -> Pat
         "test_filter": data.get("test_filter"),
         "compilations": result.compilations,
     }
+    if not lead:
+        return run_dir
     write_json(run_dir / "metrics.json", summary)
     if output["plots"] and parity:
         from ._plots import write_plots

@@ -537,9 +537,10 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         gradients across devices; the result equals one-device training up to the order
         of floating-point sums.  ``batch_size`` must be a multiple of P; the validation
         batch size is rounded up to one (padding structures, ignored by the metrics).
-        Multi-host: call ``jax.distributed.initialize()`` (or
-        :func:`jaxlr.parallel.initialize_distributed`) first in every process; each
-        process then feeds its own rows of every batch.
+        Multi-process: call :func:`jaxlr.parallel.initialize_distributed` (or
+        ``jax.distributed.initialize()``) first in every process and run the same
+        ``fit`` call in each; every process feeds only its own rows of every batch, all
+        return the same result, and process 0 alone writes ``run_dir`` and the progress.
 
     Returns:
       :class:`FitResult` with the best variables.
@@ -635,7 +636,9 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
     params, opt_state, stats = _on_mesh(mesh, (params, opt_state, stats), rows=False)
 
     run_dir = None if run_dir is None else Path(run_dir)
-    if run_dir is not None:
+    # multi-process runs: process 0 alone writes the run folder and prints the progress
+    writes = run_dir is not None and jax.process_index() == 0
+    if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
 
     def validate(variables, keep=False):
@@ -646,7 +649,7 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         return m
 
     # ---- 4./5. epochs ----------------------------------------------------------------------
-    bar = _Progress(progress, epochs, n_batches)
+    bar = _Progress(progress and jax.process_index() == 0, epochs, n_batches)
     history = []
     best = (math.inf, 0, None)           # (monitored loss, epoch, host params)
     n_step = 0
@@ -687,13 +690,13 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         if improved:
             best = (monitored, epoch, jax.device_get(params))
             stale = 0
-            if run_dir is not None:
+            if writes:
                 save(run_dir / CHECKPOINT_DIR, potential, {"params": best[2], "stats": stats},
                      extra={"epoch": epoch, "train_loss": train_loss, "valid_loss": record.get("valid_loss"),
                             "weights": active, "valid": record.get("valid")})
         else:
             stale += 1
-        if run_dir is not None:
+        if writes:
             write_json(run_dir / HISTORY_FILE, history)
         stop_reason = None
         if not finite:
@@ -721,7 +724,7 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
                                                       "eval_step": _cache_size(evaluator)},
                        train_shapes=set(train_loader.shapes), weights=dict(active),
                        valid_metrics=valid_metrics, parity=parity)
-    if run_dir is not None and plots:
+    if writes and plots:
         from ._plots import write_plots
 
         write_plots(run_dir, history, {f"valid/{k}": v for k, v in (parity or {}).items()})
