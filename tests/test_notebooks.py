@@ -33,8 +33,9 @@ NOTEBOOKS = sorted(p.name for p in FOLDER.glob("*.ipynb"))
 #: a load of 12 other processes) and 05 34 s; 04 (16 s) stays in the default run
 HEAVY = {"01_electrostatics_quickstart.ipynb", "02_lode_point_charges.ipynb", "03_charged_dimers.ipynb",
          "05_density_projection_pyscf.ipynb",
-         "06_hyperparameter_study.ipynb",   # 06: 147–161 s of wall time under a load of 6–7
-         "07_molten_salt_md.ipynb"}   # 07: 167 s of wall time under a load of 14 (216 ions, 750 MD steps)
+         "06_hyperparameter_study.ipynb",   # 06: 147–161 s under a load of 6–7; with the Qeq-on-water section 646 s at a load of 12–14
+         "07_molten_salt_md.ipynb",   # 07: 167 s of wall time under a load of 14 (216 ions, 750 MD steps)
+         "08_water_clusters.ipynb"}   # 08: three shipped models on 16 + 4 clusters, compiles dominate
 #: optional packages a notebook needs; without them its run is skipped
 NEEDS = {"05_density_projection_pyscf.ipynb": "pyscf"}
 #: seconds a single cell may run
