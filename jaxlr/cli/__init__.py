@@ -198,7 +198,10 @@ def main(argv=None) -> int:
             tour()
         elif args.command == "fit":
             from ..train._config import run_fit
-            print(f"run folder: {run_fit(args.config)}")
+            run_dir = run_fit(args.config)
+            import jax
+            if jax.process_index() == 0:          # multi-process runs: one line, from the process that writes
+                print(f"run folder: {run_dir}")
         elif args.command == "tune-hyper":
             from ..hyper._study import run_study
             print(f"study folder: {run_study(args.config)}")
