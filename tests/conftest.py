@@ -132,3 +132,46 @@ def pad_system(positions, charges, n_total, sigma=None, *, cell=None, seed=0):
 
 #: Coulomb constant (eV·Å/e²), the library's and the reference's value
 KE = 14.399645351950548   # Hartree·Bohr in eV·Å (ASE: units.Hartree * units.Bohr)
+
+
+#: the committed reference files of the tests (tests/data)
+TEST_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def reference_frames(name):
+    """The frames (``ase.Atoms``, fresh objects) of the reference file ``tests/data/NAME``
+    (extended XYZ, optionally gzipped), e.g. the smoke outputs of the data generators."""
+    import ase.io
+
+    return ase.io.read(os.path.join(TEST_DATA, name), ":")
+
+
+def smoke_generation(main, out, capsys, reference):
+    """Run a data generator's command line ``all --set smoke --out OUT --seed 0`` twice and
+    pair the assembled frames with those of the reference file ``tests/data/REFERENCE``.
+
+    The second run must find every shard in place (a resumed run does no work).  The
+    structure ids must match the reference's and the sampled positions agree to 1e-5 Å
+    (MD on another BLAS may differ in the last bits).
+
+    Returns:
+      ``(stderr of the second run, [(new frame, reference frame, same)])``, ``same`` True
+      when the positions agree to 1e-10 Å, so that the labels must too; otherwise a test
+      labels the reference geometry itself.
+    """
+    import ase.io
+
+    ref = reference_frames(reference)
+    args = ["all", "--set", "smoke", "--out", str(out), "--seed", "0"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0                                      # resumes: no work
+    err = capsys.readouterr().err
+    new = ase.io.read(os.path.join(str(out), "smoke.extxyz.gz"), ":")
+    assert [f.info["structure_id"] for f in new] == [f.info["structure_id"] for f in ref]
+    pairs = []
+    for f, r in zip(new, ref):
+        dx = np.abs(f.get_positions() - r.get_positions()).max()
+        assert dx < 1e-5, f"sampled geometry moved by {dx} Å"
+        pairs.append((f, r, dx <= 1e-10))
+    return err, pairs

@@ -1,4 +1,5 @@
-"""Tests of the water-cluster data generator (jaxlr/data/generate/water_clusters.py).
+"""Tests of the water-cluster data generator (jaxlr/data/generate/water_clusters.py) and of
+the shard machinery that all the generators share (jaxlr/data/generate/_shards.py).
 
 The PySCF/tblite tests skip when those packages are absent.  The smoke reference
 (tests/data/water_smoke.extxyz) was written by
@@ -7,34 +8,14 @@ The PySCF/tblite tests skip when those packages are absent.  The smoke reference
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import reference_frames, smoke_generation
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = Path(__file__).resolve().parent / "data" / "water_smoke.extxyz"
+from jaxlr.data.generate import _shards as shards
+from jaxlr.data.generate import water_clusters as wc
 
-
-def _generator():
-    try:
-        return importlib.import_module("jaxlr.data.generate.water_clusters")
-    except ImportError:                                # package layout in flux: load the file
-        path = ROOT / "jaxlr" / "data" / "generate" / "water_clusters.py"
-        spec = importlib.util.spec_from_file_location("water_clusters", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-
-
-wc = _generator()
-
-
-def _reference():
-    ase_io = pytest.importorskip("ase.io")
-    return ase_io.read(REFERENCE, ":")
+REFERENCE = "water_smoke.extxyz"
 
 
 def _scf(frame):
@@ -60,6 +41,55 @@ def test_plans():
         wc.plan("ice")
 
 
+def _toy_label(label_dir, calls, frame):
+    """A stand-in label task: drops the structure named ``*-bad``, stores an energy otherwise."""
+    sid = frame.info["structure_id"]
+    calls.append(sid)
+    labels = None if sid.endswith("bad") else {"energy": float(len(frame))}
+    shards.store_labels(label_dir, sid, labels, "failed", n_atoms=len(frame))
+    return sid
+
+
+def test_shards_resume_drop_and_refuse_missing_labels(tmp_path, capsys):
+    """The label stage skips what is stored or dropped, the assembly refuses frames neither
+    labelled nor dropped (or leaves them out with ``partial``), and nothing is half-written."""
+    import functools
+
+    import ase
+
+    d = shards.label_dir(tmp_path, "toy")
+    frames = [ase.Atoms("H" * (k + 1), positions=np.zeros((k + 1, 3))) for k in range(4)]
+    for k, f in enumerate(frames):
+        f.info["structure_id"] = f"toy-{k}" + ("-bad" if k == 2 else "")
+    calls = []
+    task = functools.partial(_toy_label, d, calls)
+    shards.label_stage(frames[:3], d, "toy", task, order_seed=[0, 1, 999])
+    assert sorted(calls) == ["toy-0", "toy-1", "toy-2-bad"]
+    assert "toy: 3 structures, 0 already labelled or dropped" in capsys.readouterr().err
+    shards.label_stage(frames[:3], d, "toy", task, order_seed=[0, 1, 999])            # resumes: no work
+    assert len(calls) == 3 and "3 already labelled or dropped" in capsys.readouterr().err
+    assert sorted(p.name for p in d.iterdir()) == ["dropped.jsonl", "toy-0.npz", "toy-1.npz", "toy-2-bad.dropped.json"]
+    pairs = shards.labelled(frames[:3], d, "toy")
+    assert [(f.info["structure_id"], float(z["energy"])) for f, z in pairs] == [("toy-0", 1.0), ("toy-1", 2.0)]
+    with pytest.raises(RuntimeError, match="1 structures of toy are not labelled yet"):
+        shards.labelled(frames, d, "toy")
+    assert len(shards.labelled(frames, d, "toy", partial=True)) == 2
+    with pytest.raises(ValueError, match="one number per item"):
+        shards.Progress("x", total=3, done=1, costs=[1.0])
+
+
+def test_progress_time_left_follows_the_costs(monkeypatch, capsys):
+    """Time left = measured seconds per unit cost × the cost still to do (a fake clock)."""
+    clock = iter([0.0, 2.0, 7.0])
+    monkeypatch.setattr(shards.time, "perf_counter", lambda: next(clock))
+    bar = shards.Progress("label toy", total=3, done=0, costs=[1.0, 4.0, 4.0])
+    bar.update(note="a")                         # 2 s for cost 1: 8 more cost units = 16 s
+    bar.update(note="b")                         # 7 s for cost 5: 4 more = 5.6 s
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("label toy 1/3 (33 %), 2.0 s each, 0.3 min left a")
+    assert lines[1].endswith("label toy 2/3 (67 %), 3.5 s each, 0.1 min left b")
+
+
 def test_element_outside_basis_raises():
     with pytest.raises(ValueError, match="outside the density-fit basis"):
         wc.check_elements(["O", "H", "H", "Na"])
@@ -74,7 +104,7 @@ def test_element_outside_basis_raises():
 
 def test_missing_target_message(tmp_path):
     pytest.importorskip("ase")
-    frames = _reference()
+    frames = reference_frames(REFERENCE)
     path = tmp_path / "two.extxyz.gz"
     for f in frames:
         del f.arrays["hirshfeld_dipoles"]
@@ -91,19 +121,10 @@ def test_missing_target_message(tmp_path):
 def test_smoke_generation_reproduces_reference(tmp_path, capsys):
     pytest.importorskip("pyscf")
     pytest.importorskip("tblite")
-    ref = _reference()
-    assert wc.main(["all", "--set", "smoke", "--out", str(tmp_path), "--seed", "0"]) == 0
-    capsys.readouterr()
-    assert wc.main(["all", "--set", "smoke", "--out", str(tmp_path), "--seed", "0"]) == 0    # resumes: no work
-    err = capsys.readouterr().err
+    err, pairs = smoke_generation(wc.main, tmp_path, capsys, REFERENCE)
     assert "3 already sampled" in err and "3 already labelled or dropped" in err
-    import ase.io
-    new = ase.io.read(tmp_path / "smoke.extxyz.gz", ":")
-    assert [f.info["structure_id"] for f in new] == [f.info["structure_id"] for f in ref]
-    for f, r in zip(new, ref):
-        dx = np.abs(f.get_positions() - r.get_positions()).max()
-        assert dx < 1e-5, f"sampled geometry moved by {dx} Å"
-        if dx > 1e-10:       # MD on another BLAS: label the reference geometry itself
+    for f, r, same in pairs:
+        if not same:         # MD on another BLAS: label the reference geometry itself
             lab = wc.label_structure(r.get_chemical_symbols(), r.get_positions())
             e_ha, forces, dipole, coef = lab["energy_hartree"], lab["forces"], lab["dipole"], lab["coefficients"]
         else:
@@ -115,7 +136,7 @@ def test_smoke_generation_reproduces_reference(tmp_path, capsys):
         np.testing.assert_allclose(dipole, r.calc.results["dipole"], atol=1e-5)
         np.testing.assert_allclose(coef, r.arrays["coefficients"], atol=1e-4)
     # sanity of the reference itself
-    for r in ref:
+    for r in reference_frames(REFERENCE):
         n = r.info["n_waters"]
         assert -76.4 * n < r.info["energy_hartree"] < -76.2 * n
         assert 1e-3 < r.info["esp_rmse"] < 3.0                                 # mHa/e
@@ -137,7 +158,7 @@ def test_monomer_energy_and_dipole():
 
 def test_fit_reproduces_dipole_and_electron_count():
     pytest.importorskip("pyscf")
-    frame = _reference()[2]                                                    # a rattled dimer
+    frame = reference_frames(REFERENCE)[2]                                         # a rattled dimer
     mol, mf, dm, dip_au = _scf(frame)
     coef, diag = wc.fit_density(mol, dm, dip_au)
     pos = frame.get_positions()

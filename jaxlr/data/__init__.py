@@ -4,8 +4,8 @@
 :class:`Dataset`, :class:`BatchLoader` / :func:`make_batches` padding into the one model
 input :class:`AtomsBatch` with :class:`Targets`, :func:`pad_batch` for the functional
 layer, and the bundled sets (:func:`load_point_charges`, :func:`load_charged_dimers`,
-:func:`load_water_clusters`, :func:`water_cluster_splits`,
-:func:`load_water_transfer`).
+:func:`load_water_clusters`, :func:`water_cluster_splits`, :func:`load_water_transfer`, :func:`load_water_periodic`,
+:func:`load_water_response`).
 """
 
 from ._batch import TARGETS, AtomsBatch, Targets
@@ -22,6 +22,8 @@ from ._water import (
     reference_basis_widths,
     water_cluster_splits,
 )
+from ._water_periodic import load_water_periodic
+from ._water_response import load_water_response
 
 __all__ = [
     "AtomsBatch",
@@ -39,6 +41,8 @@ __all__ = [
     "load_charged_dimers",
     "load_point_charges",
     "load_water_clusters",
+    "load_water_response",
+    "load_water_periodic",
     "load_water_transfer",
     "make_batches",
     "mean_coefficients",

@@ -81,13 +81,40 @@ def load_water_clusters(*, charges: str | None = None, n_waters=None) -> Dataset
       >>> all(s.n_atoms == 6 for s in dimers), abs(float(dimers[0].targets["charges"].sum())) < 1e-8
       (True, True)
     """
-    structures = read_cached(WATER_CLUSTERS, ":", False)
-    if n_waters is not None:
-        sizes = {int(n_waters)} if np.ndim(n_waters) == 0 else {int(k) for k in n_waters}
-        structures = [s for s in structures if int(s.info["n_waters"]) in sizes]
-        if not structures:
-            raise ValueError(f"no cluster with n_waters in {sorted(sizes)}; the set holds n = 1–8.")
+    structures = select_n_waters(read_cached(WATER_CLUSTERS, ":", False), n_waters, "the set holds n = 1–8")
     return _with_charges(structures, charges)
+
+
+def select_n_waters(structures, n_waters, holds: str = "") -> list:
+    """The clusters of the given sizes (``info["n_waters"]``), in their order.
+
+    Args:
+      structures: structures with ``info["n_waters"]``.
+      n_waters: an int, a collection of ints, or None (keep every structure).
+      holds: what the set holds, for the error message (e.g. ``"the set holds n = 1–8"``).
+
+    Returns:
+      a list of the kept structures (the same objects).
+
+    Raises:
+      ValueError: if no structure has one of the sizes.
+
+    Example:
+      >>> ds = load_water_clusters()
+      >>> len(select_n_waters(ds, (1, 2))) == len(load_water_clusters(n_waters=[1, 2]))
+      True
+      >>> select_n_waters(ds, 9, "the set holds n = 1–8")
+      Traceback (most recent call last):
+      ValueError: no cluster with n_waters in [9]; the set holds n = 1–8.
+    """
+    structures = list(structures)
+    if n_waters is None:
+        return structures
+    sizes = {int(n_waters)} if np.ndim(n_waters) == 0 else {int(k) for k in n_waters}
+    kept = [s for s in structures if int(s.info["n_waters"]) in sizes]
+    if not kept:
+        raise ValueError(f"no cluster with n_waters in {sorted(sizes)}" + (f"; {holds}." if holds else "."))
+    return kept
 
 
 def water_cluster_splits(*, charges: str | None = None, seed: int = 0) -> tuple[Dataset, Dataset, Dataset]:

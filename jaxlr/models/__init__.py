@@ -3,7 +3,9 @@
 Five models share one input (:class:`AtomsBatch`) and one output (:class:`ModelOutput`):
 ``"local"``, ``"lode"`` (multi-scale LODE; linear variant by :func:`fit_ridge`),
 ``"latent"`` (latent charges + Coulomb), ``"qeq"`` (charge equilibration inside the
-model) and ``"density"`` (multipolar density coefficients).
+model) and ``"density"`` (multipolar density coefficients).  :func:`polarizability` gives the static
+polarisability ∂μ/∂F of the Qeq and density models (:func:`polarizability_volume` in Å³ or
+bohr³).
 """
 
 from ._descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
@@ -12,6 +14,7 @@ from ._energy_models import MODELS, DensityModel, LatentChargeModel, LocalModel,
 from ._nets import SpeciesMLP
 from ._output import ModelOutput
 from ._potential import Potential, build_potential
+from ._response import polarizability, polarizability_volume
 
 __all__ = [
     "CoulombSpec",
@@ -29,4 +32,6 @@ __all__ = [
     "build_potential",
     "local_invariants",
     "multiscale_invariants",
+    "polarizability",
+    "polarizability_volume",
 ]

@@ -89,21 +89,37 @@ basis, auxbasis, grid level, conv_tol, package versions, basis widths).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import gzip
-import json
+import functools
 import math
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+if not __package__:                     # run as a file: import its siblings as the package "generate"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    __package__ = "generate"
+from ._shards import (  # noqa: E402
+    installed_versions,
+    label_and_store,
+    label_dir,
+    label_stage,
+    labelled,
+    random_rotation,
+    run_stages,
+    sample_stage,
+    snapshot_steps,
+    stage_parser,
+    timed,
+    write_assembled,
+    write_extxyz,  # noqa: F401  (part of this module's interface)
+)
+from ._shards import load_samples as load_shards  # noqa: E402
+
 # --------------------------------------------------------------------------------------
-# jaxlr internals used by this generator: NONE.  The basis widths and conventions of
+# jaxlr internals used by this generator: NONE (only the shard machinery of its sibling
+# _shards.py, which imports numpy alone).  The basis widths and conventions of
 # jaxlr.density.GaussianBasis are restated below (BASIS_WIDTHS, layout in the header), so
 # the package can be reorganised without touching this file.
 # --------------------------------------------------------------------------------------
@@ -138,7 +154,9 @@ TIMESTEP_FS = 0.5
 FRICTION_PER_FS = 0.01
 RATTLE_FRACTION = 0.1
 RATTLE_STDEV = 0.05
-SET_CODES = {"water_clusters": 1, "transfer": 2, "smoke": 3}
+SET_CODES = {"water_clusters": 1, "transfer": 2, "smoke": 3, "response": 4}
+#: the packages whose versions go into the provenance (``pyscf_version``, ...)
+PACKAGES = ("pyscf", "tblite", "ase", "numpy")
 
 #: GFN2-like water monomer (Å), O first
 WATER = np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]])
@@ -167,6 +185,10 @@ SNAPSHOTS_PER_TRAJECTORY = 5
 #: size-transfer set: ≈ 180 s (n = 12) and ≈ 360 s (n = 16) per label, ≈ 1.5 h in all
 TRANSFER_COUNTS = {12: 10, 16: 10}
 TRANSFER_SNAPSHOTS = 2
+#: test-only response set (labelled at PBE/def2-SVPD by :mod:`water_response`): 5 clusters per
+#: size, one snapshot per trajectory (temperatures cycled), so no two share a trajectory
+RESPONSE_COUNTS = {n: 5 for n in range(1, 7)}
+RESPONSE_SNAPSHOTS = 1
 
 
 def plan(set_name: str) -> list[Trajectory]:
@@ -176,6 +198,8 @@ def plan(set_name: str) -> list[Trajectory]:
         counts, per = WATER_CLUSTER_COUNTS, SNAPSHOTS_PER_TRAJECTORY
     elif set_name == "transfer":
         counts, per = TRANSFER_COUNTS, TRANSFER_SNAPSHOTS
+    elif set_name == "response":
+        counts, per = RESPONSE_COUNTS, RESPONSE_SNAPSHOTS
     elif set_name == "smoke":
         for k, n in enumerate((1, 2, 2)):
             trajs.append(Trajectory(k, n, 300.0, 1, equilibration_steps=20, interval_steps=10, rattle=False,
@@ -198,33 +222,14 @@ def structure_id(set_name: str, traj: Trajectory, snap: int) -> str:
 # ======================================================================================
 # small helpers
 # ======================================================================================
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def package_versions() -> dict:
+    """Versions of the packages the generator uses, ``{name: version or "absent"}``.
 
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _progress(total: int, done: int, desc: str):
-    from tqdm import tqdm
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, initial=done, desc=desc, unit="structure", file=sys.stderr, smoothing=0.05,
-                mininterval=0.5 if interactive else 30.0, dynamic_ncols=interactive)
+    Example:
+      >>> sorted(package_versions())
+      ['ase', 'numpy', 'pyscf', 'tblite']
+    """
+    return installed_versions(PACKAGES)
 
 
 def check_elements(symbols) -> None:
@@ -235,39 +240,19 @@ def check_elements(symbols) -> None:
                          f"{sorted(BASIS_WIDTHS)}; add widths for them to BASIS_WIDTHS.")
 
 
-def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {}
-    for name in ("pyscf", "tblite", "ase", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "absent"
-    return out
-
-
 # ======================================================================================
 # stage 1: sampling with GFN2-xTB
 # ======================================================================================
-def _random_rotation(rng) -> np.ndarray:
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    a, b, c, d = q
-    return np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-                     [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-                     [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]])
-
-
 def random_cluster(n: int, rng) -> np.ndarray:
     """(3n, 3) positions (Å), O H H per water, non-clashing, compact."""
-    mols = [WATER @ _random_rotation(rng).T]
+    mols = [WATER @ random_rotation(rng).T]
     while len(mols) < n:
         for _attempt in range(1000):
             anchor = mols[rng.integers(len(mols))][0]
             direction = rng.normal(size=3)
             direction /= np.linalg.norm(direction)
             o = anchor + rng.uniform(2.7, 3.3) * direction
-            new = (WATER - WATER[0]) @ _random_rotation(rng).T + o
+            new = (WATER - WATER[0]) @ random_rotation(rng).T + o
             others = np.concatenate(mols)
             oo = np.linalg.norm(np.array([m[0] for m in mols]) - o, axis=1)
             d = np.linalg.norm(others[:, None, :] - new[None, :, :], axis=-1)
@@ -302,13 +287,8 @@ def sample_trajectory(set_name: str, traj: Trajectory, seed: int) -> list:
     atoms.set_constraint(FixCom())
     dyn = Langevin(atoms, timestep=TIMESTEP_FS * units.fs, temperature_K=traj.temperature,
                    friction=FRICTION_PER_FS / units.fs, rng=rng, fixcm=False)
-    dyn.run(traj.equilibration_steps)
-    step = traj.equilibration_steps
     frames = []
-    for snap in range(traj.n_snapshots):
-        if snap > 0:
-            dyn.run(traj.interval_steps)
-            step += traj.interval_steps
+    for snap, step in snapshot_steps(traj, dyn.run):
         frame = Atoms(atoms.get_chemical_symbols(), positions=atoms.get_positions().copy())
         rattled = bool(rng.random() < RATTLE_FRACTION) if traj.rattle else False
         if traj.force_rattle_last and snap == traj.n_snapshots - 1:
@@ -323,65 +303,29 @@ def sample_trajectory(set_name: str, traj: Trajectory, seed: int) -> list:
     return frames
 
 
-def _sample_path(out: Path, set_name: str, traj: Trajectory) -> Path:
-    return out / "samples" / set_name / f"traj_{traj.index:05d}.extxyz"
-
-
-def _write_frames(path: Path, frames) -> None:
-    import io
-
-    import ase.io
-    buf = io.StringIO()
-    ase.io.write(buf, frames, format="extxyz")
-    _atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _sample_task(args):
-    out, set_name, traj, seed = args
-    path = _sample_path(out, set_name, traj)
-    _write_frames(path, sample_trajectory(set_name, traj, seed))
-    return traj.n_snapshots
-
-
 def run_sample(out: Path, set_name: str, seed: int, workers: int = 1) -> None:
-    trajs = plan(set_name)
-    todo = [t for t in trajs if not _sample_path(out, set_name, t).exists()]
-    total = sum(t.n_snapshots for t in trajs)
-    done = total - sum(t.n_snapshots for t in todo)
-    _log(f"sample {set_name}: {len(trajs)} trajectories, {total} structures, {done} already sampled")
-    with _progress(total, done, f"sample {set_name}") as bar:
-        for n in _map(_sample_task, [(out, set_name, t, seed) for t in todo], workers):
-            bar.update(n)
-
-
-def _map(fn, tasks, workers):
-    if workers <= 1:
-        for t in tasks:
-            yield fn(t)
-    else:
-        import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers) as pool:
-            yield from pool.imap(fn, tasks)
+    """Stage 1: write the missing trajectory shards ``OUT/samples/SET/traj_*.extxyz``."""
+    sample_stage(out, set_name, plan(set_name), functools.partial(sample_trajectory, set_name, seed=seed),
+                 workers=workers)
 
 
 def load_samples(out: Path, set_name: str) -> list:
-    import ase.io
-    frames = []
-    for traj in plan(set_name):
-        path = _sample_path(out, set_name, traj)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} missing: run the 'sample' stage first")
-        frames.extend(ase.io.read(path, ":", format="extxyz"))
-    return frames
+    """All sampled frames (``ase.Atoms``) of a set, in plan order (FileNotFoundError if a shard is missing)."""
+    return load_shards(out, set_name, plan(set_name))
 
 
 # ======================================================================================
 # stage 2: labels with PySCF
 # ======================================================================================
-def build_mol(symbols, positions):
+def build_mol(symbols, positions, basis: str = BASIS):
+    """PySCF molecule (positions in Å, neutral singlet) in ``basis`` (def2-SVP unless told).
+
+    Raises:
+      ValueError: an element outside the density-fit basis (:func:`check_elements`).
+    """
     from pyscf import gto
     check_elements(symbols)
-    return gto.M(atom=[(s, tuple(map(float, r))) for s, r in zip(symbols, positions)], basis=BASIS,
+    return gto.M(atom=[(s, tuple(map(float, r))) for s, r in zip(symbols, positions)], basis=basis,
                  unit="Angstrom", charge=0, spin=0, verbose=0)
 
 
@@ -392,7 +336,17 @@ def run_scf(mol):
     mf.xc = LEVEL
     mf.grids.level = GRID_LEVEL
     mf.conv_tol = CONV_TOL
-    mf.kernel()
+    return converge(mf)
+
+
+def converge(mf, dm0=None):
+    """Run the SCF ``mf`` (from the density ``dm0``, or PySCF's guess); if it does not converge,
+    retry once from its last density with a :data:`LEVEL_SHIFT` Ha level shift.
+
+    Returns:
+      ``mf`` when converged, else None.
+    """
+    mf.kernel(dm0=dm0)
     if not mf.converged:
         dm = mf.make_rdm1()
         mf.level_shift = LEVEL_SHIFT
@@ -400,6 +354,23 @@ def run_scf(mol):
         if not mf.converged:
             return None
     return mf
+
+
+def scf_timed(symbols, positions, timings: dict, *, basis: str = BASIS, scf=None):
+    """The molecule and its converged SCF, the SCF's wall time (s) added to ``timings["scf"]``.
+
+    Args:
+      symbols, positions: the structure (Å).
+      timings: the label's timings (updated).
+      basis: the orbital basis (:func:`build_mol`).
+      scf: ``scf(mol)`` → converged mean-field object or None (default :func:`run_scf`).
+
+    Returns:
+      ``(mol, mf)``; ``mf`` is None when the SCF did not converge.
+    """
+    mol = build_mol(symbols, positions, basis)
+    with timed(timings, "scf"):
+        return mol, (scf or run_scf)(mol)
 
 
 # --- density fit in the jaxlr s+p basis -----------------------------------------------
@@ -622,28 +593,22 @@ def label_structure(symbols, positions) -> dict | None:
     """All labels of one structure (eV, Å units); None if the SCF does not converge."""
     symbols = list(symbols)
     positions = np.asarray(positions, dtype=float)
-    mol = build_mol(symbols, positions)
     timings = {}
-    t0 = time.perf_counter()
-    mf = run_scf(mol)
-    timings["scf"] = time.perf_counter() - t0
+    mol, mf = scf_timed(symbols, positions, timings)
     if mf is None:
         return None
-    t0 = time.perf_counter()
-    grad = mf.nuc_grad_method().kernel()
-    timings["grad"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dm = mf.make_rdm1()
-    dip_au = np.asarray(mf.dip_moment(mol, dm, unit="AU", origin=(0.0, 0.0, 0.0), verbose=0))
-    coef, fit_diag = fit_density(mol, dm, dip_au)
-    pts = mk_points(symbols, positions)
-    v_exact = exact_potential(mol, dm, pts)
-    v_fit = fitted_potential(symbols, positions, coef, pts) * BOHR      # e/Å → Hartree/e
-    esp_rmse = 1000.0 * float(np.sqrt(np.mean((v_fit - v_exact) ** 2)))
-    timings["fit"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    hq, hmu = hirshfeld(mf, dm)
-    timings["hirshfeld"] = time.perf_counter() - t0
+    with timed(timings, "grad"):
+        grad = mf.nuc_grad_method().kernel()
+    with timed(timings, "fit"):
+        dm = mf.make_rdm1()
+        dip_au = np.asarray(mf.dip_moment(mol, dm, unit="AU", origin=(0.0, 0.0, 0.0), verbose=0))
+        coef, fit_diag = fit_density(mol, dm, dip_au)
+        pts = mk_points(symbols, positions)
+        v_exact = exact_potential(mol, dm, pts)
+        v_fit = fitted_potential(symbols, positions, coef, pts) * BOHR      # e/Å → Hartree/e
+        esp_rmse = 1000.0 * float(np.sqrt(np.mean((v_fit - v_exact) ** 2)))
+    with timed(timings, "hirshfeld"):
+        hq, hmu = hirshfeld(mf, dm)
     return {
         "energy_hartree": float(mf.e_tot),
         "energy": float(mf.e_tot) * HARTREE_EV,
@@ -661,58 +626,24 @@ def label_structure(symbols, positions) -> dict | None:
     }
 
 
-def _label_dir(out: Path, set_name: str) -> Path:
-    return out / "labels" / set_name
-
-
-def _label_task(args):
-    out, set_name, sid, symbols, positions = args
-    d = _label_dir(out, set_name)
-    t0 = time.perf_counter()
-    res = label_structure(symbols, positions)
-    wall = time.perf_counter() - t0
-    if res is None:
-        record = {"structure_id": sid, "reason": "SCF not converged, also with level shift "
-                  f"{LEVEL_SHIFT} Ha", "n_atoms": len(symbols)}
-        _atomic_write_bytes(d / f"{sid}.dropped.json", json.dumps(record).encode())
-        with open(d / "dropped.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        return sid, None, wall
-    timings = res.pop("timings")
-    import io
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in res.items()},
-             **{f"time_{k}": np.asarray(v) for k, v in timings.items()})
-    _atomic_write_bytes(d / f"{sid}.npz", buf.getvalue())
-    return sid, (res, timings), wall
+def _label_one(d: Path, frame) -> str:
+    sid = frame.info["structure_id"]
+    symbols = frame.get_chemical_symbols()
+    r, t, wall = label_and_store(d, sid, functools.partial(label_structure, symbols, frame.get_positions()),
+                                 f"SCF not converged, also with level shift {LEVEL_SHIFT} Ha", n_atoms=len(symbols))
+    if r is None:
+        return f"{sid}: DROPPED (SCF not converged) after {wall:.1f} s"
+    return (f"{sid}: {wall:.1f} s (scf {t['scf']:.1f} [{r['scf_cycles']} cycles"
+            f"{', level-shifted' if r['level_shifted'] else ''}], grad {t['grad']:.1f}, "
+            f"fit+esp {t['fit']:.1f}, hirshfeld {t['hirshfeld']:.1f}) E={r['energy_hartree']:.8f} Ha "
+            f"esp_rmse={r['esp_rmse']:.3f} mHa/e")
 
 
 def run_label(out: Path, set_name: str, seed: int, workers: int = 1) -> None:
-    frames = load_samples(out, set_name)
-    d = _label_dir(out, set_name)
-    d.mkdir(parents=True, exist_ok=True)
-    # label in a seeded shuffled order so that a partial run covers all sizes
-    order = np.random.default_rng(np.random.SeedSequence([seed, SET_CODES[set_name], 999])).permutation(len(frames))
-    tasks = []
-    for i in order:
-        f = frames[i]
-        sid = f.info["structure_id"]
-        if (d / f"{sid}.npz").exists() or (d / f"{sid}.dropped.json").exists():
-            continue
-        tasks.append((out, set_name, sid, f.get_chemical_symbols(), f.get_positions()))
-    done = len(frames) - len(tasks)
-    _log(f"label {set_name}: {len(frames)} structures, {done} already labelled or dropped")
-    with _progress(len(frames), done, f"label {set_name}") as bar:
-        for sid, res, wall in _map(_label_task, tasks, workers):
-            if res is None:
-                _log(f"  {sid}: DROPPED (SCF not converged) after {wall:.1f} s")
-            else:
-                r, t = res
-                _log(f"  {sid}: {wall:.1f} s (scf {t['scf']:.1f} [{r['scf_cycles']} cycles"
-                     f"{', level-shifted' if r['level_shifted'] else ''}], grad {t['grad']:.1f}, "
-                     f"fit+esp {t['fit']:.1f}, hirshfeld {t['hirshfeld']:.1f}) E={r['energy_hartree']:.8f} Ha "
-                     f"esp_rmse={r['esp_rmse']:.3f} mHa/e")
-            bar.update(1)
+    """Stage 2: label every sampled structure not labelled or dropped yet (seeded shuffled order)."""
+    d = label_dir(out, set_name)
+    label_stage(load_samples(out, set_name), d, set_name, functools.partial(_label_one, d),
+                order_seed=[seed, SET_CODES[set_name], 999], workers=workers)
 
 
 # ======================================================================================
@@ -734,20 +665,15 @@ def provenance(seed: int) -> dict:
 
 
 def assemble_frames(out: Path, set_name: str, seed: int, partial: bool = False) -> list:
+    """The labelled frames of a set with their labels and provenance attached (plan order).
+
+    Raises:
+      RuntimeError: structures neither labelled nor dropped, unless ``partial``.
+    """
     from ase.calculators.singlepoint import SinglePointCalculator
-    frames = load_samples(out, set_name)
-    d = _label_dir(out, set_name)
     prov = provenance(seed)
-    result, missing = [], []
-    for f in frames:
-        sid = f.info["structure_id"]
-        path = d / f"{sid}.npz"
-        if not path.exists():
-            if not (d / f"{sid}.dropped.json").exists():
-                missing.append(sid)
-            continue
-        with np.load(path) as z:
-            lab = {k: z[k] for k in z.files}
+    result = []
+    for f, lab in labelled(load_samples(out, set_name), label_dir(out, set_name), set_name, partial=partial):
         f.info.update(prov)
         f.info.update(charge=0, esp_rmse=float(lab["esp_rmse"]), energy_hartree=float(lab["energy_hartree"]))
         f.arrays["coefficients"] = lab["coefficients"]
@@ -755,33 +681,12 @@ def assemble_frames(out: Path, set_name: str, seed: int, partial: bool = False) 
         f.arrays["hirshfeld_dipoles"] = lab["hirshfeld_dipoles"]
         f.calc = SinglePointCalculator(f, energy=float(lab["energy"]), forces=lab["forces"], dipole=lab["dipole"])
         result.append(f)
-    if missing and partial:
-        _log(f"assemble {set_name}: {len(missing)} structures not labelled yet are left out (--partial)")
-    elif missing:
-        raise RuntimeError(f"{len(missing)} structures of {set_name} are not labelled yet (e.g. {missing[0]}); "
-                           "run the 'label' stage first (or assemble with --partial)")
     return result
 
 
-def write_extxyz(path: Path, frames) -> None:
-    """Write frames as (gzipped if path ends in .gz) extended XYZ, atomically."""
-    import io
-
-    import ase.io
-    buf = io.StringIO()
-    ase.io.write(buf, frames, format="extxyz")
-    data = buf.getvalue().encode()
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, compresslevel=9, mtime=0)
-    _atomic_write_bytes(Path(path), data)
-
-
 def run_assemble(out: Path, set_name: str, seed: int, dest: Path | None = None, partial: bool = False) -> Path:
-    frames = assemble_frames(out, set_name, seed, partial)
-    dest = Path(dest) if dest is not None else out / f"{set_name}.extxyz.gz"
-    write_extxyz(dest, frames)
-    _log(f"assemble {set_name}: {len(frames)} frames -> {dest}")
-    return dest
+    """Stage 3: write the assembled file (default ``OUT/SET.extxyz.gz``); returns its path."""
+    return write_assembled(out, set_name, assemble_frames(out, set_name, seed, partial), dest)
 
 
 #: per-frame targets available in an assembled file
@@ -816,27 +721,17 @@ def read_dataset(path, targets=("energy", "forces")):
 # command line
 # ======================================================================================
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxlr.data.generate.water_clusters",
-                                description="Generate the water-cluster reference data (see the module docstring).")
-    p.add_argument("stage", choices=("sample", "label", "assemble", "all"))
-    p.add_argument("--out", type=Path, default=Path("runs/water"), help="directory of the resumable shards")
-    p.add_argument("--set", dest="set_name", choices=tuple(SET_CODES), default="water_clusters")
+    """Command line (see the module docstring); returns the exit status."""
+    p = stage_parser("jaxlr.data.generate.water_clusters",
+                     "Generate the water-cluster reference data (see the module docstring).",
+                     out="runs/water", sets=SET_CODES, default_set="water_clusters")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each single-threaded)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dest", type=Path, default=None, help="assembled file (default OUT/SET.extxyz.gz)")
-    p.add_argument("--partial", action="store_true", help="assemble: leave out structures not labelled yet")
     a = p.parse_args(argv)
     if a.workers < 1:
         p.error("--workers must be >= 1")
-    t0 = time.perf_counter()
-    if a.stage in ("sample", "all"):
-        run_sample(a.out, a.set_name, a.seed, a.workers)
-    if a.stage in ("label", "all"):
-        run_label(a.out, a.set_name, a.seed, a.workers)
-    if a.stage in ("assemble", "all"):
-        run_assemble(a.out, a.set_name, a.seed, a.dest, a.partial)
-    _log(f"{a.stage} {a.set_name}: done in {time.perf_counter() - t0:.1f} s")
-    return 0
+    return run_stages(a, lambda: run_sample(a.out, a.set_name, a.seed, a.workers),
+                      lambda: run_label(a.out, a.set_name, a.seed, a.workers),
+                      lambda: run_assemble(a.out, a.set_name, a.seed, a.dest, a.partial))
 
 
 if __name__ == "__main__":
