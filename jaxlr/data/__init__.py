@@ -5,7 +5,7 @@
 input :class:`AtomsBatch` with :class:`Targets`, :func:`pad_batch` for the functional
 layer, and the bundled sets (:func:`load_point_charges`, :func:`load_charged_dimers`,
 :func:`load_water_clusters`, :func:`water_cluster_splits`, :func:`load_water_transfer`, :func:`load_water_periodic`,
-:func:`load_water_response`).
+:func:`load_water_response`, :func:`load_water_esp`).
 """
 
 from ._batch import TARGETS, AtomsBatch, Targets
@@ -22,6 +22,7 @@ from ._water import (
     reference_basis_widths,
     water_cluster_splits,
 )
+from ._water_esp import load_water_esp, water_esp_provenance
 from ._water_periodic import load_water_periodic
 from ._water_response import load_water_response
 
@@ -41,6 +42,7 @@ __all__ = [
     "load_charged_dimers",
     "load_point_charges",
     "load_water_clusters",
+    "load_water_esp",
     "load_water_response",
     "load_water_periodic",
     "load_water_transfer",
@@ -56,4 +58,5 @@ __all__ = [
     "species_indices",
     "structure_from_atoms",
     "water_cluster_splits",
+    "water_esp_provenance",
 ]
