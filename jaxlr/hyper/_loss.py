@@ -41,9 +41,16 @@ HYPER_DOMAINS = {
     "lode_sigma": "> 0 Å", "density_sigma": "> 0 Å", "local_sigma": "> 0 Å", "radial_scale": "> 0",
     "cutoff_width": "in (0, cutoff] Å", "log_lambda": "real (log of the relative regulariser)",
     "hardness": "≥ 0 V/e per species", "sigma": "> 0 Å per species", "electronegativity": "real V per species",
+    "s_widths": "> 0 Å per species and s function", "p_widths": "> 0 Å per species and p function",
+    "shell_hardness": "> 0 per species and shell (V/e for s shells, V/(e·Å²) for p shells)",
+    "linear": "real V per species and s function",
 }
 #: what :func:`qeq_loss` can fit
 QEQ_TARGETS = ("charges", "dipole", "fragment_charges")
+_PER_SPECIES = ("hardness", "sigma", "electronegativity")
+_PER_SHELL = ("s_widths", "p_widths", "shell_hardness", "linear")
+_POSITIVE = ("lode_sigma", "density_sigma", "local_sigma", "radial_scale", "sigma", "s_widths", "p_widths",
+             "shell_hardness")
 _RIDGE_KEYS = {"lode": ("lode_sigma", "density_sigma", "radial_scale", "cutoff_width", "log_lambda"),
                "local": ("local_sigma", "radial_scale", "cutoff_width", "log_lambda")}
 
@@ -58,9 +65,10 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
     Args:
       hyper: mapping of hyperparameter name to value.  keys: names that must be present.
       cutoff: the features' cutoff (Å), bounding ``cutoff_width``.  n_species: the length of
-        per-species arrays.
-      data: a :class:`RidgeData` or :class:`QeqData`, from which ``cutoff`` and
-        ``n_species`` are taken when not given.
+        per-species arrays (the rows of per-shell ones).
+      data: a :class:`RidgeData`, :class:`QeqData` or :class:`DensityData`, from which
+        ``cutoff``, ``n_species`` and the per-shell shapes (``data.hyper_shapes``, whose keys
+        are then the only hyperparameters accepted) are taken when not given.
 
     Example:
       >>> check_hyper({"lode_sigma": -1.0})
@@ -68,13 +76,18 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
       ...
       ValueError: hyperparameter lode_sigma must be > 0 Å, got -1.0.
     """
+    shapes = {}
     if isinstance(data, RidgeData):
         cutoff = data.spec.cutoff if cutoff is None else cutoff
-    elif isinstance(data, QeqData):
+    elif isinstance(data, QeqData) or hasattr(data, "hyper_shapes"):
         n_species = data.n_species if n_species is None else n_species
+        shapes = dict(getattr(data, "hyper_shapes", {}))
     missing = [k for k in keys if k not in hyper]
     if missing:
         raise ValueError(f"hyper lacks {missing}; this loss needs {list(keys)}.")
+    if shapes and any(k not in shapes for k in hyper):
+        raise ValueError(f"{type(data).__name__} takes the hyperparameters {list(shapes)}, not "
+                         f"{[k for k in hyper if k not in shapes]}.")
     unknown = [k for k in hyper if k not in HYPER_DOMAINS]
     if unknown:
         raise ValueError(f"unknown hyperparameters {unknown}; known: {sorted(HYPER_DOMAINS)}.")
@@ -85,13 +98,20 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
         v = np.asarray(v, dtype=np.float64)
         if not np.all(np.isfinite(v)):
             raise ValueError(f"hyperparameter {name} must be finite, got {value!r}.")
-        if name in ("hardness", "sigma", "electronegativity"):
+        if name in _PER_SPECIES:
             if n_species is not None and v.shape != (n_species,):
                 raise ValueError(f"hyperparameter {name} needs one value per species ({n_species}), got shape "
                                  f"{v.shape}.")
+        elif name in _PER_SHELL:
+            if name in shapes and v.shape != tuple(shapes[name]):
+                raise ValueError(f"hyperparameter {name} must have shape {tuple(shapes[name])} (species, shells), "
+                                 f"got shape {v.shape}.")
+            if v.ndim != 2 or (n_species is not None and v.shape[0] != n_species):
+                raise ValueError(f"hyperparameter {name} needs one row per species ({n_species}) and one column per "
+                                 f"shell, got shape {v.shape}.")
         elif v.ndim:
             raise ValueError(f"hyperparameter {name} must be a scalar, got shape {v.shape}.")
-        if name in ("lode_sigma", "density_sigma", "local_sigma", "radial_scale", "sigma") and np.any(v <= 0):
+        if name in _POSITIVE and np.any(v <= 0):
             raise ValueError(f"hyperparameter {name} must be {HYPER_DOMAINS[name]}, got {value!r}.")
         if name == "hardness" and np.any(v < 0):
             raise ValueError(f"hyperparameter hardness must be ≥ 0 (V/e), got {value!r}.")
@@ -101,9 +121,9 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
 
 def _concrete(value):
     """The host value of a hyperparameter, or None when any part of it is traced (e.g. the
-    per-species lists of :attr:`HyperTrajectory.best` passed to a jitted loss)."""
+    per-species (nested) lists of :attr:`HyperTrajectory.best` passed to a jitted loss)."""
     if isinstance(value, (list, tuple)):
-        parts = [concrete_value(v) for v in value]
+        parts = [_concrete(v) for v in value]
         return None if any(p is None for p in parts) else np.asarray(parts)
     return concrete_value(value)
 

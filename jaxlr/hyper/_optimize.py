@@ -1,8 +1,9 @@
 """Hypergradient descent with optax on log-parameters, with early stopping, and a grid search to compare.
 
 Positive hyperparameters (widths, hardness, the radial scale) are optimised as their
-logarithms, so they stay positive by construction; ``log_lambda`` and
-``electronegativity`` are optimised as they are.  Each step evaluates the loss and its
+logarithms, so they stay positive by construction; ``log_lambda``,
+``electronegativity`` and the density model's ``linear`` terms are optimised as they are
+(:data:`UNCONSTRAINED`).  Each step evaluates the loss and its
 gradient once (one forward and one reverse pass through the features and the implicit
 solves); early stopping watches a validation loss (e.g. a held-out set) and keeps the
 best hyperparameters.  optax is imported when :func:`optimize` runs (it is a training
@@ -27,7 +28,7 @@ from ._loss import check_hyper
 __all__ = ["HyperTrajectory", "UNCONSTRAINED", "grid_search", "optimize"]
 
 #: hyperparameters optimised as they are (all others are positive and optimised as logs)
-UNCONSTRAINED = ("log_lambda", "electronegativity")
+UNCONSTRAINED = ("log_lambda", "electronegativity", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
