@@ -223,22 +223,34 @@ def transfer(res, model: str) -> dict | None:
 
 
 def plot(results: dict, path: Path) -> None:
+    """Learning curves: test RMSE against training size, one fixed colour per model. Energy and
+    forces leave out the out-of-range test structures (their RMSE is dominated by one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    keys = [("energy_meV_atom", "energy RMSE / meV atom⁻¹"), ("forces_meV_A", "force RMSE / meV Å⁻¹"),
-            ("dipole_eA", "dipole RMSE / e Å")]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for ax, (key, label) in zip(axes, keys):
+    keys = [(("energy_meV_atom_in_range", "energy_meV_atom"), "energy RMSE, in range / meV atom⁻¹"),
+            (("forces_meV_A_in_range", "forces_meV_A"), "force RMSE, in range / meV Å⁻¹"),
+            (("dipole_eA",), "dipole RMSE / e Å"),
+            (("esp_exact_rmse_mHa_e", "esp_rmse_mHa_e"), "ESP RMSE / mHa e⁻¹")]
+    colours = {m: f"C{k}" for k, m in enumerate(MODEL_HYPER)}
+    fig, axes = plt.subplots(1, len(keys), figsize=(15, 3.6))
+    for ax, (names, label) in zip(axes, keys):
         for model, rows in results.items():
-            pts = [(r["n_train"], r["test"][key]) for r in rows if key in r["test"]]
+            pts = []
+            for r in rows:
+                key = next((k for k in names if k in r["test"]), None)
+                if key is not None:
+                    pts.append((r["n_train"], r["test"][key]))
             if pts:
-                ax.loglog(*zip(*pts), "o-", label=model)
+                ax.loglog(*zip(*pts), "o-", color=colours.get(model), label=model)
         ax.set_xlabel("training structures")
         ax.set_ylabel(label)
-    axes[0].legend()
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
