@@ -5,7 +5,8 @@ Five models share one input (:class:`AtomsBatch`) and one output (:class:`ModelO
 ``"latent"`` (latent charges + Coulomb), ``"qeq"`` (charge equilibration inside the
 model) and ``"density"`` (multipolar density coefficients).  :func:`polarizability` gives the static
 polarisability ∂μ/∂F of the Qeq and density models (:func:`polarizability_volume` in Å³ or
-bohr³).
+bohr³).  Every model takes ``repulsion=True`` for a fixed ZBL core-repulsion prior
+(:func:`zbl_pair_energy`, :func:`repulsion_energies`).
 """
 
 from ._descriptors import LocalSpec, LodeSpec, local_invariants, multiscale_invariants
@@ -14,6 +15,7 @@ from ._energy_models import MODELS, DensityModel, LatentChargeModel, LocalModel,
 from ._nets import SpeciesMLP
 from ._output import ModelOutput
 from ._potential import Potential, build_potential
+from ._repulsion import repulsion_energies, repulsion_radii, zbl_pair_energy
 from ._response import polarizability, polarizability_volume
 
 __all__ = [
@@ -34,4 +36,7 @@ __all__ = [
     "multiscale_invariants",
     "polarizability",
     "polarizability_volume",
+    "repulsion_energies",
+    "repulsion_radii",
+    "zbl_pair_energy",
 ]

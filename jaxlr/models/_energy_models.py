@@ -9,6 +9,10 @@ and differentiates the energy for forces and stress.  Every module also has
 
 Energies: E = Σ_i [s_E · ε(f_i) + e_{Z_i}] (+ electrostatics), with per-species offsets
 e_Z (least squares on the training set) and an energy scale s_E held in ``"stats"``.
+Every model takes ``repulsion=True`` to add the fixed ZBL core repulsion
+(:mod:`jaxlr.models._repulsion`, switched off at the covalent-radius sum of each pair or at
+``repulsion_cutoff``) that the network then corrects: E += ½ Σ_{i≠j} u(r_ij/r_s) E_ZBL(r_ij),
+the per-atom halves included in ``atom_energies``.  The default (off) is the model as before.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..equilibration._qeq import qeq_solve
 from ._descriptors import LocalSpec, LodeSpec, local_invariants, local_vectors, multiscale_invariants
 from ._electrostatics import CoulombSpec, coulomb_kwargs, multipole_switch_correction, structure_coulomb_energy
 from ._nets import SpeciesMLP, Standardize, species_parameter
+from ._repulsion import repulsion_energies
 
 __all__ = ["LocalModel", "LodeModel", "LatentChargeModel", "QeqModel", "DensityModel", "MODELS"]
 
@@ -52,12 +57,20 @@ class _Base(nn.Module):
         return offsets.value, scale.value
 
     def short_range(self, s, features, name="energy_net"):
-        """Per-atom short-range energies (N,) from standardised features."""
+        """Per-atom short-range energies (N,) from standardised features (plus the ZBL prior's
+        per-atom half pair energies when ``repulsion`` is on)."""
         offsets, scale = self._stats_scalars(s.positions.dtype)
         net = SpeciesMLP(len(self.species), tuple(self.hidden), 1, self.activation, out_scale=0.1, name=name)
         eps = net(features, s.species)[:, 0]
         e0 = jnp.where(s.species >= 0, offsets[jnp.clip(s.species, 0)], 0.0)
-        return scale * eps + e0
+        if not self.repulsion:
+            if self.repulsion_cutoff is not None:
+                raise ValueError(f"repulsion_cutoff={self.repulsion_cutoff} is set but repulsion=False; set "
+                                 "repulsion=True to add the ZBL prior, or leave repulsion_cutoff as None.")
+            return scale * eps + e0
+        zbl = repulsion_energies(s.positions, s.species, s.neighbors, self.species, cutoff=self.local.cutoff,
+                                 radius=self.repulsion_cutoff, cell=s.cell)
+        return scale * eps + e0 + zbl
 
     def descriptors(self, s):
         """Raw features ``{stats name: (N, D)}`` whose standardisation Potential.init fits."""
@@ -97,12 +110,30 @@ class LocalModel(_Base):
     Attributes:
       species: atomic numbers (sorted).  local: :class:`LocalSpec`.  hidden: hidden
       widths (``()`` for a linear model).  activation: see :data:`jaxlr.models._nets.ACTIVATIONS`.
+      repulsion: add the fixed ZBL screened nuclear repulsion of every pair closer than its
+        switch radius (a prior the network corrects; keeps MD from collapsing where the
+        training data have no short distances).  Default False (no prior).
+      repulsion_cutoff: the switch radius r_s (Å, ≤ ``local.cutoff``) for every pair, or
+        None (default): the sum of the two covalent radii (0.97 Å for O–H), capped at
+        ``local.cutoff``.  Only with ``repulsion=True``.
+
+    Example:
+      >>> import jax
+      >>> from jaxlr.models import build_potential
+      >>> from jaxlr.testing import toy_batch
+      >>> pot = build_potential("local", species=(1, 8), local=dict(cutoff=3.0, max_radial=2, max_angular=1),
+      ...                       hidden=(4,), repulsion=True)
+      >>> batch = toy_batch(pot.species, cutoff=pot.cutoff)
+      >>> pot.apply(pot.init(jax.random.PRNGKey(0), batch), batch).energy.shape
+      (2,)
     """
 
     species: tuple
     local: LocalSpec = LocalSpec()
     hidden: Sequence[int] = (64, 64)
     activation: str = "silu"
+    repulsion: bool = False
+    repulsion_cutoff: float | None = None
 
     @nn.compact
     def __call__(self, s):
@@ -118,7 +149,8 @@ class LodeModel(_Base):
     :func:`jaxlr.models.fit_ridge` solves it in closed form.
 
     Attributes:
-      species, local, hidden, activation: as :class:`LocalModel`.  lode: :class:`LodeSpec`.
+      species, local, hidden, activation, repulsion, repulsion_cutoff: as :class:`LocalModel`.
+      lode: :class:`LodeSpec`.
       use_local: include the local invariants (else LODE features only).
     """
 
@@ -128,6 +160,8 @@ class LodeModel(_Base):
     hidden: Sequence[int] = (64, 64)
     activation: str = "silu"
     use_local: bool = True
+    repulsion: bool = False
+    repulsion_cutoff: float | None = None
 
     def descriptors(self, s):
         s = _open_safe(s)
@@ -169,7 +203,7 @@ class LatentChargeModel(_Base):
     so the energy is smooth and independent of the neighbour-list skin.
 
     Attributes:
-      species, local, hidden, activation: as :class:`LocalModel`.
+      species, local, hidden, activation, repulsion, repulsion_cutoff: as :class:`LocalModel`.
       coulomb: :class:`CoulombSpec`.
       charge_hidden: hidden widths of the charge network.
       sigma: initial Gaussian width per species (Å).
@@ -182,6 +216,8 @@ class LatentChargeModel(_Base):
     charge_hidden: Sequence[int] = (32,)
     activation: str = "silu"
     sigma: float = 1.0
+    repulsion: bool = False
+    repulsion_cutoff: float | None = None
 
     @nn.compact
     def __call__(self, s):
@@ -207,7 +243,8 @@ class QeqModel(_Base):
     within ``coulomb.cutoff``, the energy with the smoothly switched real-space kernel).
 
     Attributes:
-      species, local, hidden, activation, coulomb: as :class:`LatentChargeModel`.
+      species, local, hidden, activation, coulomb, repulsion, repulsion_cutoff: as
+      :class:`LatentChargeModel`.
       chi_hidden: hidden widths of the electronegativity network.  hardness, sigma:
       initial J (V/e) and σ (Å) for every species.  tol, maxiter: PCG settings.
 
@@ -227,6 +264,8 @@ class QeqModel(_Base):
     sigma: float = 1.0
     tol: float = 1e-8
     maxiter: int = 300
+    repulsion: bool = False
+    repulsion_cutoff: float | None = None
 
     @nn.compact
     def __call__(self, s):
@@ -263,7 +302,8 @@ class DensityModel(_Base):
     responds to ``batch.field``.
 
     Attributes:
-      species, local, coulomb, hidden, activation: as :class:`QeqModel`.  n_s, n_p:
+      species, local, coulomb, hidden, activation, repulsion, repulsion_cutoff: as
+      :class:`QeqModel`.  n_s, n_p:
       s and p functions per atom.  s_widths, p_width: initial widths (Å).
       hardness: initial diagonal of A_Z A_Zᵀ (V/e).
       basis: per-element basis instead of ``n_s, n_p, s_widths, p_width``: a sequence of
@@ -302,6 +342,8 @@ class DensityModel(_Base):
     basis: tuple | None = None
     learn_widths: bool = True
     promolecule: tuple | None = None
+    repulsion: bool = False
+    repulsion_cutoff: float | None = None
 
     def promolecule_table(self):
         """(S, n_basis) fixed coefficients per species channel (zeros without a promolecule)."""

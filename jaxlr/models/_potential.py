@@ -19,6 +19,7 @@ from ._descriptors import LocalSpec, LodeSpec, plan_lode
 from ._electrostatics import WIDTH_MARGIN, CoulombSpec, plan_coulomb, widths_within_plan
 from ._energy_models import MODELS
 from ._output import ModelOutput
+from ._repulsion import repulsion_radii
 
 __all__ = ["Potential", "build_potential"]
 
@@ -315,12 +316,19 @@ def build_potential(model: str, *, species, **hyper) -> Potential:
       model: "local", "lode", "latent", "qeq" or "density".
       species: atomic numbers (any order; sorted here).
       **hyper: fields of the model's module; ``local``, ``lode``, ``coulomb`` may be dicts of
-        :class:`LocalSpec`, :class:`LodeSpec`, :class:`CoulombSpec` fields.
+        :class:`LocalSpec`, :class:`LodeSpec`, :class:`CoulombSpec` fields.  Every model
+        takes ``repulsion=True`` (default False) for the fixed ZBL core-repulsion prior,
+        switched off at the covalent-radius sum of each pair or at ``repulsion_cutoff``
+        (Å, ≤ the local cutoff) — see :func:`jaxlr.models.repulsion_energies`.  A
+        configuration without these fields (an older checkpoint) builds the model without
+        the prior.
 
     Example:
       >>> from jaxlr.models import build_potential
       >>> build_potential("qeq", species=[8, 1], hidden=(16,)).species
       (1, 8)
+      >>> build_potential("qeq", species=[8, 1], repulsion=True).config()["repulsion"]
+      True
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}.")
@@ -339,7 +347,13 @@ def build_potential(model: str, *, species, **hyper) -> Potential:
         else:
             value = _as_tuple(value)
         kw[key] = value
-    return Potential(model, cls(species=species, **kw))
+    module = cls(species=species, **kw)
+    if module.repulsion:          # a bad switch radius or element fails here, not inside jit
+        repulsion_radii(species, module.local.cutoff, module.repulsion_cutoff)
+    elif module.repulsion_cutoff is not None:
+        raise ValueError(f"repulsion_cutoff={module.repulsion_cutoff} is set but repulsion=False; set "
+                         "repulsion=True to add the ZBL prior, or leave repulsion_cutoff out.")
+    return Potential(model, module)
 
 
 
