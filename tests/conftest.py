@@ -16,6 +16,7 @@ capacities.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -34,6 +35,23 @@ import pytest  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_functions():
+    """Drop JAX's compiled executables after each test module.
+
+    Every executable that XLA's CPU backend compiles keeps its machine code in a few
+    memory mappings, and the kernel allows a process at most ``vm.max_map_count`` of them
+    (65,530 by default).  One pytest worker compiles thousands of functions over the run
+    (three test modules alone left 19,500 mappings), and when an ``mmap`` fails inside
+    LLVM the worker dies with a segmentation fault in ``backend_compile``.  Clearing the
+    caches at the end of each module brings the count back to ~800; functions are rarely
+    shared between modules, so the suite takes the same time.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
