@@ -27,14 +27,16 @@ Parts (each selectable; default ``--parts speed``):
   variance against the canonical 3N/2 kT and 3N/2 (kT)².
 * ``npt``    — mean density at 1,200 K and 1 bar: jax-md ``npt_nose_hoover`` against OpenMM's
   ``MonteCarloBarostat`` (Langevin).
-* ``qeq``    — cost per MD step of the toy Qeq NaCl (``jaxlr.md.qeq_nve`` with
-  ``NACL_QEQ`` plus the Tosi–Fumi short range) against the fixed-charge model, and the PCG
-  iterations per step (extended-Lagrangian warm start).
+* ``qeq``    — the toy Qeq NaCl (``jaxlr.md.qeq_nve`` with ``NACL_QEQ`` plus the Tosi–Fumi
+  short range), NVE for ``--qeq-ps`` at three settings: a tight PCG tolerance (1e-8) and a
+  loose one (1e-3) with the extended-Lagrangian warm start, and the loose one started from
+  the previous step's charges.  Cost per step against the fixed-charge model, PCG
+  iterations per step, energy drift and fluctuation.
 
 Usage::
 
     python benchmarks/bench_md.py [--parts speed,drift,nvt,npt,qeq] [--sizes 1000,4096]
-        [--drift-n 512] [--drift-ps 1] [--nvt-ps 2] [--npt-ps 5] [--steps 200] [--threads N]
+        [--drift-n 512] [--drift-ps 1] [--nvt-ps 2] [--npt-ps 5] [--qeq-ps 2] [--steps 200] [--threads N]
 
 Sizes for ``speed`` default to 1,000 and 4,096 ions (16,384 with ``--sizes``); the other
 parts use ``--drift-n`` ions.  Progress goes to stderr, tables to stdout.  Units: Å, eV, fs;
@@ -495,6 +497,7 @@ def part_npt(args):
 
 def part_qeq(args):
     import jax.numpy as jnp
+    from jax_md import quantity
 
     from jaxlr.md import NACL_QEQ, qeq_neighbor_list, qeq_nve
 
@@ -503,41 +506,55 @@ def part_qeq(args):
     fixed = JaxModel(pos, species, cell, dtype="float64", accuracy=1e-5)
     speed_fixed, _ = jax_nve_speed(fixed, vel, args.steps, args.block, dt_fs=1.0)
     chi, hard, sig = (np.asarray(x)[species] for x in NACL_QEQ)
-    nfn_q, qeq = qeq_neighbor_list(fixed.displacement, fixed.box, electronegativity=chi, hardness=hard, sigma=sig,
-                                   accuracy=1e-5, tol=1e-6, positions_for_tuning=fixed.R)
+    n_blocks = max(1, int(round(args.qeq_ps * 1000 / args.block)))        # dt = 1 fs
 
-    class QeqModel:
-        def allocate(self, R, **kw):
-            return (nfn_q.allocate(R, **kw), fixed.nfn_s.allocate(R, **kw))
+    def run(tol, xl_order):
+        """NVE of Qeq + Tosi–Fumi at PCG tolerance ``tol``: (steps/s, iterations, ⟨|q|⟩,
+        total energies every ``block`` fs)."""
+        nfn_q, qeq = qeq_neighbor_list(fixed.displacement, fixed.box, electronegativity=chi, hardness=hard,
+                                       sigma=sig, accuracy=1e-5, tol=tol, positions_for_tuning=fixed.R)
 
-        def update(self, R, nbrs, **kw):
-            return (nfn_q.update(R, nbrs[0], **kw), fixed.nfn_s.update(R, nbrs[1], **kw))
+        class QeqModel:
+            def allocate(self, R, **kw):
+                return (nfn_q.allocate(R, **kw), fixed.nfn_s.allocate(R, **kw))
 
-    def make(nbrs):
-        def other(r, neighbor=None, **kw):
-            return fixed.short(r, nbrs[1], **kw)
-        return qeq_nve(qeq, fixed.shift, 1.0 / TAU_FS, xl_order=5, other_energy_fn=other)
+            def update(self, R, nbrs, **kw):
+                return (nfn_q.update(R, nbrs[0], **kw), fixed.nfn_s.update(R, nbrs[1], **kw))
 
-    def step(state, neighbor, **kw):
-        return make(neighbor)[1](state, neighbor=neighbor[0])
+        def make(nbrs):
+            def other(r, neighbor=None, **kw):
+                return fixed.short(r, nbrs[1], **kw)
+            return qeq_nve(qeq, fixed.shift, 1.0 / TAU_FS, xl_order=xl_order, other_energy_fn=other)
 
-    model = QeqModel()
-    nbrs = model.allocate(fixed.R)
-    state = make(nbrs)[0](jax.random.PRNGKey(0), fixed.R, None, fixed.mass, neighbor=nbrs[0],
-                          momenta=fixed.momenta(vel))
-    n_blocks = max(1, args.steps // args.block)
-    _, _, obs, seconds, _ = run_blocks(step, state, nbrs, model, n_blocks + 1, args.block,
-                                       observe=lambda s, nb: (s.iterations, jnp.abs(s.charges).mean()),
-                                       label="jaxlr Qeq NVE")
-    iters = np.array([o[0] for o in obs])
-    speed_qeq = n_blocks * args.block / seconds
-    print(f"\n## Qeq MD (toy NACL_QEQ + Tosi–Fumi, XL-BOMD order 5, PCG tol 1e-6, dt 1 fs), {n} ions, float64, "
-          f"1e-5 — {machine()}")
-    print("| model | steps/s | cost / fixed-charge step | PCG iterations per step (sampled) | ⟨|q|⟩ (e) |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| fixed ±1 charges | {speed_fixed:.1f} | 1 | – | 1 |")
-    print(f"| Qeq | {speed_qeq:.1f} | {speed_fixed / speed_qeq:.2f} | {iters.mean():.1f} (min {iters.min()}, "
-          f"max {iters.max()}) | {np.mean([o[1] for o in obs]):.3f} |")
+        def step(state, neighbor, **kw):
+            return make(neighbor)[1](state, neighbor=neighbor[0])
+
+        def observe(s, nb):
+            etot = s.energy + quantity.kinetic_energy(momentum=s.momentum, mass=s.mass)
+            return s.iterations, jnp.abs(s.charges).mean(), etot
+
+        model = QeqModel()
+        nbrs = model.allocate(fixed.R)
+        state = make(nbrs)[0](jax.random.PRNGKey(0), fixed.R, None, fixed.mass, neighbor=nbrs[0],
+                              momenta=fixed.momenta(vel))
+        _, _, obs, seconds, _ = run_blocks(step, state, nbrs, model, n_blocks + 1, args.block, observe=observe,
+                                           label=f"jaxlr Qeq NVE tol {tol:g} xl {xl_order}")
+        iters = np.array([o[0] for o in obs])
+        energies = np.array([o[2] for o in obs], np.float64)
+        return n_blocks * args.block / seconds, iters, float(np.mean([o[1] for o in obs])), energies
+
+    rows = [(tol, xl, *run(tol, xl)) for tol, xl in ((1e-8, 5), (1e-3, 5), (1e-3, 0))]
+    print(f"\n## Qeq MD (toy NACL_QEQ + Tosi–Fumi, dt 1 fs, {args.qeq_ps:g} ps), {n} ions, float64, PME 1e-5 — "
+          f"{machine()}")
+    print("| model | PCG tolerance | warm start | steps/s | cost / fixed-charge step | PCG iterations per step "
+          "(sampled) | ⟨|q|⟩ (e) | drift (meV/atom/ps) | fluctuation (meV/atom) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| fixed ±1 charges | – | – | {speed_fixed:.1f} | 1 | – | 1 | | |")
+    for tol, xl, speed, iters, q, energies in rows:
+        slope, fluct = drift_stats(energies, args.block / 1000.0, n)
+        start = "XL-BOMD order 5" if xl else "previous charges"
+        print(f"| Qeq | {tol:g} | {start} | {speed:.1f} | {speed_fixed / speed:.2f} | {iters.mean():.1f} "
+              f"(min {iters.min()}, max {iters.max()}) | {q:.3f} | {slope:+.4f} | {fluct:.4f} |")
 
 
 PARTS = {"speed": part_speed, "drift": part_drift, "nvt": part_nvt, "npt": part_npt, "qeq": part_qeq}
@@ -553,6 +570,7 @@ def main(argv=None):
     ap.add_argument("--nvt-ps", type=float, default=2.0)
     ap.add_argument("--npt-ps", type=float, default=5.0)
     ap.add_argument("--melt-ps", type=float, default=2.0, help="OpenMM Langevin melting before each part")
+    ap.add_argument("--qeq-ps", type=float, default=2.0, help="NVE length of each Qeq run (tight, loose, no XL)")
     ap.add_argument("--steps", type=int, default=200, help="timed steps in the speed and qeq parts")
     ap.add_argument("--block", type=int, default=20, help="jax-md steps per jitted block")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="OpenMM CPU threads")
