@@ -396,7 +396,7 @@ def part_drift(args):
     print("| code | PME accuracy | dt (fs) | drift (meV/atom/ps) | fluctuation (meV/atom) |")
     print("|---|---|---:|---:|---:|")
     for code, acc, dt, slope, fluct in rows:
-        print(f"| {code} | {acc} | {dt:g} | {slope:+.3f} | {fluct:.3f} |")
+        print(f"| {code} | {acc} | {dt:g} | {slope:+.2e} | {fluct:.2e} |")
 
 
 def part_nvt(args):
@@ -554,7 +554,7 @@ def part_qeq(args):
         slope, fluct = drift_stats(energies, args.block / 1000.0, n)
         start = "XL-BOMD order 5" if xl else "previous charges"
         print(f"| Qeq | {tol:g} | {start} | {speed:.1f} | {speed_fixed / speed:.2f} | {iters.mean():.1f} "
-              f"(min {iters.min()}, max {iters.max()}) | {q:.3f} | {slope:+.4f} | {fluct:.4f} |")
+              f"(min {iters.min()}, max {iters.max()}) | {q:.3f} | {slope:+.2e} | {fluct:.2e} |")
 
 
 PARTS = {"speed": part_speed, "drift": part_drift, "nvt": part_nvt, "npt": part_npt, "qeq": part_qeq}
