@@ -1,6 +1,6 @@
 """NVE energy conservation of a *trained* latent-charge model (Gaussian charges) on molten NaCl.
 
-    python benchmarks/nve_trained_latent.py [--ions 216] [--frames 80] [--epochs 40]
+    python benchmarks/nve_trained_latent.py [--ions 216] [--frames 100] [--epochs 50]
                                             [--md-ps 2] [--temperatures 300,1200] [--out runs/nve_latent]
 
 Issue 21 asks for the NVE drift of a trained latent-charge model, float64, dt = 0.5 fs, to be
@@ -98,9 +98,9 @@ def nve(checkpoint: Path, structure, temperature: float, ps: float, out: Path) -
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ions", type=int, default=216)
-    ap.add_argument("--frames", type=int, default=80, help="frames sampled (the last 10 %% are the test set)")
+    ap.add_argument("--frames", type=int, default=100, help="frames sampled (the last 10 %% are the test set)")
     ap.add_argument("--stride", type=int, default=50, help="2-fs steps between frames")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--burn", type=int, default=1000, help="2-fs steps before the first frame")
     ap.add_argument("--md-ps", type=float, default=2.0)
     ap.add_argument("--temperatures", default="300,1200")
