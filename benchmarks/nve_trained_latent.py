@@ -137,7 +137,7 @@ def main():
     print("test: " + "  ".join(f"{k} {v}" for k, v in scores.items()), flush=True)
     runs = [nve(out / "model" / "checkpoint", test[0], T, args.md_ps, out / f"nve_{int(T)}K") for T in temps]
     result = {"ions": args.ions, "frames": len(ds), "epochs": args.epochs, "test": scores, "nve": runs,
-              "local": LOCAL, "hyper": {k: v for k, v in HYPER.items()}, "weights": WEIGHTS}
+              "local": LOCAL, "hyper": HYPER, "weights": WEIGHTS}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     print(f"\n## Trained latent-charge model on Tosi–Fumi NaCl ({args.ions} ions): test E "
           f"{scores['energy_meV_atom']:.3f} meV/atom, F {scores['forces_meV_A']:.1f} meV/Å, q {scores['charges_e']:.4f} e")

@@ -25,6 +25,11 @@ import sys
 # which dominates these tests, takes about 25 % less time (tests/test_models.py: 83 s
 # against 108 s).  A level set in XLA_FLAGS by the caller is kept.  Read when JAX's CPU
 # backend starts, so it must be set before the first computation.
+#: XLA_FLAGS as the caller set them ("" if unset), for subprocesses that should compile as
+#: users do (the notebook kernels of tests/test_notebooks.py); kept in the environment so
+#: that pytest-xdist workers, which inherit the flags this file adds, see the caller's too
+os.environ.setdefault("JAXLR_TESTS_CALLER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+XLA_FLAGS_OF_CALLER = os.environ["JAXLR_TESTS_CALLER_XLA_FLAGS"]
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 

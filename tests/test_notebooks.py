@@ -17,11 +17,11 @@ Strip outputs (and nbclient's per-cell timings) before committing::
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
+from conftest import XLA_FLAGS_OF_CALLER
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -105,13 +105,12 @@ def test_notebook_runs(name, monkeypatch):
         pytest.importorskip(NEEDS[name])
     monkeypatch.setenv("JAXLR_NOTEBOOK_QUICK", "1")        # the kernel inherits this process's environment
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    # the kernel compiles with XLA's default LLVM optimisation, not the level 0 that conftest
-    # sets for this process: notebooks run what they compile (06: 39 s against 102 s)
-    flags = os.environ.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "").strip()
-    if flags:
-        monkeypatch.setenv("XLA_FLAGS", flags)
-    else:
+    # the kernel compiles with the caller's XLA flags, not the optimisation level 0 that
+    # conftest adds for this process: notebooks run what they compile (06: 40 s against 102 s)
+    if not XLA_FLAGS_OF_CALLER:
         monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("XLA_FLAGS", XLA_FLAGS_OF_CALLER)
     before = sorted(p.name for p in FOLDER.iterdir())
     nb = _read(name)
     t0 = time.perf_counter()
