@@ -11,7 +11,7 @@ differentiable functions of the hyperparameters h:
   width ``local_sigma``.
 
 Both use GTO radial functions of widths ``radial_scale × gto_widths(cutoff, max_radial)``
-and the shifted-cosine cutoff switch of width ``cutoff_width``.  Cutoffs, basis sizes and
+(``radial_scale`` a scalar, or a (max_radial,) array that sets each function's width) and the shifted-cosine cutoff switch of width ``cutoff_width``.  Cutoffs, basis sizes and
 species are static (they fix array shapes and neighbour capacities).
 
 Two evaluations of the same numbers:
@@ -113,9 +113,10 @@ def structure_features(batch, hyper, spec: FeatureSpec):
     Args:
       batch: :class:`jaxlr.data.AtomsBatch` (open boundary; neighbour lists with cutoff
         ≥ ``spec.cutoff``), padding atoms with species −1.
-      hyper: mapping with traced scalars ``radial_scale``, ``cutoff_width`` and
-        ``lode_sigma``, ``density_sigma`` (kind "lode") or ``local_sigma`` (kind "local"),
-        all in Å except the dimensionless ``radial_scale``.
+      hyper: mapping with traced scalars ``radial_scale`` (or a (max_radial,) array, one
+        factor per radial function), ``cutoff_width`` and ``lode_sigma``, ``density_sigma``
+        (kind "lode") or ``local_sigma`` (kind "local"), all in Å except the dimensionless
+        ``radial_scale``.
       spec: :class:`FeatureSpec` (static).
 
     Returns:

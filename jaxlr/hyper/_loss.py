@@ -3,7 +3,8 @@
 * :func:`ridge_cv_loss` — the k-fold cross-validation RMSE of a closed-form (ridge) model
   on LODE ⊕ ρ⊗V or local features.  Differentiable in σ_L (``lode_sigma``), the local
   density width (``density_sigma`` / ``local_sigma``), the GTO radial widths
-  (``radial_scale`` multiplies them), the smoothness of the radial cutoff switch
+  (``radial_scale`` multiplies them: one factor for all, or a (max_radial,) array, one
+  factor — hence one width — per radial function), the smoothness of the radial cutoff switch
   (``cutoff_width``) and the log-regulariser (``log_lambda``).  Static, hence not
   differentiable: the cutoff (it fixes the neighbour capacity), the basis sizes, the
   species and the folds.
@@ -38,7 +39,8 @@ __all__ = ["HYPER_DOMAINS", "QEQ_TARGETS", "QeqData", "RidgeData", "check_hyper"
 
 #: the hyperparameters each loss is differentiable in, and their domains
 HYPER_DOMAINS = {
-    "lode_sigma": "> 0 Å", "density_sigma": "> 0 Å", "local_sigma": "> 0 Å", "radial_scale": "> 0",
+    "lode_sigma": "> 0 Å", "density_sigma": "> 0 Å", "local_sigma": "> 0 Å",
+    "radial_scale": "> 0 (one factor, or one per radial function)",
     "cutoff_width": "in (0, cutoff] Å", "log_lambda": "real (log of the relative regulariser)",
     "hardness": "≥ 0 V/e per species", "sigma": "> 0 Å per species", "electronegativity": "real V per species",
     "s_widths": "> 0 Å per species and s function", "p_widths": "> 0 Å per species and p function",
@@ -77,8 +79,10 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
       ValueError: hyperparameter lode_sigma must be > 0 Å, got -1.0.
     """
     shapes = {}
+    max_radial = None
     if isinstance(data, RidgeData):
         cutoff = data.spec.cutoff if cutoff is None else cutoff
+        max_radial = data.spec.max_radial
     elif isinstance(data, QeqData) or hasattr(data, "hyper_shapes"):
         n_species = data.n_species if n_species is None else n_species
         shapes = dict(getattr(data, "hyper_shapes", {}))
@@ -109,6 +113,10 @@ def check_hyper(hyper, *, keys=(), cutoff: float | None = None, n_species: int |
             if v.ndim != 2 or (n_species is not None and v.shape[0] != n_species):
                 raise ValueError(f"hyperparameter {name} needs one row per species ({n_species}) and one column per "
                                  f"shell, got shape {v.shape}.")
+        elif name == "radial_scale" and v.ndim == 1:
+            if max_radial is not None and v.shape != (max_radial,):
+                raise ValueError(f"hyperparameter radial_scale must be a scalar or one factor per radial function "
+                                 f"(max_radial = {max_radial}), got shape {v.shape}.")
         elif v.ndim:
             raise ValueError(f"hyperparameter {name} must be a scalar, got shape {v.shape}.")
         if name in _POSITIVE and np.any(v <= 0):
@@ -294,9 +302,9 @@ def ridge_cv_loss(hyper, data: RidgeData):
     """k-fold cross-validation RMSE (eV) of a ridge model on the features of ``hyper`` (jittable).
 
     Args:
-      hyper: mapping of traced scalars — ``radial_scale``, ``cutoff_width`` (Å),
-        ``log_lambda`` and ``lode_sigma``, ``density_sigma`` (kind "lode") or
-        ``local_sigma`` (kind "local").
+      hyper: mapping of traced scalars — ``radial_scale`` (or a (max_radial,) array of
+        per-function factors), ``cutoff_width`` (Å), ``log_lambda`` and ``lode_sigma``,
+        ``density_sigma`` (kind "lode") or ``local_sigma`` (kind "local").
       data: :class:`RidgeData` from :func:`ridge_data`.
 
     Returns:
@@ -314,7 +322,7 @@ def ridge_cv_loss(hyper, data: RidgeData):
       >>> sorted(g)
       ['cutoff_width', 'local_sigma', 'log_lambda', 'radial_scale']
     """
-    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
+    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], data=data)
     return kfold_cv_error(data.design(hyper), data.y, hyper["log_lambda"], np.asarray(data.fold_ids),
                           **_force_terms(hyper, data))
 
@@ -343,7 +351,7 @@ def ridge_cv_errors(hyper, data: RidgeData) -> dict:
       >>> bool(abs(e["loss"] ** 2 - e["energy"] ** 2 - 0.25 * e["forces"] ** 2) < 1e-9)
       True
     """
-    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
+    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], data=data)
     terms = _force_terms(hyper, data)
     loss, energy, forces = kfold_cv_error(data.design(hyper), data.y, hyper["log_lambda"], np.asarray(data.fold_ids),
                                           parts=True, **terms)
@@ -360,7 +368,7 @@ def ridge_predictions(hyper, data: RidgeData, rows=None):
     Returns:
       (K,) predicted targets (e.g. to score a held-out far set).
     """
-    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], cutoff=data.spec.cutoff)
+    check_hyper(hyper, keys=_RIDGE_KEYS[data.spec.kind], data=data)
     A = data.design(hyper)
     fit_rows = np.asarray(data.fold_ids) >= 0 if rows is None else np.asarray(rows, bool)
     extra = {}

@@ -18,7 +18,7 @@ Format (every key optional except ``[data] source``)::
     [hyper]                       # start values; all are optimised unless listed in fixed
     lode_sigma = 1.0              # Å  (kind "local": local_sigma instead)
     density_sigma = 0.5           # Å
-    radial_scale = 1.0
+    radial_scale = 1.0            # or one factor per radial function: [1.0, 1.0, 1.0, 1.0]
     cutoff_width = 0.5            # Å
     log_lambda = -9.2
 
@@ -124,9 +124,13 @@ def _plot(trajectory, path: Path) -> Path | None:
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("CV RMSE (eV)")
     for ax, name in zip(axes[1:], names):
-        values = [h[name] for h in trajectory.hyper]
-        ax.plot(values, trajectory.loss, "o-", ms=3)
-        ax.plot(values[-1], trajectory.loss[-1], "r*", ms=10)
+        # (steps, components): a per-function or per-species hyperparameter gives one line each
+        values = np.asarray([h[name] for h in trajectory.hyper], dtype=float).reshape(len(trajectory.hyper), -1)
+        for k in range(values.shape[1]):
+            ax.plot(values[:, k], trajectory.loss, "o-", ms=3, label=f"{name}[{k}]" if values.shape[1] > 1 else None)
+            ax.plot(values[-1, k], trajectory.loss[-1], "r*", ms=10)
+        if values.shape[1] > 1:
+            ax.legend(fontsize=7)
         ax.set_xlabel(name)
         ax.set_ylabel("CV RMSE (eV)")
     for ax in axes[len(names) + 1:]:
