@@ -12,6 +12,7 @@
 from ._harmonics import lm_index, n_harmonics, real_spherical_harmonics, solid_harmonics, wigner_d_real
 from ._invariants import flatten_invariants, power_spectrum
 from ._lode import LODE_METHODS, LodeMultipoles, LodeParams, LodeResult, lode_features, multipole_features
+from ._lode_table import direct_table_size
 from ._radial import gto_widths, radial_basis, radial_quadrature, radial_transform
 from ._spherical import (
     SphericalExpansion,
@@ -28,6 +29,7 @@ __all__ = [
     "LodeResult",
     "lode_features",
     "multipole_features",
+    "direct_table_size",
     "SphericalExpansion",
     "cutoff_function",
     "flatten_invariants",

@@ -53,6 +53,8 @@ CORR_NODES = 32
 S_NODES = 32
 #: the erfc part is dropped beyond s = ERFC_RANGE · √2 σ (erfc(8.5) ≈ 6e-33)
 ERFC_RANGE = 8.5
+#: pairs per block when the pair functions come from a table (an interpolation per pair)
+TABLE_BLOCK_PAIRS = 16384
 
 
 def _gl(n: int, dtype):
@@ -180,7 +182,7 @@ def _row_pairs(idx, valid, exclude_center: bool):
 
 
 def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cutoff: float,
-                max_angular: int, exclude_center: bool = False, atom_mask=None):
+                max_angular: int, exclude_center: bool = False, atom_mask=None, table=None):
     """Open-boundary LODE features ⟨a n l m|V_i⟩ by real-space quadrature (jittable).
 
     Args:
@@ -193,6 +195,9 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
         every pair that does not count is evaluated on a stand-in distance and direction
         (double ``where``), so values and derivatives stay finite wherever the padding
         atoms sit — on top of each other or of real atoms included.
+      table: optional :class:`jaxlr.features._lode_table.PairTable` of the same σ_L,
+        widths, r_c and L: the pair functions are then interpolated from it instead of
+        integrated per pair (orders of magnitude cheaper; see that module for its error).
 
     Returns:
       (N, n_species, n_max, (L+1)²) features (e/Å · Å^{3/2}; no k_e factor).
@@ -217,6 +222,8 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
     phi0 = jnp.zeros((n_max, L + 1), dtype).at[:, 0].set(
         self_projection(sigma, widths, cutoff=cutoff) * math.sqrt(4.0 * math.pi))
     radial = radial_evaluator(jnp.asarray(widths, dtype), cutoff)
+    if table is not None:      # imported here: _lode_table builds on this module
+        from ._lode_table import interpolate_pair_table as interpolate
 
     def rows(idx):
         i, use = _row_pairs(idx, valid, exclude_center)
@@ -227,13 +234,17 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
         d2 = jnp.sum(rij * rij, axis=-1)
         apart = d2 > 0
         d = jnp.sqrt(jnp.where(apart, d2, 1.0))
-        phi = pair_radial_functions(d, sigma, widths, cutoff=cutoff, max_angular=L, radial=radial)
+        if table is None:
+            phi = pair_radial_functions(d, sigma, widths, cutoff=cutoff, max_angular=L, radial=radial)
+        else:
+            phi = interpolate(table, d)
         phi = jnp.where(apart[..., None, None], phi, phi0)               # coincident: own-Gaussian limit
         y = real_spherical_harmonics(rij, L)                             # (B, N, LM)
         weight = jnp.where(use[..., None], onehot[None], jnp.zeros((), dtype))  # (B, N, A)
         return jnp.einsum("bjnq,bjq,bja->banq", phi[..., lidx], y, weight)
 
-    return _blocked_rows(rows, n, _row_blocks(n, n), dtype)
+    block = _row_blocks(n, n) if table is None else max(1, min(n, TABLE_BLOCK_PAIRS // max(1, n)))
+    return _blocked_rows(rows, n, block, dtype)
 
 
 # ---- multipoles ------------------------------------------------------------------------------
