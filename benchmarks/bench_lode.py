@@ -17,6 +17,7 @@ Usage:
   python benchmarks/bench_lode.py                       # 1k, 4k, 16k (+64k with --sizes)
   python benchmarks/bench_lode.py --sizes 1000,4000,16000,64000 --featomic-python /path/bin/python
   python benchmarks/bench_lode.py --calibrate           # re-measure the multipole error envelope
+  python benchmarks/bench_lode.py --open                # clusters: per-pair quadrature vs pair-function table
 
 The feature tuner's error model has no fitted constants; benchmarks/calibrate_lode_error.py
 checks it (and the achieved/requested accuracy of the tuner) against converged k-sums.
@@ -211,6 +212,77 @@ def benchmark(opts):
             print(f"  {name:>9}: a = {exponent(rs):.2f}  (N = {rs[0]['n']} … {rs[-1]['n']})")
 
 
+# ---- open boundary: per-pair quadrature against the pair-function table -----------------------------
+def open_boundary(opts):
+    """Open-boundary LODE (clusters): the exact per-pair quadrature against the Hermite table
+    of the pair functions that the models use (LodeParams("direct", n_table=...)), on water
+    droplets cut from the water-like box, with the multi-scale model's basis of the water
+    benchmark (r_c 4.5 Å, 8 radial, L = 3, σ_L 1 Å).  Features and their position gradient
+    (forces), float64, best of --repeat after compilation; error of the table relative to
+    the quadrature (RMS over all entries)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from jaxlr.features import LodeParams, direct_table_size, gto_widths, lode_features
+
+    rc, n_rad, lmax, sigma = 4.5, 8, 3, 1.0
+    widths = jnp.asarray(gto_widths(rc, n_rad))
+    n_table = direct_table_size(sigma, widths, rc)
+    print(f"open-boundary LODE, water droplets, σ_L = {sigma} Å, r_c = {rc} Å, {n_rad} radial, L = {lmax}, "
+          f"table of {n_table} nodes; float64; {machine_line()}")
+    print(f"\n{'atoms':>6} {'route':>10} {'features [ms]':>14} {'+ gradient [ms]':>16} {'compile [s]':>12} "
+          f"{'rel. error':>11}")
+    for n in [int(v) for v in opts.open_sizes.split(",")]:
+        pos, numbers, cell = water_box(3000)
+        centre = pos[np.argmin(np.linalg.norm(pos - cell.diagonal() / 2, axis=1))]
+        mol = np.argsort(np.linalg.norm(pos[::3] - centre, axis=1))[: max(1, n // 3)]
+        keep = (3 * mol[:, None] + np.arange(3)).ravel()
+        R = jnp.asarray(pos[keep])
+        species = jnp.asarray((numbers[keep] == 8).astype(np.int32))
+        out = {}
+        for route, table in (("quadrature", None), ("table", n_table)):
+            if route == "quadrature" and len(keep) > opts.open_exact_max:
+                continue
+            params = LodeParams("direct", cutoff=rc, max_radial=n_rad, max_angular=lmax, n_species=2, n_table=table)
+
+            def feats(r, params=params):
+                return lode_features(r, species, sigma=sigma, widths=widths, params=params)
+
+            f = jax.jit(feats)
+            g = jax.jit(jax.value_and_grad(lambda r, feats=feats: jnp.sum(jnp.sin(feats(r)))))
+            t0 = time.perf_counter()
+            v = f(R).block_until_ready()
+            jax.block_until_ready(g(R))
+            compile_s = time.perf_counter() - t0
+            times = []
+            for fn in (f, g):
+                best = np.inf
+                for _ in range(opts.repeat):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(fn(R))
+                    best = min(best, time.perf_counter() - t0)
+                times.append(best)
+            out[route] = (np.asarray(v), times)
+            err = ""
+            if route == "table" and "quadrature" in out:
+                ref = out["quadrature"][0]
+                err = f"{np.sqrt(np.mean((np.asarray(v) - ref) ** 2) / np.mean(ref ** 2)):.1e}"
+            print(f"{len(keep):>6} {route:>10} {1e3 * times[0]:>14.1f} {1e3 * times[1]:>16.1f} {compile_s:>12.1f} "
+                  f"{err:>11}", flush=True)
+        if len(out) == 2:
+            q, t = out["quadrature"][1], out["table"][1]
+            print(f"{'':>6} {'speed-up':>10} {q[0] / t[0]:>14.0f} {q[1] / t[1]:>16.0f}")
+
+
+def machine_line() -> str:
+    import platform
+
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{platform.machine()}, {os.cpu_count()} cores, load average {load}"
+
+
 # ---- calibration of the PME multipole error envelope ------------------------------------------------
 def calibrate(opts):
     """Measure the errors of the PME multipoles against converged k-sums for several σ_L /
@@ -278,6 +350,10 @@ def main(argv=None):
                         help="interpreter with featomic and ase installed (default: this one)")
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--orders", default="4,6,8,10,12")
+    parser.add_argument("--open", action="store_true",
+                        help="open-boundary clusters: per-pair quadrature against the pair-function table")
+    parser.add_argument("--open-sizes", default="24,96,300", help="droplet sizes (atoms) for --open")
+    parser.add_argument("--open-exact-max", type=int, default=100, help="largest droplet for the quadrature route")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.worker:
@@ -292,6 +368,9 @@ def main(argv=None):
     if opts.calibrate:
         opts.orders = [int(p) for p in opts.orders.split(",")]
         calibrate(opts)
+        return
+    if opts.open:
+        open_boundary(opts)
         return
     benchmark(opts)
 
