@@ -192,7 +192,9 @@ def multiscale_invariants(s, spec: LodeSpec, n_species: int):
     """
     periodic = s.cell is not None
     params = lode_params(spec, n_species, periodic)
-    widths = jnp.asarray(gto_widths(spec.cutoff, spec.max_radial), s.positions.dtype)
+    # a host (numpy) array: under jit a jnp conversion would be traced, and the open-boundary
+    # pair-function table would then be rebuilt in every call instead of once
+    widths = np.asarray(gto_widths(spec.cutoff, spec.max_radial), s.positions.dtype)
     v = lode_features(s.positions, s.species, sigma=spec.sigma, widths=widths, params=params, cell=s.cell)
     rho = spherical_expansion_terms(s.positions, s.species, s.neighbors, cell=s.cell, n_species=n_species,
                                     cutoff=spec.cutoff, max_radial=spec.max_radial, max_angular=spec.max_angular,
