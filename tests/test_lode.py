@@ -470,7 +470,8 @@ def test_pair_table_against_the_quadrature():
     quadrature: values ≤ 1e-9 and r-derivatives ≤ 1e-6 of their largest magnitude for
     0.3 Å ≤ r ≤ far beyond the tabulated range, where the tail A/r^{l+1} is exact; a
     table twice as fine is ~16× more accurate (cubic Hermite, h⁴)."""
-    from jaxlr.features._lode_table import direct_table_size, interpolate_pair_table, pair_table
+    from jaxlr.features._lode_table import direct_table_size, pair_table
+    from jaxlr.features._pair_table import interpolate_pair_table
 
     w = widths()
     r = jnp.asarray(np.concatenate([np.linspace(0.3, RC + 14 * SIGMA, 1201), [25.0, 60.0]]))

@@ -44,6 +44,7 @@ from ..performance import costs
 from ._harmonics import real_spherical_harmonics
 from ._lode_kspace import radial_evaluator, self_projection
 from ._lode_ksum import l_of_lm, species_onehot
+from ._pair_table import interpolate_pair_table
 
 __all__ = ["lode_direct", "lode_direct_multipoles", "pair_radial_functions"]
 
@@ -195,7 +196,7 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
         every pair that does not count is evaluated on a stand-in distance and direction
         (double ``where``), so values and derivatives stay finite wherever the padding
         atoms sit — on top of each other or of real atoms included.
-      table: optional :class:`jaxlr.features._lode_table.PairTable` of the same σ_L,
+      table: optional :class:`jaxlr.features._pair_table.PairTable` of the same σ_L,
         widths, r_c and L: the pair functions are then interpolated from it instead of
         integrated per pair (orders of magnitude cheaper; see that module for its error).
 
@@ -222,9 +223,6 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
     phi0 = jnp.zeros((n_max, L + 1), dtype).at[:, 0].set(
         self_projection(sigma, widths, cutoff=cutoff) * math.sqrt(4.0 * math.pi))
     radial = radial_evaluator(jnp.asarray(widths, dtype), cutoff)
-    if table is not None:      # imported here: _lode_table builds on this module
-        from ._lode_table import interpolate_pair_table as interpolate
-
     def rows(idx):
         i, use = _row_pairs(idx, valid, exclude_center)
         # pairs that do not count (padding, or the other end of a padding row) see a
@@ -237,7 +235,7 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
         if table is None:
             phi = pair_radial_functions(d, sigma, widths, cutoff=cutoff, max_angular=L, radial=radial)
         else:
-            phi = interpolate(table, d)
+            phi = interpolate_pair_table(table, d)
         phi = jnp.where(apart[..., None, None], phi, phi0)               # coincident: own-Gaussian limit
         y = real_spherical_harmonics(rij, L)                             # (B, N, LM)
         weight = jnp.where(use[..., None], onehot[None], jnp.zeros((), dtype))  # (B, N, A)

@@ -27,7 +27,6 @@ it is built in the trace and stays differentiable.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -36,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._lode_direct import ERFC_RANGE, pair_radial_functions
-from ._lode_kspace import hermite_basis, radial_evaluator, self_projection
+from ._lode_kspace import radial_evaluator, self_projection
+from ._pair_table import PairTable
 
-__all__ = ["PairTable", "direct_pair_table", "direct_table_size", "interpolate_pair_table", "pair_table"]
+__all__ = ["direct_pair_table", "direct_table_size", "pair_table"]
 
 #: nodes per Å per (1 Å / shortest length scale): the grid spacing is min(σ_L, widths) / TABLE_DENSITY
 TABLE_DENSITY = 40
@@ -46,23 +46,6 @@ TABLE_DENSITY = 40
 _SECANT = 1e-4
 #: nodes evaluated per quadrature call while building a table (bounds its memory)
 _BUILD_CHUNK = 256
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class PairTable:
-    """Φ_nl(r) tabulated for cubic Hermite interpolation (a pytree).
-
-    Attributes:
-      values, slopes: (n_table, n_max, L+1) Φ_nl and dΦ_nl/dr at r_t = t·r_far/(n_table − 1).
-      r_far: the last node (Å); beyond it Φ_nl(r) = tail_nl / r^{l+1}.
-      tail: (n_max, L+1) the multipole tail coefficients A_nl.
-    """
-
-    values: jax.Array
-    slopes: jax.Array
-    r_far: jax.Array
-    tail: jax.Array
 
 
 def direct_table_size(sigma: float, widths, cutoff: float) -> int:
@@ -135,32 +118,6 @@ def pair_table(sigma, widths, *, cutoff: float, max_angular: int, n_table: int) 
     ls = jnp.arange(L + 1, dtype=dtype)
     tail = values[-1] * r_far ** (ls + 1.0)
     return PairTable(values=values, slopes=slopes, r_far=r_far, tail=tail)
-
-
-def interpolate_pair_table(table: PairTable, r):
-    """Φ_nl(r) from a :class:`PairTable`: (..., n_max, L+1) for r ≥ 0 of shape (...).
-
-    Differentiable in r (and in the table); r beyond ``table.r_far`` takes the exact tail.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from jaxlr.features import gto_widths
-      >>> t = pair_table(1.0, jnp.asarray(gto_widths(3.0, 2)), cutoff=3.0, max_angular=1, n_table=400)
-      >>> interpolate_pair_table(t, jnp.array([1.5, 40.0])).shape
-      (2, 2, 2)
-    """
-    n_table = table.values.shape[0]
-    dtype = table.values.dtype
-    r = jnp.asarray(r, dtype)
-    inside = r < table.r_far
-    r_in = jnp.where(inside, r, 0.0)
-    index, w = hermite_basis(r_in, table.r_far, n_table)
-    near = (w[..., 0, None, None] * table.values[index] + w[..., 1, None, None] * table.slopes[index]
-            + w[..., 2, None, None] * table.values[index + 1] + w[..., 3, None, None] * table.slopes[index + 1])
-    ls = jnp.arange(table.tail.shape[-1], dtype=dtype)
-    r_out = jnp.where(inside, table.r_far, r)
-    far = table.tail * r_out[..., None, None] ** (-(ls + 1.0))
-    return jnp.where(inside[..., None, None], near, far)
 
 
 def direct_pair_table(sigma, widths, params, dtype) -> PairTable:
