@@ -46,7 +46,7 @@ from ._lode_kspace import radial_evaluator, self_projection
 from ._lode_ksum import l_of_lm, species_onehot
 from ._pair_table import interpolate_pair_table
 
-__all__ = ["lode_direct", "lode_direct_multipoles", "pair_radial_functions"]
+__all__ = ["blocked_rows", "lode_direct", "lode_direct_multipoles", "pair_radial_functions"]
 
 #: Gauss–Legendre nodes per x-piece of the point (Laplace) part and of the erfc part, and in s
 POINT_NODES = 40
@@ -158,8 +158,17 @@ def _row_blocks(n: int, n_cols: int) -> int:
     return max(1, min(n, costs().lode_direct_block_pairs // max(1, n_cols)))
 
 
-def _blocked_rows(fn, n: int, block: int, dtype):
-    """Apply ``fn(rows)`` (rows: (block,) int32 indices, −1 padded) over all rows in blocks."""
+def blocked_rows(fn, n: int, block: int, dtype):
+    """Apply ``fn(rows)`` over rows 0…n−1 in blocks of ``block`` (``lax.map``) and concatenate.
+
+    ``rows`` is a (block,) int32 array of row indices, −1 for the padding of the last block;
+    the outputs (a pytree of arrays with a leading block axis) come back with n rows.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> blocked_rows(lambda rows: 2 * rows, 5, 2, jnp.int32).tolist()
+      [0, 2, 4, 6, 8]
+    """
     n_blocks = -(-n // block)
     idx = np.full(n_blocks * block, -1, dtype=np.int32)
     idx[:n] = np.arange(n)
@@ -223,6 +232,7 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
     phi0 = jnp.zeros((n_max, L + 1), dtype).at[:, 0].set(
         self_projection(sigma, widths, cutoff=cutoff) * math.sqrt(4.0 * math.pi))
     radial = radial_evaluator(jnp.asarray(widths, dtype), cutoff)
+
     def rows(idx):
         i, use = _row_pairs(idx, valid, exclude_center)
         # pairs that do not count (padding, or the other end of a padding row) see a
@@ -242,7 +252,7 @@ def lode_direct(positions, species_index, sigma, widths, *, n_species: int, cuto
         return jnp.einsum("bjnq,bjq,bja->banq", phi[..., lidx], y, weight)
 
     block = _row_blocks(n, n) if table is None else max(1, min(n, TABLE_BLOCK_PAIRS // max(1, n)))
-    return _blocked_rows(rows, n, block, dtype)
+    return blocked_rows(rows, n, block, dtype)
 
 
 # ---- multipoles ------------------------------------------------------------------------------
@@ -321,4 +331,4 @@ def lode_direct_multipoles(positions, species_index, sigma, *, n_species: int, e
         return pot, field, -hess
 
     # the own Gaussian is the j = i pair: g(0) = √(2/π)/σ, no field, −2g'(0)·1 = √(2/π)/(3σ³)·1
-    return _blocked_rows(rows, n, _row_blocks(n, n), dtype)
+    return blocked_rows(rows, n, _row_blocks(n, n), dtype)

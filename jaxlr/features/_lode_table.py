@@ -20,9 +20,11 @@ For the sizes :func:`direct_table_size` picks (spacing min(σ_L, widths)/40) the
 interpolation error is ~1e-10 of max|Φ_nl| and ~1e-7 of max|dΦ_nl/dr| for pair distances
 ≥ 0.3 Å (measured for σ_L = 0.3–2 Å, r_c = 3–4.5 Å, n_max ≤ 8, L ≤ 3; the error falls as
 the fourth power of the spacing; ``tests/test_lode.py`` checks it against the quadrature).
-Below ~0.03 Å the quadrature itself loses accuracy; atoms are never that close.  When σ_L and the widths are concrete the table is built once at trace
-time and enters the compiled function as a constant; when they are traced (hypergradients)
-it is built in the trace and stays differentiable.
+Below ~0.03 Å the quadrature itself loses accuracy; atoms are never that close.
+
+When σ_L and the widths are concrete the table is built once at trace time and enters the
+compiled function as a constant; when they are traced (hypergradients) it is built in the
+trace and stays differentiable.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._lode_direct import ERFC_RANGE, pair_radial_functions
+from ._lode_direct import ERFC_RANGE, blocked_rows, pair_radial_functions
 from ._lode_kspace import radial_evaluator, self_projection
 from ._pair_table import PairTable
 
@@ -102,11 +104,10 @@ def pair_table(sigma, widths, *, cutoff: float, max_angular: int, n_table: int) 
     def value_and_slope(r):
         return jax.jvp(phi, (r,), (jnp.ones_like(r),))
 
-    chunks = -(-grid.shape[0] // _BUILD_CHUNK)
-    padded = jnp.concatenate([grid, jnp.full(chunks * _BUILD_CHUNK - grid.shape[0], 1.0, dtype)])
-    v, d = jax.lax.map(value_and_slope, padded.reshape(chunks, _BUILD_CHUNK))
-    v = v.reshape((-1,) + v.shape[2:])[: grid.shape[0]]
-    d = d.reshape((-1,) + d.shape[2:])[: grid.shape[0]]
+    def nodes(idx):                       # a block of node indices, −1 for the padding of the last
+        return value_and_slope(jnp.where(idx >= 0, grid[jnp.maximum(idx, 0)], 1.0))
+
+    v, d = blocked_rows(nodes, grid.shape[0], _BUILD_CHUNK, dtype)
     n_max, L = widths.shape[0], max_angular
     own = self_projection(sigma, widths, cutoff=cutoff) * math.sqrt(4.0 * math.pi)
     v0 = jnp.zeros((n_max, L + 1), dtype).at[:, 0].set(own)

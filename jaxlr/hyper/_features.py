@@ -11,7 +11,8 @@ differentiable functions of the hyperparameters h:
   width ``local_sigma``.
 
 Both use GTO radial functions of widths ``radial_scale × gto_widths(cutoff, max_radial)``
-(``radial_scale`` a scalar, or a (max_radial,) array that sets each function's width) and the shifted-cosine cutoff switch of width ``cutoff_width``.  Cutoffs, basis sizes and
+(``radial_scale`` a scalar, or a (max_radial,) array that sets each function's width) and
+the shifted-cosine cutoff switch of width ``cutoff_width``.  Cutoffs, basis sizes and
 species are static (they fix array shapes and neighbour capacities).
 
 Two evaluations of the same numbers:
