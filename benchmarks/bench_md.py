@@ -374,7 +374,7 @@ def drift_stats(energies, dt_ps, n):
     energy wander does not pass for a significant drift."""
     e = np.asarray(energies) / n * 1000.0          # meV/atom
     t = np.arange(len(e)) * dt_ps
-    (slope, intercept), = [np.polyfit(t, e, 1)]
+    slope, intercept = np.polyfit(t, e, 1)
     res = e - (slope * t + intercept)
     g = 1.0
     if len(res) > 3 and np.var(res) > 0:
