@@ -169,7 +169,7 @@ def run_nve(checkpoint: Path, structure, steps: int, out: Path, seed: int = 0) -
     shortest distances over the frames (every 20 steps) and the collapse flag."""
     from ase.io import read
 
-    from jaxlr.md import run_md
+    from jaxlr.md import energy_drift, run_md
 
     atoms = to_atoms(structure)
     kw = dict(ensemble="nve", temperature=300.0, dt=0.5, steps=steps, thermo_every=20, traj_every=20,
@@ -194,11 +194,13 @@ def run_nve(checkpoint: Path, structure, steps: int, out: Path, seed: int = 0) -
     wall = time.perf_counter() - t0
     t = np.asarray(res.thermo["time_ps"], dtype=np.float64)
     e = np.asarray(res.thermo["total_eV"], dtype=np.float64)
-    slope = float(np.polyfit(t, e, 1)[0]) if len(t) > 1 else float("nan")
+    d = energy_drift(t, e, n) if len(t) > 2 and np.all(np.isfinite(e)) else None
     shortest = shortest_distances(read(str(out / "trajectory.extxyz"), ":"))
     collapsed = shortest["HH"] < COLLAPSE["HH"] or shortest["OO"] < COLLAPSE["OO"]
     return {"atoms": n, "steps": steps, "time_ps": float(t[-1] - t[0]) if len(t) else 0.0,
-            "drift_eV_atom_ps": slope / n, "total_energy_rms_meV_atom": 1e3 * float(np.std(e)) / n,
+            "drift_eV_atom_ps": 1e-3 * d.slope if d else float("nan"),
+            "drift_stderr_eV_atom_ps": 1e-3 * d.stderr if d else float("nan"),
+            "total_energy_rms_meV_atom": 1e3 * float(np.std(e)) / n,
             "mean_temperature_K": float(np.mean(res.thermo["temperature_K"])),
             "max_temperature_K": float(np.max(res.thermo["temperature_K"])),
             "shortest_A": shortest, "collapsed": bool(collapsed),

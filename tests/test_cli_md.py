@@ -12,6 +12,8 @@ level 0), so the default set shares runs through module fixtures: 64 ions, float
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ pytest.importorskip("ase")
 import ase.io  # noqa: E402
 
 from jaxlr.cli import main  # noqa: E402
-from jaxlr.md import molten_nacl, run_md  # noqa: E402
+from jaxlr.md import energy_drift, molten_nacl, run_md  # noqa: E402
 
 KB = 8.617333262e-5        # eV/K (CODATA 2018)
 N_IONS = 64
@@ -65,9 +67,14 @@ def test_nve_conserves_energy(nve):
 def test_restart_continues_exactly(nve, tmp_path):
     """N steps, then N more from restart.npz through the command line, equal 2N steps in one run
     (positions and momenta to rounding; same PME mesh and cutoffs, same list handling)."""
+    log = io.StringIO()
     first = run_md(model="nacl", n_ions=N_IONS, ensemble="nve", temperature=1200.0, dt=1.0, steps=20,
-                   thermo_every=10, traj_every=20, accuracy=1e-5, seed=3, out=tmp_path, plots=False)
+                   thermo_every=10, traj_every=20, accuracy=1e-5, seed=3, out=tmp_path, plots=False,
+                   progress=True, stream=log)
     assert first.step == 20
+    # the closing line reports the conserved-energy drift of the rows written
+    d = energy_drift(first.thermo["time_ps"], first.thermo["conserved_eV"], N_IONS)
+    assert f"conserved-energy drift {d.slope:+.2e} ± {d.stderr:.1e} meV/atom/ps" in log.getvalue()
     code = main(["md", "--model", "nacl", "--restart", str(tmp_path / "restart.npz"), "--ensemble", "nve",
                  "--dt", "1", "--steps", "20", "--thermo-every", "10", "--traj-every", "20", "--out", str(tmp_path),
                  "--no-plots", "--quiet", "--accuracy", "1e-5"])

@@ -14,7 +14,9 @@ afterwards:
   :func:`molten_nacl` (a starting box) and :data:`NACL_QEQ` (a toy Qeq variant);
 * :func:`run_md` — a driver (what ``jaxlr md`` runs): NVE, NVT or NPT from ``ase.Atoms``
   and a built-in or trained model, in jitted chunks with the overflow loop, writing
-  thermo.csv, trajectory.extxyz, restart.npz and plots.
+  thermo.csv, trajectory.extxyz, restart.npz and plots;
+* :func:`energy_drift` — a run's energy drift per atom with a standard error that accounts
+  for the correlation of MD energies.
 
 Conventions (module :mod:`jaxlr.md._space`): jax-md's box holds the lattice vectors as
 columns (jaxlr's cell is ``box.T``); positions are fractional when the space is
@@ -25,6 +27,7 @@ jax-md and flax are imported inside the functions, so ``import jaxlr.md`` stays 
 """
 
 from ._coulomb import CoulombEnergy, coulomb_neighbor_list
+from ._drift import EnergyDrift, energy_drift, statistical_inefficiency
 from ._potential import PotentialEnergy, potential_neighbor_list
 from ._qeq import XL_COEFFICIENTS, QeqEnergy, QeqNVEState, qeq_neighbor_list, qeq_nve
 from ._run import MDResult, run_md
@@ -43,6 +46,7 @@ from ._tosi_fumi import (
 __all__ = [
     "XL_COEFFICIENTS",
     "CoulombEnergy",
+    "EnergyDrift",
     "MDResult",
     "PotentialEnergy",
     "QeqEnergy",
@@ -50,10 +54,12 @@ __all__ = [
     "box_matrix",
     "cell_from_box",
     "coulomb_neighbor_list",
+    "energy_drift",
     "potential_neighbor_list",
     "qeq_neighbor_list",
     "qeq_nve",
     "run_md",
+    "statistical_inefficiency",
     # molten NaCl (Tosi–Fumi)
     "NACL_QEQ",
     "TOSI_FUMI_NACL",

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._drift import energy_drift
 from ._forcefield import BUILTIN_MODELS, build_forcefield
 from ._integrators import ENSEMBLES, half_width, make_integrator
 from ._output import (
@@ -503,9 +504,18 @@ def run_md(structure=None, model="nacl", *, ensemble: str = "nve", temperature=N
                     target_pressure=pressure_bar if ensemble == "npt" else None)
     thermo = {c: np.array([r[c] for r in rows], dtype=np.float64) for c in thermo_columns(qeq)}
     bar.message(f"done: step {step}, {rate():.1f} steps/s (compilation {timing['compile']:.1f} s), "
-                f"{reallocations} list reallocations; output in {out}")
+                f"{reallocations} list reallocations{_drift_words(thermo, len(numbers))}; output in {out}")
     return MDResult(out, step, thermo, _final_atoms(last_frame), float(rate()), float(timing["compile"]),
                     reallocations, ff.description)
+
+
+def _drift_words(thermo, n_atoms) -> str:
+    """", conserved-energy drift +x ± y meV/atom/ps" for runs with an invariant and ≥ 3 rows."""
+    t, e = thermo["time_ps"], thermo["conserved_eV"]
+    if len(t) < 3 or not np.all(np.isfinite(e)) or np.any(np.diff(t) <= 0):
+        return ""
+    d = energy_drift(t, e, n_atoms)
+    return f", conserved-energy drift {d.slope:+.2e} ± {d.stderr:.1e} meV/atom/ps"
 
 
 def _formula(numbers) -> str:
