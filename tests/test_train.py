@@ -11,6 +11,7 @@ import time
 import tomllib
 
 import jax
+import jax.flatten_util
 
 jax.config.update("jax_enable_x64", True)
 
@@ -212,6 +213,7 @@ def test_config_and_fit_name_bad_numbers(monkeypatch):
         "final_lr_fraction": ([-0.1, 2], r"\[0, 1\]"),
         "weight_decay": ([-1e-5], ">= 0"),
         "clip_norm": ([0, -1], "> 0"),
+        "ema_decay": ([1.0, -0.1, float("nan")], r"\[0, 1\)"),
         "schedule": (["linear"], "cosine"),
         "optimizer": (["sgd"], "adamw"),
         "dtype": (["float16"], "float32"),
@@ -240,7 +242,10 @@ def test_config_and_fit_name_bad_numbers(monkeypatch):
                           ({"epochs": 2.5}, "epochs must be a positive integer"),
                           ({"batch_size": 0}, "batch_size must be a positive integer"),
                           ({"warmup_epochs": "1"}, "warmup_epochs must be a number"),
-                          ({"clip_norm": float("nan")}, "clip_norm must be a finite")):
+                          ({"clip_norm": float("nan")}, "clip_norm must be a finite"),
+                          ({"ema_decay": 1.0}, r"ema_decay must lie in \[0, 1\)"),
+                          ({"ema_decay": float("nan")}, r"ema_decay must lie in \[0, 1\)"),
+                          ({"ema_decay": "0.99"}, "ema_decay must be a number")):
         with pytest.raises(ValueError, match=match):
             loop.fit(pot, train, None, progress=False, **kwargs)
 
@@ -326,6 +331,37 @@ def test_early_stopping_keeps_best():
     assert len(losses) < 50                              # far too large a rate: it stops early
     assert result.best_epoch == int(np.nanargmin(losses)) + 1
     assert len(losses) - result.best_epoch <= 2
+
+
+def test_ema_is_the_average_of_the_parameter_trajectory():
+    """fit(ema_decay=d) returns θ̄ with θ̄_0 = θ_0, θ̄_k = w_k θ̄_{k−1} + (1 − w_k) θ_k,
+    w_k = min(d, (1 + k)/(10 + k)), where θ_k are the parameters of the same run without the
+    average (one batch per epoch, so epoch k is step k; a constant, small learning rate keeps
+    the training loss falling, so the last epoch is the one kept).  θ_0 comes from a run whose
+    one step is 1e-300 in size, which leaves the parameters unchanged in float64."""
+    train = make_dataset(6, seed=5, sizes=(8,))
+    kw = dict(weights={"energy": 1.0, "forces": 1.0}, batch_size=6, schedule="constant", seed=0,
+              progress=False, max_shapes=1)
+
+    def params(**extra):
+        res = loop.fit(tiny_potential(), train, None, **{**kw, **extra})
+        assert res.best_epoch == len(res.history)
+        return res.variables["params"]
+
+    theta = [params(epochs=1, learning_rate=1e-300), params(epochs=1, learning_rate=3e-3),
+             params(epochs=2, learning_rate=3e-3)]
+    assert not np.allclose(jax.flatten_util.ravel_pytree(theta[2])[0], jax.flatten_util.ravel_pytree(theta[0])[0])
+    d = 0.5
+    w1, w2 = loop.ema_weight(d, 1), loop.ema_weight(d, 2)
+    assert (w1, w2) == (2 / 11, 0.25)
+    expected = jax.tree_util.tree_map(lambda t0, t1, t2: w2 * (w1 * t0 + (1 - w1) * t1) + (1 - w2) * t2, *theta)
+    got = params(epochs=2, learning_rate=3e-3, ema_decay=d)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-14), got, expected)
+    # d = 0: the average is the parameters themselves
+    same = params(epochs=2, learning_rate=3e-3, ema_decay=0.0)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a, b), same, theta[2])
+    # the dtype of every leaf is kept (the weight is a weakly typed scalar)
+    assert {a.dtype for a in jax.tree_util.tree_leaves(got)} == {a.dtype for a in jax.tree_util.tree_leaves(theta[2])}
 
 
 def test_checkpoint_round_trip_is_bit_identical(trained, tmp_path):

@@ -9,7 +9,7 @@ datasets and padded batches live in :mod:`jaxlr.data`.
 from ._checkpoint import load, save
 from ._config import load_config, run_eval, run_fit
 from ._density_eval import density_esp_errors, esp_rmse, esp_rmse_exact
-from ._loop import FitResult, evaluate, fit
+from ._loop import FitResult, ema_weight, evaluate, fit
 from ._loss import Metrics, loss_fn
 from ._pretrained import load_pretrained, pretrained_models
 
@@ -19,6 +19,7 @@ __all__ = [
     "density_esp_errors",
     "esp_rmse",
     "esp_rmse_exact",
+    "ema_weight",
     "evaluate",
     "fit",
     "load",

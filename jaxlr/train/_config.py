@@ -57,6 +57,7 @@ A configuration is a TOML file with four tables; paths are relative to its folde
   final_lr_fraction number in [0, 1] (cosine: final rate / peak)
   optimizer         adam | adamw;   weight_decay   number >= 0 (adamw)
   clip_norm         number > 0 (global gradient norm)
+  ema_decay         number in [0, 1): validate and keep an average of the parameters
   weights           { target = weight }, targets: energy, forces, stress, charges,
                     dipole, coefficients (default: energy and forces found in the
                     data); every weighted target must be present in every structure
@@ -140,6 +141,7 @@ _TRAINING_NUMBERS = {
     "final_lr_fraction": (False, lambda v: 0 <= v <= 1, "a number in [0, 1] (final rate / peak rate)"),
     "weight_decay": (False, lambda v: v >= 0, "a finite number >= 0"),
     "clip_norm": (False, lambda v: v > 0, "a finite number > 0 (gradient norm)"),
+    "ema_decay": (False, lambda v: 0 <= v < 1, "a number in [0, 1) (e.g. 0.99; leave it out for no average)"),
     "devices": (True, lambda v: v >= 1, "a positive integer (devices each batch is split over, e.g. 4)"),
 }
 

@@ -14,8 +14,9 @@ fails first, on the host, before anything is compiled):
    feature statistics ``variables["stats"]`` stay fixed) that compiles once per batch shape
    — :class:`~jaxlr.data.BatchLoader` bounds the shapes — and evaluates the
    validation set every epoch with a jitted prediction (MAE/RMSE per target);
-5. keeps the best variables (lowest validation loss), stops early after ``patience``
-   epochs without improvement, and with ``run_dir`` writes ``history.json`` every epoch,
+5. keeps the best variables (lowest validation loss; with ``ema_decay`` the variables
+   evaluated and kept are an exponential moving average of the parameters, see
+   :func:`ema_weight`), stops early after ``patience`` epochs without improvement, and with ``run_dir`` writes ``history.json`` every epoch,
    the best checkpoint (``run_dir/checkpoint``) and, at the end, the plots.
 
 The validation loss is the loss of :func:`jaxlr.train.loss_fn` over the whole
@@ -37,12 +38,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ..data._batch import TARGETS
 from ._checkpoint import write_json
 from ._loss import Metrics, check_weights, loss_fn
 
-__all__ = ["fit", "FitResult", "evaluate", "make_optimizer", "make_train_step", "eval_step",
+__all__ = ["fit", "FitResult", "evaluate", "ema_weight", "make_optimizer", "make_train_step", "eval_step",
            "energy_statistics", "training_weights", "SCHEDULES", "OPTIMIZERS", "FIT_OPTIONS"]
 
 SCHEDULES = ("cosine", "constant", "exponential")
@@ -106,6 +108,23 @@ def _number(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
     return float(value)
+
+
+def ema_weight(decay: float, step: int) -> float:
+    """Weight of the old average in the parameter EMA after optimizer step ``step`` (1, 2, …).
+
+    ``min(decay, (1 + step) / (10 + step))``: the warm-up of TensorFlow's
+    ``ExponentialMovingAverage(num_updates=...)`` (also used by MACE and NequIP), so that the
+    average is not dominated by the random initial parameters in the first hundred steps.
+    After step k the average is ``θ̄ ← w θ̄ + (1 − w) θ_k``, starting from ``θ̄ = θ_0``.
+
+    Example:
+      >>> ema_weight(0.99, 1), ema_weight(0.99, 10_000)
+      (0.18181818181818182, 0.99)
+      >>> ema_weight(0.0, 5)
+      0.0
+    """
+    return min(float(decay), (1.0 + step) / (10.0 + step))
 
 
 def _positive_int(name: str, value) -> int:
@@ -502,7 +521,8 @@ def training_weights(weights, dataset, predicts=None, *, indices=None, name: str
 def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: int = 100, batch_size: int = 8,
         learning_rate: float = 1e-3, schedule: str = "cosine", warmup_epochs: float = 0.0,
         decay_rate: float = 0.01, final_lr_fraction: float = 0.01, optimizer: str = "adam",
-        weight_decay: float = 1e-5, clip_norm: float | None = None, patience: int | None = None, seed: int = 0,
+        weight_decay: float = 1e-5, clip_norm: float | None = None, ema_decay: float | None = None,
+        patience: int | None = None, seed: int = 0,
         run_dir=None, progress: bool = True, dtype=None, max_shapes: int = 3, init_structures: int = 256,
         valid_batch_size: int | None = None, plots: bool = True, devices=None) -> FitResult:
     """Train a potential (see the module docstring for the procedure).
@@ -520,6 +540,11 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
       learning_rate, schedule ("cosine" | "constant" | "exponential"), warmup_epochs,
         decay_rate, final_lr_fraction, optimizer ("adam" | "adamw"), weight_decay,
         clip_norm: see :func:`make_optimizer`.
+      ema_decay: None (off) or d in [0, 1): validate, keep and return an exponential moving
+        average of the parameters, updated after every optimizer step with the weight
+        :func:`ema_weight` ``(d, step)`` (typical d: 0.99–0.999; the training itself is not
+        changed).  An average over the last ~1/(1 − d) steps smooths the noise of small
+        batches and usually lowers the validation error.
       patience: stop after this many epochs without a lower validation loss (None = never).
       seed: seed of the initial parameters and the batch shuffling.
       run_dir: output folder (``history.json``, ``checkpoint/``, plots), or None.
@@ -570,6 +595,10 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
     batch_size = _positive_int("batch_size", batch_size)
     if patience is not None:
         patience = _positive_int("patience", patience)
+    if ema_decay is not None:
+        ema_decay = _number("ema_decay", ema_decay)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1) (or be None for no average), got {ema_decay!r}.")
     init_structures = _positive_int("init_structures", init_structures)
     max_shapes = _positive_int("max_shapes", max_shapes)
     if valid_batch_size is not None:
@@ -634,6 +663,9 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
     step = make_train_step(potential, active, tx, mesh=mesh)
     evaluator = eval_step(potential, "forces" in valid_targets, "stress" in valid_targets, mesh)
     params, opt_state, stats = _on_mesh(mesh, (params, opt_state, stats), rows=False)
+    # the parameter average (a separate copy; optax.incremental_update blends two trees)
+    ema = None if ema_decay is None else jax.tree_util.tree_map(jnp.array, params)
+    ema_update = jax.jit(lambda new, old, w: optax.incremental_update(new, old, 1.0 - w))
 
     run_dir = None if run_dir is None else Path(run_dir)
     # multi-process runs: process 0 alone writes the run folder and prints the progress
@@ -662,6 +694,8 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
                                                                   with_indices=True), start=1):
             params, opt_state, loss, parts = step(params, opt_state, stats, *_on_mesh(mesh, (atoms, refs)))
             n_step += 1
+            if ema is not None:
+                ema = ema_update(params, ema, ema_weight(ema_decay, n_step))   # weak-typed: keeps the dtype
             c = int(np.sum(np.asarray(idx) >= 0))
             losses.append(loss)
             counts.append(c)
@@ -673,7 +707,8 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         train_mse = {key: float(np.dot(np.asarray(jax.device_get(v), dtype=np.float64), w))
                      for key, v in parts_sum.items()}
         record = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_mse, "lr": lr}
-        current = {"params": params, "stats": stats}
+        evaluated = params if ema is None else ema
+        current = {"params": evaluated, "stats": stats}
         if valid_loader is not None:
             m = validate(current)
             record["valid_loss"] = m.loss(active)
@@ -688,7 +723,7 @@ def fit(potential, train, valid=None, *, weights: dict | None = None, epochs: in
         record["best"] = bool(improved)
         history.append(record)
         if improved:
-            best = (monitored, epoch, jax.device_get(params))
+            best = (monitored, epoch, jax.device_get(evaluated))
             stale = 0
             if writes:
                 save(run_dir / CHECKPOINT_DIR, potential, {"params": best[2], "stats": stats},
