@@ -27,7 +27,8 @@
    Gaussian width σ and electronegativity χ fitted by hypergradient descent to the
    PBE/def2-SVP cluster dipoles, to the Hirshfeld charges or to the density-fit charges of
    :func:`jaxlr.data.load_water_clusters`, on the split jaxlr's water models use
-   (:func:`jaxlr.data.water_cluster_splits`, seed 0: 400 train / 50 validation / 50 test),
+   (:func:`jaxlr.data.water_cluster_splits`, seed 0, ``extra=False``: 400 train / 50 validation /
+   50 test),
    early stopping on the validation clusters.  Two constraint sets: the
    total charge only (plain Qeq; charge may flow between molecules) and every molecule
    neutral (a fluctuating-charge water: H assigned to its nearest O).  Compared with the
@@ -167,7 +168,8 @@ def water_problem(constraint: str, seed: int = 0, batch_size: int = 128):
     chi = [RG_CHI[1], RG_CHI[8]]
     out = {}
     for charges in ("hirshfeld", "density"):
-        for split, part in zip(("train", "valid", "test"), water_cluster_splits(charges=charges, seed=seed)):
+        splits = water_cluster_splits(charges=charges, seed=seed, extra=False)
+        for split, part in zip(("train", "valid", "test"), splits):
             if constraint == "molecules":
                 part = Dataset([neutral_molecules(s) for s in part])
             for fit in ((charges, "dipole") if charges == "hirshfeld" else (charges,)):
@@ -359,7 +361,7 @@ def density_problem(n_train: int, seed: int = 0, batch_size: int = 32):
     ``n_train`` clusters of the training pool, the validation and the test clusters, every molecule
     neutral, the reference basis, and the training clusters' mean density per element (neutral) as
     the fixed promolecule of every split."""
-    pool, valid, test = water_cluster_splits(charges="density", seed=seed)
+    pool, valid, test = water_cluster_splits(charges="density", seed=seed, extra=False)
     parts = {"train": list(pool)[:n_train], "valid": list(valid), "test": list(test)}
     promolecule = mean_coefficients(parts["train"])
     data = {}

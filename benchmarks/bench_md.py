@@ -166,7 +166,7 @@ def melt(n, ps, threads, seed=0):
 class JaxModel:
     """Tosi–Fumi + PME in jax-md (fractional coordinates), one neighbour list per term."""
 
-    def __init__(self, pos, species, cell, *, dtype, accuracy, params=None):
+    def __init__(self, pos, species, cell, *, dtype, accuracy, params=None, short_range="truncated"):
         import jax.numpy as jnp
         from jax_md import space
 
@@ -183,7 +183,13 @@ class JaxModel:
         self.nfn_c, self.coulomb = coulomb_neighbor_list(self.displacement, self.box, charges=self.q,
                                                          accuracy=accuracy, positions_for_tuning=self.R,
                                                          params=params)
-        self.nfn_s, self.short = tosi_fumi_neighbor_list(self.displacement, self.box, species, r_cutoff=CUTOFF)
+        if short_range == "shifted-force":          # a diagnostic: energy and force continuous at r_c
+            from jaxlr.md._forcefield import shifted_force_tosi_fumi
+
+            self.nfn_s, self.short = shifted_force_tosi_fumi(self.displacement, self.box, species, r_cutoff=CUTOFF,
+                                                             dr_threshold=0.5, capacity_multiplier=1.25)
+        else:
+            self.nfn_s, self.short = tosi_fumi_neighbor_list(self.displacement, self.box, species, r_cutoff=CUTOFF)
         self.mass = jnp.asarray(np.asarray(TOSI_FUMI_NACL.masses)[species], self.dtype)
 
     def energy(self, R, neighbor, **kw):
@@ -269,9 +275,9 @@ def matched_openmm_tolerance(pos, species, cell, threads, ref, target=1e-4):
     return tol, err
 
 
-def matched_jaxlr(pos, species, cell, dtype, ref, target):
+def matched_jaxlr(pos, species, cell, dtype, ref, target, short_range="truncated"):
     for acc in (target, target / 2, target / 5, target / 10):
-        model = JaxModel(pos, species, cell, dtype=dtype, accuracy=acc)
+        model = JaxModel(pos, species, cell, dtype=dtype, accuracy=acc, short_range=short_range)
         err = rel_rms(model.coulomb_forces(), ref)
         if err <= target:
             return model, acc, err
@@ -374,8 +380,8 @@ def drift_stats(energies, dt_ps, n):
     return d.slope, d.stderr, d.fluctuation
 
 
-def _jaxlr_drift(pos, species, cell, vel, dtype, ref, target, dt, ps, block):
-    model, acc, _ = matched_jaxlr(pos, species, cell, dtype, ref, target)
+def _jaxlr_drift(pos, species, cell, vel, dtype, ref, target, dt, ps, block, short_range="truncated"):
+    model, acc, _ = matched_jaxlr(pos, species, cell, dtype, ref, target, short_range)
     return f"{acc:g}", jax_nve_energies(model, vel, dt, ps, block)
 
 
@@ -385,11 +391,12 @@ def part_drift(args):
     ref = reference_forces(pos, species, cell)
     tol_cpu, _ = matched_openmm_tolerance(pos, species, cell, args.threads, ref)
     rows = []
+    tag = "" if args.short_range == "truncated" else f" ({args.short_range} short range)"
     runs = {
-        "f64": lambda dt, block: ("jaxlr float64", *_jaxlr_drift(pos, species, cell, vel, "float64", ref, 1e-5,
-                                                                  dt, args.drift_ps, block)),
-        "f32": lambda dt, block: ("jaxlr float32", *_jaxlr_drift(pos, species, cell, vel, "float32", ref, 1e-4,
-                                                                  dt, args.drift_ps, block)),
+        "f64": lambda dt, block: ("jaxlr float64" + tag, *_jaxlr_drift(
+            pos, species, cell, vel, "float64", ref, args.f64_force_error, dt, args.drift_ps, block, args.short_range)),
+        "f32": lambda dt, block: ("jaxlr float32" + tag, *_jaxlr_drift(
+            pos, species, cell, vel, "float32", ref, 1e-4, dt, args.drift_ps, block, args.short_range)),
         "reference": lambda dt, block: ("OpenMM Reference", "1e-05", openmm_nve_energies(
             pos, vel, species, cell, 1e-5, "Reference", args.threads, dt, args.drift_ps, block)),
         "cpu": lambda dt, block: ("OpenMM CPU", f"{tol_cpu:g}", openmm_nve_energies(
@@ -401,7 +408,7 @@ def part_drift(args):
             set_precision("float64")
             label, acc, series = runs[code](dt, block)
             rows.append((label, acc, dt, *drift_stats(*series, n)))
-            print(f"# done: {label}, dt {dt:g} fs: drift {rows[-1][3]:+.2e} ± {rows[-1][4]:.1e} "
+            print(f"# done: {label}, PME {acc}, dt {dt:g} fs: drift {rows[-1][3]:+.2e} ± {rows[-1][4]:.1e} "
                   f"meV/atom/ps, fluctuation {rows[-1][5]:.2e} meV/atom", flush=True)
     print(f"\n## NVE energy drift, {n} ions, 1,200 K liquid, {args.drift_ps:g} ps — {machine()}")
     print("| code | PME accuracy | dt (fs) | drift (meV/atom/ps) | ± | fluctuation (meV/atom) |")
@@ -581,6 +588,11 @@ def main(argv=None):
     ap.add_argument("--drift-codes", default="f64,f32,reference,cpu",
                     help="which runs the drift part makes, in this order: jaxlr f64, f32, OpenMM reference, cpu (the "
                          "Reference platform takes hours at 4,096 ions)")
+    ap.add_argument("--short-range", choices=("truncated", "shifted-force"), default="truncated",
+                    help="drift part, jaxlr runs only: the Tosi-Fumi term as OpenMM has it (truncated at the "
+                         "cutoff) or shifted-force (continuous; a diagnostic of the truncation's share of the drift)")
+    ap.add_argument("--f64-force-error", type=float, default=1e-5,
+                    help="drift part: Coulomb-force error the float64 PME is tuned to (relative RMS)")
     ap.add_argument("--nvt-ps", type=float, default=2.0)
     ap.add_argument("--npt-ps", type=float, default=5.0)
     ap.add_argument("--melt-ps", type=float, default=2.0, help="OpenMM Langevin melting before each part")

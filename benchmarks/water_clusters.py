@@ -2,11 +2,16 @@
 
     python benchmarks/water_clusters.py [--models local,lode,latent,qeq,density] [--sizes 25,100,all]
                                         [--epochs 300] [--weights energy=100,forces=1,dipole=10,coefficients=1]
+                                        [--pool all|seed0] [--fragments cluster|molecules] [--ema-decay 0.99]
                                         [--save DIR] [--quick] [--out benchmarks/results/water]
 
-Data: :func:`jaxlr.data.load_water_clusters` ((H2O)n, n = 1–8), one fixed split (seed 0):
-10 % test, 10 % validation (early stopping), the rest the training pool; a learning curve
-takes the first k structures of the shuffled pool.  Every model is trained on energies and
+Data: :func:`jaxlr.data.load_water_clusters` ((H2O)n, n = 1–8), one fixed split
+(:func:`jaxlr.data.water_cluster_splits`, seed 0): 10 % of the seed-0 set test, 10 %
+validation (early stopping), the rest of it and then the seed-1 set the training pool (900;
+``--pool seed0``: the 400 of the seed-0 set only); a learning curve takes the first k
+structures of the pool, so k ≤ 400 draws on the seed-0 set alone.  ``--fragments molecules``
+makes every water its own neutral fragment in every split (the charge models then move no
+charge between molecules).  Every model is trained on energies and
 forces; the charge-bearing ones (latent, Qeq, density) also on the dipole; the density model
 also on the density coefficients in the Coulomb metric, in the data's own basis, with the
 training set's mean coefficients per element as its promolecule.
@@ -61,8 +66,26 @@ MODEL_HYPER = {
 LOCAL = dict(cutoff=4.5, max_radial=8, max_angular=3, sigma=0.3)
 
 
-def _splits(seed: int = 0):
-    return data.water_cluster_splits(seed=seed)
+def _splits(seed: int = 0, extra: bool = True):
+    return tuple(map(_fragmented, data.water_cluster_splits(seed=seed, extra=extra)))
+
+
+#: "molecules": every water its own neutral fragment (no charge flows between molecules)
+FRAGMENTS = {"mode": "cluster"}
+
+
+def _fragmented(dataset):
+    if FRAGMENTS["mode"] == "cluster":
+        return dataset
+    out = []
+    for s in dataset:
+        frag = data.detect_fragments(s.positions, s.numbers)
+        out.append(s.replace(fragments=frag, fragment_charges=np.zeros(int(frag.max()) + 1)))
+    return data.Dataset(out)
+
+
+def split_call(extra: bool) -> str:
+    return "jaxlr.data.water_cluster_splits(seed=0" + ("" if extra else ", extra=False") + ")"
 
 
 def build(model: str, train):
@@ -96,7 +119,8 @@ def parse_weights(text: str) -> dict:
     return out
 
 
-def metadata(model: str, row: dict, weights: dict, n_train: int, n_valid: int, n_test: int, epochs: int) -> dict:
+def metadata(model: str, row: dict, weights: dict, n_train: int, n_valid: int, n_test: int, epochs: int,
+             extra: bool = True) -> dict:
     """What a user needs to judge a shipped model (stored under ``extra`` in its config)."""
     ds = data.load_water_clusters()
     info = ds[0].info
@@ -108,8 +132,9 @@ def metadata(model: str, row: dict, weights: dict, n_train: int, n_valid: int, n
                        (" and density coefficients (Coulomb metric)" if model == "density" else ""),
         "level_of_theory": prov or "RKS PBE/def2-SVP, density fitting def2-universal-jkfit, grids level 3",
         "training_set": "jaxlr.data.load_water_clusters()",
-        "split_function": "jaxlr.data.water_cluster_splits(seed=0)",
-        "split": f"seed 0 permutation: {n_test} test, {n_valid} validation, first {n_train} of the rest for training",
+        "split_function": split_call(extra),
+        "split": (f"seed 0 permutation of the seed-0 set: {n_test} test, {n_valid} validation; training: the first "
+                  f"{n_train} of the pool (the rest of the seed-0 set" + (", then the seed-1 set)" if extra else ")")),
         "elements": ["H", "O"],
         "open_boundary_only": True,
         "units": {"energy": "eV (total energy)", "forces": "eV/Å", "dipole": "e·Å"},
@@ -192,17 +217,19 @@ def esp_scores(res, test) -> dict:
 
 
 def rescore(folder: Path) -> None:
-    """Recompute the metrics of saved ``water-*`` checkpoints and rewrite their metadata."""
+    """Recompute the metrics of saved ``water-*`` checkpoints and rewrite their metadata (each
+    scored with the force range of the pool its metadata names)."""
     from types import SimpleNamespace
 
     from jaxlr.train import load, save
 
-    pool, _, test = _splits()
+    test = _splits()[2]
     for path in sorted(p for p in folder.iterdir() if p.name.startswith("water-")):
         model = path.name.removeprefix("water-")
         pot, v = load(path)
         res = SimpleNamespace(potential=pot, variables=v)
         extra = dict(json.loads((path / "config.json").read_text())["extra"])
+        pool = _splits(extra="extra=False" not in extra.get("split_function", ""))[0]
         extra["test_metrics"] = score(res, model, test, _force_range(pool))
         extra["transfer_metrics"] = transfer(res, model)
         save(path, pot, v, extra=extra)
@@ -211,7 +238,7 @@ def rescore(folder: Path) -> None:
 
 def transfer(res, model: str) -> dict | None:
     try:
-        big = data.load_water_transfer()
+        big = _fragmented(data.load_water_transfer())
     except FileNotFoundError:
         return None
     targets = ("energy", "forces") + (("dipole",) if model in CHARGED else ())
@@ -264,8 +291,14 @@ def main():
     ap.add_argument("--weights", default="", help="loss weights NAME=VALUE,... (default energy=100,forces=1,"
                     "dipole=10,coefficients=1)")
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine schedule)")
+    ap.add_argument("--ema-decay", type=float, default=None,
+                    help="validate and keep an exponential moving average of the parameters (e.g. 0.99)")
     ap.add_argument("--save", default=None, help="write the model of the largest size to SAVE/water-MODEL")
     ap.add_argument("--rescore", default=None, help="only recompute the metrics of the checkpoints in this folder")
+    ap.add_argument("--pool", choices=("all", "seed0"), default="all",
+                    help="training pool: both bundled sets (900) or the seed-0 set's 400 (water_cluster_splits' extra)")
+    ap.add_argument("--fragments", choices=("cluster", "molecules"), default="cluster",
+                    help="charge-model constraint: the cluster's total charge, or every water neutral")
     ap.add_argument("--quick", action="store_true", help="2 sizes, 5 epochs (a smoke run)")
     ap.add_argument("--out", default="benchmarks/results/water")
     args = ap.parse_args()
@@ -276,7 +309,8 @@ def main():
     unknown = [m for m in models if m not in MODEL_HYPER]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {sorted(MODEL_HYPER)}")
-    pool, valid, test = _splits()
+    FRAGMENTS["mode"] = args.fragments
+    pool, valid, test = _splits(extra=args.pool == "all")
     sizes = [len(pool) if s == "all" else int(s) for s in args.sizes.split(",")]
     epochs = args.epochs
     base_weights = parse_weights(args.weights)
@@ -295,6 +329,7 @@ def main():
             weights = weights_for(model, base_weights)
             res = fit(build(model, train), train, valid, weights=weights, epochs=epochs,
                       batch_size=min(16, max(2, n // 4)), learning_rate=args.lr, patience=args.patience,
+                      ema_decay=args.ema_decay,
                       progress=True, dtype="float64", plots=False)
             row = {"n_train": n, "seconds": time.perf_counter() - t0, "epochs": len(res.history),
                    "test": score(res, model, test, _force_range(pool))}
@@ -303,7 +338,8 @@ def main():
                 if args.save:
                     from jaxlr.train import save
 
-                    meta = metadata(model, row, weights, n, len(valid), len(test), epochs)
+                    meta = metadata(model, row, weights, n, len(valid), len(test), epochs, args.pool == "all")
+                    meta["ema_decay"] = args.ema_decay
                     save(Path(args.save) / f"water-{model}", res.potential, res.variables, extra=meta)
             results[model].append(row)
             print(f"{model:8s} n={n:4d} {row['seconds']:7.0f} s  " +

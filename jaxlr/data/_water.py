@@ -35,6 +35,9 @@ __all__ = ["load_water_clusters", "load_water_transfer", "mean_coefficients", "r
            "reference_basis_widths"]
 
 WATER_CLUSTERS = "water_clusters.extxyz.gz"
+#: the bundled water-cluster sets by sampling seed (the generator's ``--seed``): the same
+#: recipe and size distribution, independent trajectories
+WATER_CLUSTER_SETS = {0: WATER_CLUSTERS, 1: "water_clusters_seed1.extxyz.gz"}
 WATER_TRANSFER = "water_transfer.extxyz.gz"
 CHARGE_SOURCES = (None, "hirshfeld", "density")
 
@@ -57,31 +60,49 @@ def _with_charges(structures, charges) -> Dataset:
     return Dataset(out)
 
 
-def load_water_clusters(*, charges: str | None = None, n_waters=None) -> Dataset:
+def load_water_clusters(*, charges: str | None = None, n_waters=None, seeds=None) -> Dataset:
     """The (H2O)n clusters, n = 1–8, at PBE/def2-SVP (open boundary, neutral).
+
+    Two sets of 500 are bundled, sampled with the same recipe from independent trajectories
+    (sampling seeds 0 and 1, ``info["seed"]``); structure ids of seed 1 end in ``-seed1``.
 
     Args:
       charges: also set a ``charges`` target (e): ``"hirshfeld"`` (Hirshfeld charges, as
         4G-HDNNP-style models train on), ``"density"`` (``Σ_s c``, the charges of the fitted
         density), or None (no charge target).
       n_waters: keep only clusters of these sizes (an int or a collection of ints).
+      seeds: which sets (an int or a collection of 0 and 1); None: both, seed 0 first.
 
     Returns:
       :class:`jaxlr.data.Dataset`; targets ``energy`` eV, ``forces`` eV/Å, ``dipole`` e·Å,
       ``coefficients`` (N, 10) in the basis of :func:`reference_basis` (plus ``charges``).
 
     Raises:
-      ValueError: for an unknown ``charges`` source or an ``n_waters`` with no cluster.
+      ValueError: for an unknown ``charges`` source or seed, or an ``n_waters`` with no cluster.
 
     Example:
       >>> ds = load_water_clusters()
-      >>> len(ds) >= 500, ds.species, ds.available_targets()
-      (True, (1, 8), ('energy', 'forces', 'dipole', 'coefficients'))
+      >>> len(ds), ds.species, ds.available_targets()
+      (1000, (1, 8), ('energy', 'forces', 'dipole', 'coefficients'))
+      >>> len(load_water_clusters(seeds=0)), sorted({int(s.info["seed"]) for s in ds})
+      (500, [0, 1])
       >>> dimers = load_water_clusters(n_waters=2, charges="density")
       >>> all(s.n_atoms == 6 for s in dimers), abs(float(dimers[0].targets["charges"].sum())) < 1e-8
       (True, True)
     """
-    structures = select_n_waters(read_cached(WATER_CLUSTERS, ":", False), n_waters, "the set holds n = 1–8")
+    if seeds is None:
+        chosen = sorted(WATER_CLUSTER_SETS)
+    else:
+        try:
+            chosen = [int(seeds)] if np.ndim(seeds) == 0 else [int(k) for k in seeds]
+        except (TypeError, ValueError):
+            chosen = [seeds]
+        unknown = [k for k in chosen if k not in WATER_CLUSTER_SETS]
+        if unknown or not chosen:
+            raise ValueError(f"seeds must be among the bundled sampling seeds {sorted(WATER_CLUSTER_SETS)}, "
+                             f"got {seeds!r}.")
+    structures = [s for k in dict.fromkeys(chosen) for s in read_cached(WATER_CLUSTER_SETS[k], ":", False)]
+    structures = select_n_waters(structures, n_waters, "the set holds n = 1–8")
     return _with_charges(structures, charges)
 
 
@@ -117,35 +138,45 @@ def select_n_waters(structures, n_waters, holds: str = "") -> list:
     return kept
 
 
-def water_cluster_splits(*, charges: str | None = None, seed: int = 0) -> tuple[Dataset, Dataset, Dataset]:
+def water_cluster_splits(*, charges: str | None = None, seed: int = 0,
+                         extra: bool = True) -> tuple[Dataset, Dataset, Dataset]:
     """The fixed split of :func:`load_water_clusters` that jaxlr's water models use.
 
-    A ``numpy.random.default_rng(seed).permutation`` of the set: the first 10 % are the test
-    split, the next 10 % the validation split (early stopping), the rest the training pool
-    (learning curves take its first k structures).  The shipped ``water-*`` models
-    (:func:`jaxlr.train.pretrained_models`) were trained and scored on ``seed=0``; score a
-    model on ``test`` only.
+    A ``numpy.random.default_rng(seed).permutation`` of the seed-0 set (500 clusters): its
+    first 10 % are the test split, the next 10 % the validation split (early stopping), the
+    rest the training pool; with ``extra`` the 500 clusters of the seed-1 set follow in the
+    pool (validation and test stay the same 50 + 50).  Learning curves take the pool's first
+    k structures, so k ≤ 400 draws only on the seed-0 set.  Score a model on ``test`` only;
+    the shipped ``water-*`` models (:func:`jaxlr.train.pretrained_models`) say in their
+    metadata which pool they were trained on.
 
     Args:
       charges: as :func:`load_water_clusters`.
       seed: the permutation's seed.
+      extra: add the seed-1 set to the pool (False: the 400-cluster pool of the seed-0 set).
 
     Returns:
-      ``(pool, valid, test)`` datasets (400 / 50 / 50 structures for the bundled 500).
+      ``(pool, valid, test)`` datasets (900 / 50 / 50 structures; 400 / 50 / 50 without extra).
 
     Example:
       >>> pool, valid, test = water_cluster_splits()
       >>> len(pool), len(valid), len(test)
-      (400, 50, 50)
+      (900, 50, 50)
       >>> ids = [s.info["structure_id"] for s in (*pool, *valid, *test)]
-      >>> len(set(ids)) == 500
+      >>> len(set(ids)) == 1000
       True
+      >>> small = water_cluster_splits(extra=False)
+      >>> len(small[0]), [s.info["structure_id"] for s in small[2]] == [s.info["structure_id"] for s in test]
+      (400, True)
     """
-    ds = load_water_clusters(charges=charges)
+    ds = load_water_clusters(charges=charges, seeds=0)
     order = np.random.default_rng(seed).permutation(len(ds))
     n_test = n_valid = len(ds) // 10
-    pick = lambda idx: Dataset([ds[int(i)] for i in idx])   # noqa: E731
-    return pick(order[n_test + n_valid:]), pick(order[n_test:n_test + n_valid]), pick(order[:n_test])
+    pick = lambda idx: [ds[int(i)] for i in idx]   # noqa: E731
+    pool = pick(order[n_test + n_valid:])
+    if extra:
+        pool += list(load_water_clusters(charges=charges, seeds=[k for k in WATER_CLUSTER_SETS if k != 0]))
+    return Dataset(pool), Dataset(pick(order[n_test:n_test + n_valid])), Dataset(pick(order[:n_test]))
 
 
 def load_water_transfer(*, charges: str | None = None) -> Dataset:

@@ -83,8 +83,9 @@ A gzipped extended-XYZ file (``ase.io.read(path, ":")``).  Per frame: ``energy``
 ``forces``, ``dipole`` (as ASE calculator results), arrays ``coefficients``,
 ``hirshfeld_charges``, ``hirshfeld_dipoles``, info ``charge`` (0), ``esp_rmse``,
 ``n_waters``, sampling provenance (``temperature_K``, ``trajectory``, ``snapshot``,
-``md_time_fs``, ``rattled``, ``seed``, ``structure_id``) and label provenance (level,
-basis, auxbasis, grid level, conv_tol, package versions, basis widths).
+``md_time_fs``, ``rattled``, ``seed``, ``structure_id``; a seed other than 0 appends
+``-seed<k>`` to the id, so sets of different seeds can be pooled) and label provenance
+(level, basis, auxbasis, grid level, conv_tol, package versions, basis widths).
 """
 
 from __future__ import annotations
@@ -675,6 +676,8 @@ def assemble_frames(out: Path, set_name: str, seed: int, partial: bool = False) 
     result = []
     for f, lab in labelled(load_samples(out, set_name), label_dir(out, set_name), set_name, partial=partial):
         f.info.update(prov)
+        if seed:                     # sets of other seeds reuse the plan's names: keep ids unique
+            f.info["structure_id"] = f"{f.info['structure_id']}-seed{seed}"
         f.info.update(charge=0, esp_rmse=float(lab["esp_rmse"]), energy_hartree=float(lab["energy_hartree"]))
         f.arrays["coefficients"] = lab["coefficients"]
         f.arrays["hirshfeld_charges"] = lab["hirshfeld_charges"]
