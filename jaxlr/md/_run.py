@@ -511,10 +511,10 @@ def run_md(structure=None, model="nacl", *, ensemble: str = "nve", temperature=N
 
 def _drift_words(thermo, n_atoms) -> str:
     """", conserved-energy drift +x ± y meV/atom/ps" for runs with an invariant and ≥ 3 rows."""
-    t, e = thermo["time_ps"], thermo["conserved_eV"]
-    if len(t) < 3 or not np.all(np.isfinite(e)) or np.any(np.diff(t) <= 0):
+    try:
+        d = energy_drift(thermo["time_ps"], thermo["conserved_eV"], n_atoms)
+    except ValueError:                     # under 3 rows, or no invariant (Langevin: NaN)
         return ""
-    d = energy_drift(t, e, n_atoms)
     return f", conserved-energy drift {d.slope:+.2e} ± {d.stderr:.1e} meV/atom/ps"
 
 
