@@ -66,16 +66,14 @@ MODEL_HYPER = {
 LOCAL = dict(cutoff=4.5, max_radial=8, max_angular=3, sigma=0.3)
 
 
-def _splits(seed: int = 0, extra: bool = True):
-    return tuple(map(_fragmented, data.water_cluster_splits(seed=seed, extra=extra)))
+def _splits(seed: int = 0, extra: bool = True, fragments: str = "cluster"):
+    return tuple(_fragmented(ds, fragments) for ds in data.water_cluster_splits(seed=seed, extra=extra))
 
 
-#: "molecules": every water its own neutral fragment (no charge flows between molecules)
-FRAGMENTS = {"mode": "cluster"}
-
-
-def _fragmented(dataset):
-    if FRAGMENTS["mode"] == "cluster":
+def _fragmented(dataset, fragments: str):
+    """``fragments="molecules"``: every water its own neutral fragment (no charge flows between
+    molecules); ``"cluster"``: the dataset as it is."""
+    if fragments == "cluster":
         return dataset
     out = []
     for s in dataset:
@@ -236,9 +234,9 @@ def rescore(folder: Path) -> None:
         print(path.name, json.dumps(extra["test_metrics"]), json.dumps(extra["transfer_metrics"]), flush=True)
 
 
-def transfer(res, model: str) -> dict | None:
+def transfer(res, model: str, fragments: str = "cluster") -> dict | None:
     try:
-        big = _fragmented(data.load_water_transfer())
+        big = _fragmented(data.load_water_transfer(), fragments)
     except FileNotFoundError:
         return None
     targets = ("energy", "forces") + (("dipole",) if model in CHARGED else ())
@@ -309,8 +307,7 @@ def main():
     unknown = [m for m in models if m not in MODEL_HYPER]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {sorted(MODEL_HYPER)}")
-    FRAGMENTS["mode"] = args.fragments
-    pool, valid, test = _splits(extra=args.pool == "all")
+    pool, valid, test = _splits(extra=args.pool == "all", fragments=args.fragments)
     sizes = [len(pool) if s == "all" else int(s) for s in args.sizes.split(",")]
     epochs = args.epochs
     base_weights = parse_weights(args.weights)
@@ -334,7 +331,7 @@ def main():
             row = {"n_train": n, "seconds": time.perf_counter() - t0, "epochs": len(res.history),
                    "test": score(res, model, test, _force_range(pool))}
             if n == sizes[-1]:
-                row["transfer"] = transfer(res, model)
+                row["transfer"] = transfer(res, model, args.fragments)
                 if args.save:
                     from jaxlr.train import save
 

@@ -194,7 +194,10 @@ def run_nve(checkpoint: Path, structure, steps: int, out: Path, seed: int = 0) -
     wall = time.perf_counter() - t0
     t = np.asarray(res.thermo["time_ps"], dtype=np.float64)
     e = np.asarray(res.thermo["total_eV"], dtype=np.float64)
-    d = energy_drift(t, e, n) if len(t) > 2 and np.all(np.isfinite(e)) else None
+    try:
+        d = energy_drift(t, e, n)
+    except ValueError:                     # too few rows, or a blown-up (non-finite) run
+        d = None
     shortest = shortest_distances(read(str(out / "trajectory.extxyz"), ":"))
     collapsed = shortest["HH"] < COLLAPSE["HH"] or shortest["OO"] < COLLAPSE["OO"]
     return {"atoms": n, "steps": steps, "time_ps": float(t[-1] - t[0]) if len(t) else 0.0,
